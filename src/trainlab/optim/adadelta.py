@@ -1,0 +1,109 @@
+"""AdaDelta: RMSProp whose step size is itself a running RMS of past updates."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _checks
+from ._base import FirstOrderOptimizer, first_order_checks, reject_unknown, step_counter
+
+
+def adadelta(
+    param: Tensor,
+    grad: Tensor,
+    square_avg: Tensor,
+    acc_delta: Tensor,
+    *,
+    lr: float,
+    rho: float,
+    eps: float,
+) -> None:
+    """One AdaDelta step (Zeiler, 2012).
+
+    E[g²]  ← ρ·E[g²] + (1 − ρ)·g²
+    Δθ      = −√(E[Δθ²] + ε) / √(E[g²] + ε) · g
+    E[Δθ²] ← ρ·E[Δθ²] + (1 − ρ)·Δθ²
+    θ      ← θ + η·Δθ
+
+    The ratio of RMS values gives Δθ the units of θ, so the paper needs no learning rate
+    (η = 1); torch.optim keeps η as a multiplier and so does trainlab. ε sits inside both
+    square roots.
+    """
+    square_avg.mul_(rho).add_((1 - rho) * grad * grad)
+    delta = -((acc_delta + eps).sqrt() / (square_avg + eps).sqrt()) * grad
+    acc_delta.mul_(rho).add_((1 - rho) * delta * delta)
+    param.add_(lr * delta)
+
+
+class Adadelta(FirstOrderOptimizer):
+    """AdaDelta: Δθ = −(RMS[Δθ] / RMS[g])·g;  θ ← θ + η·Δθ.
+
+    Same keywords, defaults and numbers as ``torch.optim.Adadelta``; trainlab adds
+    ``decoupled_weight_decay``.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: multiplier η on the update (default: 1.0).
+        rho: decay rate ρ of both running averages (default: 0.9).
+        eps: ε inside the square roots (default: 1e-6).
+        weight_decay: decay λ (default: 0).
+        maximize: ascend the objective instead (default: False).
+        decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
+
+    References: Zeiler, "ADADELTA: An Adaptive Learning Rate Method" (2012).
+    """
+
+    checks = first_order_checks(rho=_checks.unit_closed, eps=_checks.positive)
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1.0,
+        rho: float = 0.9,
+        eps: float = 1e-6,
+        weight_decay: float = 0,
+        foreach: bool | None = None,
+        *,
+        capturable: bool = False,
+        maximize: bool = False,
+        differentiable: bool = False,
+        decoupled_weight_decay: bool = False,
+        **unknown: Any,
+    ) -> None:
+        reject_unknown("Adadelta", unknown, self.checks)
+        defaults = dict(
+            lr=lr,
+            rho=rho,
+            eps=eps,
+            weight_decay=weight_decay,
+            foreach=foreach,
+            capturable=capturable,
+            maximize=maximize,
+            differentiable=differentiable,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, defaults)
+
+    def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "step": step_counter(),
+            "square_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
+            "acc_delta": torch.zeros_like(param, memory_format=torch.preserve_format),
+        }
+
+    def update(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        self._count_step(state)
+        adadelta(
+            param,
+            grad,
+            state["square_avg"],
+            state["acc_delta"],
+            lr=float(group["lr"]),
+            rho=group["rho"],
+            eps=group["eps"],
+        )

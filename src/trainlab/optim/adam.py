@@ -1,0 +1,190 @@
+"""Adam and AdamW: momentum on the gradient plus RMSProp scaling, bias-corrected."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _checks
+from ._base import FirstOrderOptimizer, first_order_checks, reject_unknown, step_counter
+
+
+def adam(
+    param: Tensor,
+    grad: Tensor,
+    exp_avg: Tensor,
+    exp_avg_sq: Tensor,
+    max_exp_avg_sq: Tensor | None,
+    *,
+    step: float,
+    lr: float,
+    beta1: float,
+    beta2: float,
+    eps: float,
+    bias_correction: bool,
+) -> None:
+    """One Adam step (Kingma & Ba, 2015).
+
+    m ← β1·m + (1 − β1)·g                 first moment ("momentum")
+    v ← β2·v + (1 − β2)·g²                second moment ("RMSProp")
+    m̂ = m/(1 − β1ᵗ),  v̂ = v/(1 − β2ᵗ)    bias correction (m, v start at 0)
+    θ ← θ − η·m̂/(√v̂ + ε)
+
+    ``bias_correction=False`` is the lecture's "incomplete, but close" Adam
+    θ ← θ − η·m/(√v + ε), whose first steps are tiny because m and v start at 0.
+    ``max_exp_avg_sq`` (AMSGrad, Reddi et al. 2018) replaces v by its running maximum.
+    ε is added after the square root of v̂, as in the paper and torch.optim.
+    """
+    exp_avg.mul_(beta1).add_((1 - beta1) * grad)
+    exp_avg_sq.mul_(beta2).add_((1 - beta2) * grad * grad)
+    v = exp_avg_sq
+    if max_exp_avg_sq is not None:
+        torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+        v = max_exp_avg_sq
+    if bias_correction:
+        m_hat = exp_avg / (1 - beta1**step)
+        v_hat = v / (1 - beta2**step)
+    else:
+        m_hat, v_hat = exp_avg, v
+    param.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+
+
+class Adam(FirstOrderOptimizer):
+    """Adam: m, v running moments of g and g²;  θ ← θ − η·m̂/(√v̂ + ε).
+
+    Same keywords, defaults and numbers as ``torch.optim.Adam`` (including its
+    ``decoupled_weight_decay`` switch, which makes it AdamW). trainlab adds
+    ``bias_correction`` (False gives the lecture's "incomplete" Adam).
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate η (default: 1e-3).
+        betas: (β1, β2), decay of the first and second moment (default: (0.9, 0.999)).
+        eps: ε added to √v̂ (default: 1e-8).
+        weight_decay: decay λ (default: 0).
+        amsgrad: use the running maximum of v (default: False).
+        maximize: ascend the objective instead (default: False).
+        decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
+        bias_correction: divide m and v by (1 − βᵗ) (default: True).
+
+    References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015;
+    Reddi, Kale & Kumar, "On the Convergence of Adam and Beyond", ICLR 2018.
+    """
+
+    checks = first_order_checks(
+        betas=_checks.betas,
+        eps=_checks.positive,
+        amsgrad=_checks.flag,
+        bias_correction=_checks.flag,
+    )
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        amsgrad: bool = False,
+        *,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+        bias_correction: bool = True,
+        **unknown: Any,
+    ) -> None:
+        reject_unknown(type(self).__name__, unknown, self.checks)
+        defaults = dict(
+            lr=lr,
+            betas=betas,
+            eps=eps,
+            weight_decay=weight_decay,
+            amsgrad=amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay,
+            bias_correction=bias_correction,
+        )
+        super().__init__(params, defaults)
+
+    def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        def zeros() -> Tensor:
+            return torch.zeros_like(param, memory_format=torch.preserve_format)
+
+        state = {"step": step_counter(), "exp_avg": zeros(), "exp_avg_sq": zeros()}
+        if group["amsgrad"]:
+            state["max_exp_avg_sq"] = zeros()
+        return state
+
+    def update(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        beta1, beta2 = group["betas"]
+        adam(
+            param,
+            grad,
+            state["exp_avg"],
+            state["exp_avg_sq"],
+            state.get("max_exp_avg_sq") if group["amsgrad"] else None,
+            step=self._count_step(state),
+            lr=float(group["lr"]),
+            beta1=float(beta1),
+            beta2=float(beta2),
+            eps=group["eps"],
+            bias_correction=group["bias_correction"],
+        )
+
+
+class AdamW(Adam):
+    """AdamW: Adam with decoupled weight decay θ ← θ·(1 − η·λ) (default λ = 1e-2).
+
+    L2 regularisation added to g is divided by √v̂ like the rest of the gradient, so
+    weights with large gradients are barely regularised; decoupling applies the same
+    relative shrinkage to every weight. Same keywords, defaults and numbers as
+    ``torch.optim.AdamW``; ``decoupled_weight_decay=False`` turns it back into Adam.
+
+    References: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
+    """
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        betas: tuple[float, float] = (0.9, 0.999),
+        eps: float = 1e-8,
+        weight_decay: float = 1e-2,
+        amsgrad: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        capturable: bool = False,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = True,
+        bias_correction: bool = True,
+        **unknown: Any,
+    ) -> None:
+        super().__init__(
+            params,
+            lr,
+            betas,
+            eps,
+            weight_decay,
+            amsgrad,
+            foreach=foreach,
+            maximize=maximize,
+            capturable=capturable,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay,
+            bias_correction=bias_correction,
+            **unknown,
+        )

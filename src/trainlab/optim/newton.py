@@ -1,0 +1,168 @@
+"""Newton's method with the exact Hessian — for small problems only, and why."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, ClassVar
+
+import torch
+from torch import Tensor
+
+from . import _checks
+from ._base import TrainlabOptimizer, reject_unknown
+from ._checks import Check
+from ._line_search import backtracking, flat
+
+
+def newton_direction(grad: Tensor, hessian: Tensor, damping: float) -> tuple[Tensor, float]:
+    """Solve (H + λI)·d = −g; returns (d, λ actually used).
+
+    θ* = θ − H⁻¹·∇J(θ) is the minimizer of the second-order Taylor model. Away from a
+    minimum H may be indefinite (a saddle), where the pure Newton step heads *to* the
+    saddle; λ is then raised tenfold until the Cholesky factorization succeeds, which
+    makes d a descent direction (Levenberg–Marquardt damping).
+    """
+    eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
+    scale = max(hessian.diagonal().abs().max().item(), 1.0)
+    lam = damping
+    for _ in range(60):
+        chol, info = torch.linalg.cholesky_ex(hessian + lam * eye)
+        if info.item() == 0:
+            return torch.cholesky_solve(-grad.unsqueeze(1), chol).squeeze(1), lam
+        lam = max(10 * lam, 1e-10 * scale)
+    raise ValueError(
+        "Newton: the Hessian could not be made positive definite (it may contain NaN or "
+        "infinite values; check the loss, or use a first-order optimizer)"
+    )
+
+
+class Newton(TrainlabOptimizer):
+    """Newton's method: θ ← θ − t·(H + λI)⁻¹·∇J(θ), exact Hessian, closure API.
+
+    No learning rate to tune (t = 1) and quadratic convergence near a minimum — but H
+    has n² entries and factoring it costs ~n³/3 operations, so it only fits problems of a
+    few thousand parameters: the lecture's "why is this impractical for deep nets".
+    Above ``max_params`` the optimizer refuses with that explanation.
+
+    ``step(closure)``: the closure computes and **returns** the loss without calling
+    ``backward()``; Newton differentiates it twice itself (gradient, then all n
+    Hessian rows at once with ``torch.func.vmap`` through ``is_grads_batched``).
+
+    Args:
+        params: parameters (all groups are treated as one vector).
+        lr: step length t, the start of the line search if one is used (default: 1).
+        damping: λ added to the Hessian's diagonal; raised automatically when H + λI is
+            not positive definite (default: 0).
+        line_search_fn: None or "backtracking" (Armijo, halving t) (default: None).
+        max_params: largest parameter count accepted (default: 2000).
+
+    References: Nocedal & Wright, Numerical Optimization, ch. 3.3 and 3.4 (modified
+    Newton); cs231n lecture 7, "second-order optimization".
+    """
+
+    checks: ClassVar[dict[str, Check]] = {
+        "lr": _checks.positive,
+        "damping": _checks.nonnegative,
+        "line_search_fn": _checks.one_of(None, "backtracking"),
+        "max_params": _checks.positive_int,
+    }
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float = 1.0,
+        damping: float = 0.0,
+        line_search_fn: str | None = None,
+        max_params: int = 2000,
+        **unknown: Any,
+    ) -> None:
+        reject_unknown("Newton", unknown, self.checks)
+        defaults = dict(
+            lr=lr, damping=damping, line_search_fn=line_search_fn, max_params=max_params
+        )
+        super().__init__(params, defaults)
+        self._params = [p for g in self.param_groups for p in g["params"]]
+        n = sum(p.numel() for p in self._params)
+        if n > max_params:
+            gigabytes = n * n * self._params[0].element_size() / 1e9
+            raise ValueError(
+                f"Invalid params for Newton: {n:,} parameters (must be <= max_params="
+                f"{max_params:,}). Newton's method stores the full n×n Hessian — "
+                f"{gigabytes:,.1f} GB here, O(n²) memory — and factors it every step, "
+                f"about n³/3 = {n**3 / 3:.1e} operations, O(n³) time; this is why it is "
+                "impractical for deep networks. Use LBFGS (it approximates H⁻¹ from a few "
+                "gradient differences in O(m·n) memory) or a first-order optimizer; raise "
+                "max_params only if you have the memory and time."
+            )
+
+    def _hessian(self, loss: Tensor) -> tuple[Tensor, Tensor]:
+        """Flat gradient and n×n Hessian of ``loss`` w.r.t. the parameters."""
+        params = self._params
+        try:
+            grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
+        except RuntimeError as error:
+            raise ValueError(
+                "Newton's closure must return the loss without calling loss.backward(): "
+                f"Newton differentiates the loss twice itself ({error})"
+            ) from None
+        grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
+        g = flat(grads)
+        n = g.numel()
+        if not g.requires_grad:  # the loss is linear in the parameters
+            return g.detach(), g.new_zeros(n, n)
+        basis = torch.eye(n, dtype=g.dtype, device=g.device)
+        rows = torch.autograd.grad(
+            g, params, grad_outputs=basis, is_grads_batched=True, allow_unused=True
+        )
+        rows = [
+            torch.zeros(n, *p.shape, dtype=g.dtype, device=g.device) if r is None else r
+            for p, r in zip(params, rows)
+        ]
+        hessian = torch.cat([r.reshape(n, -1) for r in rows], dim=1)
+        return g.detach(), (hessian + hessian.T) / 2
+
+    def _add_step(self, t: float, d: Tensor) -> None:
+        offset = 0
+        for p in self._params:
+            p.add_(d[offset : offset + p.numel()].view_as(p) * t)
+            offset += p.numel()
+
+    @torch.no_grad()
+    def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
+        """One Newton step; returns the loss before the step."""
+        if closure is None:
+            raise ValueError(
+                "Newton.step requires a closure that computes and returns the loss "
+                "(without calling backward())"
+            )
+        group = self.param_groups[0]
+        state = self.state[self._params[0]]
+        state.setdefault("n_iter", 0)
+        state.setdefault("func_evals", 0)
+        with torch.enable_grad():
+            loss = closure()
+            if not isinstance(loss, Tensor) or loss.numel() != 1 or loss.grad_fn is None:
+                raise ValueError(
+                    "Newton's closure must return the scalar loss tensor, still attached to "
+                    f"the autograd graph of the parameters (got {type(loss).__name__})"
+                )
+            grad, hessian = self._hessian(loss)
+        state["func_evals"] += 1
+        d, damping = newton_direction(grad, hessian, float(group["damping"]))
+        t = float(group["lr"])
+        if group["line_search_fn"] == "backtracking":
+            start = [p.clone() for p in self._params]
+
+            def evaluate_loss(step: float) -> float:
+                self._add_step(step, d)
+                value = float(closure())
+                for p, x in zip(self._params, start):
+                    p.copy_(x)
+                return value
+
+            _, t, evals = backtracking(evaluate_loss, t, float(loss), grad.dot(d).item())
+            state["func_evals"] += evals
+        self._add_step(t, d)
+        state["n_iter"] += 1
+        state.update(damping=damping, t=t, grad_norm=grad.norm().item())
+        return loss

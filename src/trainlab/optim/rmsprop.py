@@ -1,0 +1,135 @@
+"""RMSProp: AdaGrad with a leaky (exponentially averaged) sum of squared gradients."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _checks
+from ._base import FirstOrderOptimizer, first_order_checks, reject_unknown, step_counter
+
+
+def rmsprop(
+    param: Tensor,
+    grad: Tensor,
+    square_avg: Tensor,
+    grad_avg: Tensor | None,
+    momentum_buffer: Tensor | None,
+    *,
+    lr: float,
+    alpha: float,
+    eps: float,
+    momentum: float,
+) -> None:
+    """One RMSProp step (Tieleman & Hinton, 2012).
+
+    v ← α·v + (1 − α)·g²
+    s = √v + ε                     (centered: ḡ ← α·ḡ + (1 − α)·g;  s = √(v − ḡ²) + ε)
+    θ ← θ − η·g/s                  (momentum μ > 0: b ← μ·b + g/s;  θ ← θ − η·b)
+
+    ``grad_avg`` is given for the centered variant (Graves, 2013), ``momentum_buffer``
+    when μ > 0. ε sits outside the square root, as in torch.optim and the lecture's
+    ``x += -lr * dx / (np.sqrt(cache) + 1e-7)``.
+    """
+    square_avg.mul_(alpha).add_((1 - alpha) * grad * grad)
+    if grad_avg is not None:
+        grad_avg.mul_(alpha).add_((1 - alpha) * grad)
+        scale = (square_avg - grad_avg * grad_avg).sqrt() + eps
+    else:
+        scale = square_avg.sqrt() + eps
+    if momentum_buffer is not None:
+        momentum_buffer.mul_(momentum).add_(grad / scale)
+        param.sub_(lr * momentum_buffer)
+    else:
+        param.sub_(lr * grad / scale)
+
+
+class RMSprop(FirstOrderOptimizer):
+    """RMSProp: v ← α·v + (1 − α)·g²;  θ ← θ − η·g/(√v + ε).
+
+    Same keywords, defaults and numbers as ``torch.optim.RMSprop``; trainlab adds
+    ``decoupled_weight_decay``.
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate η (default: 1e-2).
+        alpha: smoothing constant α, the lecture's decay_rate (default: 0.99).
+        eps: ε added to √v (default: 1e-8).
+        weight_decay: decay λ (default: 0).
+        momentum: momentum μ applied to the scaled gradient (default: 0).
+        centered: normalize by an estimate of the gradient's variance (default: False).
+        maximize: ascend the objective instead (default: False).
+        decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
+
+    References: Tieleman & Hinton, Coursera "Neural Networks for Machine Learning",
+    lecture 6.5 (2012); Graves, "Generating Sequences With Recurrent Neural Networks" (2013).
+    """
+
+    checks = first_order_checks(
+        alpha=_checks.unit_closed,
+        eps=_checks.positive,
+        momentum=_checks.unit_half_open,
+        centered=_checks.flag,
+    )
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-2,
+        alpha: float = 0.99,
+        eps: float = 1e-8,
+        weight_decay: float = 0,
+        momentum: float = 0,
+        centered: bool = False,
+        capturable: bool = False,
+        foreach: bool | None = None,
+        maximize: bool = False,
+        differentiable: bool = False,
+        *,
+        decoupled_weight_decay: bool = False,
+        **unknown: Any,
+    ) -> None:
+        reject_unknown("RMSprop", unknown, self.checks)
+        defaults = dict(
+            lr=lr,
+            alpha=alpha,
+            eps=eps,
+            weight_decay=weight_decay,
+            momentum=momentum,
+            centered=centered,
+            capturable=capturable,
+            foreach=foreach,
+            maximize=maximize,
+            differentiable=differentiable,
+            decoupled_weight_decay=decoupled_weight_decay,
+        )
+        super().__init__(params, defaults)
+
+    def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        def zeros() -> Tensor:
+            return torch.zeros_like(param, memory_format=torch.preserve_format)
+
+        state = {"step": step_counter(), "square_avg": zeros()}
+        if group["momentum"] > 0:
+            state["momentum_buffer"] = zeros()
+        if group["centered"]:
+            state["grad_avg"] = zeros()
+        return state
+
+    def update(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        self._count_step(state)
+        rmsprop(
+            param,
+            grad,
+            state["square_avg"],
+            state.get("grad_avg") if group["centered"] else None,
+            state.get("momentum_buffer") if group["momentum"] > 0 else None,
+            lr=float(group["lr"]),
+            alpha=group["alpha"],
+            eps=group["eps"],
+            momentum=group["momentum"],
+        )

@@ -1,0 +1,164 @@
+"""SGD with momentum and Nesterov momentum, in the three forms the lectures write."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import Tensor
+
+from . import _checks
+from ._base import FirstOrderOptimizer, first_order_checks, reject_unknown
+
+MOMENTUM_FORMS = ("rho", "cs231n", "ema")
+
+
+def sgd(
+    param: Tensor,
+    grad: Tensor,
+    velocity: Tensor | None,
+    *,
+    lr: float,
+    momentum: float,
+    dampening: float,
+    nesterov: bool,
+    form: str,
+    first_step: bool,
+) -> None:
+    """One SGD step; ``velocity`` is None for plain gradient descent θ ← θ − η·g.
+
+    form="rho" (torch.optim, Sutskever et al.):  v ← μ·v + (1 − τ)·g   (v₁ = g)
+        θ ← θ − η·v                      Nesterov: θ ← θ − η·(g + μ·v)
+    form="cs231n" (learning rate inside the velocity):  v ← μ·v − η·g   (v₀ = 0)
+        θ ← θ + v                        Nesterov: θ ← θ − μ·v_prev + (1 + μ)·v
+    form="ema" (exponential moving average of gradients):  v ← μ·v + (1 − μ)·g   (v₀ = 0)
+        θ ← θ − η·v                      Nesterov: θ ← θ − η·((1 − μ)·g + μ·v)
+
+    With a constant η the three forms trace the same trajectory up to a rescaled η
+    (cs231n: v = −η·v_rho; ema: η_ema·(1 − μ) = η_rho). They part ways when η changes
+    mid-run: "cs231n" keeps the old η inside v, the others apply the new η to all of v.
+    The Nesterov variants are the change of variables φ = θ + μ·v of the look-ahead
+    update v ← μ·v − η·∇f(θ + μ·v); θ ← θ + v, so only ∇f at the stored point is needed.
+    """
+    if velocity is None:
+        param.sub_(lr * grad)
+        return
+    v, mu, g = velocity, momentum, grad
+    if form == "cs231n":
+        v_prev = v.clone() if nesterov else v
+        v.mul_(mu).sub_(lr * g)
+        param.add_((1 + mu) * v - mu * v_prev if nesterov else v)
+        return
+    if form == "ema":
+        v.mul_(mu).add_((1 - mu) * g)
+        step = (1 - mu) * g + mu * v if nesterov else v
+    elif first_step:  # torch starts the buffer at the first gradient, undampened
+        v.copy_(g)
+        step = g + mu * v if nesterov else v
+    else:
+        v.mul_(mu).add_((1 - dampening) * g)
+        step = g + mu * v if nesterov else v
+    param.sub_(lr * step)
+
+
+class SGD(FirstOrderOptimizer):
+    """Stochastic gradient descent, optionally with (Nesterov) momentum.
+
+    Plain:     θ ← θ − η·g
+    Momentum:  v ← μ·v + (1 − τ)·g;  θ ← θ − η·v              (``momentum_form="rho"``)
+    Nesterov:  θ ← θ − η·(g + μ·v)
+
+    Same keywords, defaults and numbers as ``torch.optim.SGD``. trainlab additions:
+    ``momentum_form`` ("rho" | "cs231n" | "ema", see :func:`sgd`) and
+    ``decoupled_weight_decay`` (θ ← θ·(1 − η·λ) instead of g ← g + λ·θ; identical for
+    momentum 0, different with momentum).
+
+    Args:
+        params: parameters or parameter groups.
+        lr: learning rate η (default: 1e-3).
+        momentum: momentum factor μ in [0, 1) (default: 0).
+        dampening: dampening τ for momentum, "rho" form only (default: 0).
+        weight_decay: decay λ (default: 0).
+        nesterov: Nesterov momentum; needs μ > 0 and τ = 0 (default: False).
+        maximize: ascend the objective instead (default: False).
+        decoupled_weight_decay: decay the weights instead of the gradient (default: False).
+        momentum_form: which of the lectures' momentum formulations (default: "rho").
+
+    References: Polyak (1964); Sutskever et al., "On the importance of initialization and
+    momentum in deep learning" (2013); cs231n lecture 7 (2017).
+    """
+
+    checks = first_order_checks(
+        momentum=_checks.unit_half_open,
+        dampening=_checks.unit_closed,
+        nesterov=_checks.flag,
+        momentum_form=_checks.one_of(*MOMENTUM_FORMS),
+    )
+
+    def __init__(
+        self,
+        params: Any,
+        lr: float | Tensor = 1e-3,
+        momentum: float = 0,
+        dampening: float = 0,
+        weight_decay: float = 0,
+        nesterov: bool = False,
+        *,
+        maximize: bool = False,
+        foreach: bool | None = None,
+        differentiable: bool = False,
+        fused: bool | None = None,
+        decoupled_weight_decay: bool = False,
+        momentum_form: str = "rho",
+        **unknown: Any,
+    ) -> None:
+        reject_unknown("SGD", unknown, self.checks)
+        defaults = dict(
+            lr=lr,
+            momentum=momentum,
+            dampening=dampening,
+            weight_decay=weight_decay,
+            nesterov=nesterov,
+            maximize=maximize,
+            foreach=foreach,
+            differentiable=differentiable,
+            fused=fused,
+            decoupled_weight_decay=decoupled_weight_decay,
+            momentum_form=momentum_form,
+        )
+        super().__init__(params, defaults)
+
+    def _check_combination(self, group: dict[str, Any]) -> None:
+        if group.get("nesterov") and (group.get("momentum", 0) <= 0 or group.get("dampening")):
+            raise _checks.fail(
+                "nesterov",
+                True,
+                f"requires momentum > 0 and dampening = 0, got momentum={group.get('momentum')}"
+                f" and dampening={group.get('dampening')}",
+            )
+
+    def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        return {}  # torch.optim creates the momentum buffer on the first step
+
+    def update(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
+    ) -> None:
+        velocity, first_step = None, False
+        if group["momentum"] != 0:
+            velocity = state.get("momentum_buffer")
+            first_step = velocity is None
+            if first_step:
+                velocity = state["momentum_buffer"] = torch.zeros_like(
+                    param, memory_format=torch.preserve_format
+                )
+        sgd(
+            param,
+            grad,
+            velocity,
+            lr=float(group["lr"]),
+            momentum=group["momentum"],
+            dampening=group["dampening"],
+            nesterov=group["nesterov"],
+            form=group["momentum_form"],
+            first_step=first_step,
+        )
