@@ -150,6 +150,11 @@ def backtracking(
     return f_new, t, evals
 
 
+def loss_value(loss: object) -> float:
+    """A closure's loss as a Python number (without autograd's scalar-conversion warning)."""
+    return float(loss.detach()) if isinstance(loss, Tensor) else float(loss)  # type: ignore[arg-type]
+
+
 def flat(tensors: list[Tensor]) -> Tensor:
     """Concatenate tensors into one 1-D tensor."""
     return torch.cat([x.reshape(-1) for x in tensors])

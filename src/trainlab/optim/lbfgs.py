@@ -11,7 +11,7 @@ from torch import Tensor
 from . import _checks
 from ._base import TrainlabOptimizer, reject_unknown
 from ._checks import Check
-from ._line_search import strong_wolfe
+from ._line_search import loss_value, strong_wolfe
 
 
 def lbfgs_direction(
@@ -133,7 +133,7 @@ class LBFGS(TrainlabOptimizer):
         def evaluate(t: float) -> tuple[float, Tensor]:
             self._add_step(t, d)
             with torch.enable_grad():
-                loss = float(closure())
+                loss = loss_value(closure())
             grad = self._flat_grad()
             for p, x in zip(self._params, start):
                 p.copy_(x)
@@ -161,7 +161,7 @@ class LBFGS(TrainlabOptimizer):
 
         with torch.enable_grad():
             orig_loss = closure()
-        loss = float(orig_loss)
+        loss = loss_value(orig_loss)
         evals = 1
         state["func_evals"] += 1
         grad = self._flat_grad()
@@ -217,7 +217,7 @@ class LBFGS(TrainlabOptimizer):
                 converged = False
                 if n_iter != max_iter:
                     with torch.enable_grad():
-                        loss = float(closure())
+                        loss = loss_value(closure())
                     grad = self._flat_grad()
                     converged = grad.abs().max() <= tol_grad
                     ls_evals = 1

@@ -11,7 +11,7 @@ from torch import Tensor
 from . import _checks
 from ._base import TrainlabOptimizer, reject_unknown
 from ._checks import Check
-from ._line_search import backtracking, flat
+from ._line_search import backtracking, flat, loss_value
 
 
 def newton_direction(grad: Tensor, hessian: Tensor, damping: float) -> tuple[Tensor, float]:
@@ -34,6 +34,14 @@ def newton_direction(grad: Tensor, hessian: Tensor, damping: float) -> tuple[Ten
         "Newton: the Hessian could not be made positive definite (it may contain NaN or "
         "infinite values; check the loss, or use a first-order optimizer)"
     )
+
+
+def _human_bytes(n: float) -> str:
+    units = ["bytes", "kB", "MB", "GB", "TB"]
+    i = 0
+    while n >= 1000 and i < len(units) - 1:
+        n, i = n / 1000, i + 1
+    return f"{n:,.1f} {units[i]}"
 
 
 class Newton(TrainlabOptimizer):
@@ -84,11 +92,11 @@ class Newton(TrainlabOptimizer):
         self._params = [p for g in self.param_groups for p in g["params"]]
         n = sum(p.numel() for p in self._params)
         if n > max_params:
-            gigabytes = n * n * self._params[0].element_size() / 1e9
+            hessian_bytes = n * n * self._params[0].element_size()
             raise ValueError(
                 f"Invalid params for Newton: {n:,} parameters (must be <= max_params="
                 f"{max_params:,}). Newton's method stores the full n×n Hessian — "
-                f"{gigabytes:,.1f} GB here, O(n²) memory — and factors it every step, "
+                f"{_human_bytes(hessian_bytes)} here, O(n²) memory — and factors it every step, "
                 f"about n³/3 = {n**3 / 3:.1e} operations, O(n³) time; this is why it is "
                 "impractical for deep networks. Use LBFGS (it approximates H⁻¹ from a few "
                 "gradient differences in O(m·n) memory) or a first-order optimizer; raise "
@@ -155,12 +163,12 @@ class Newton(TrainlabOptimizer):
 
             def evaluate_loss(step: float) -> float:
                 self._add_step(step, d)
-                value = float(closure())
+                value = loss_value(closure())
                 for p, x in zip(self._params, start):
                     p.copy_(x)
                 return value
 
-            _, t, evals = backtracking(evaluate_loss, t, float(loss), grad.dot(d).item())
+            _, t, evals = backtracking(evaluate_loss, t, loss_value(loss), grad.dot(d).item())
             state["func_evals"] += evals
         self._add_step(t, d)
         state["n_iter"] += 1
