@@ -211,9 +211,11 @@ class FirstOrderOptimizer(TrainlabOptimizer):
                         "(use torch.nn.Embedding(sparse=False), or torch.optim.SparseAdam "
                         "for sparse embeddings)"
                     )
-                state = self.state[param]
+                state = self.state.get(param)
                 if not state:
-                    state.update(self.init_state(param, group))
+                    state = self.init_state(param, group)
+                    if state:  # like torch.optim, stateless steps leave no state entry
+                        self.state[param] = state
                 if group["maximize"]:
                     grad = -grad
                 grad = apply_weight_decay(

@@ -33,7 +33,9 @@ def adam(
     θ ← θ − η·m̂/(√v̂ + ε)
 
     ``bias_correction=False`` is the lecture's "incomplete, but close" Adam
-    θ ← θ − η·m/(√v + ε), whose first steps are tiny because m and v start at 0.
+    θ ← θ − η·m/(√v + ε). Since m and v start at 0, its early steps are off: the first
+    one is η·(1 − β1)/√(1 − β2) ≈ 3.2·η per coordinate for β = (0.9, 0.999), where the
+    corrected step is η.
     ``max_exp_avg_sq`` (AMSGrad, Reddi et al. 2018) replaces v by its running maximum.
     ε is added after the square root of v̂, as in the paper and torch.optim.
     """

@@ -138,7 +138,8 @@ class SGD(FirstOrderOptimizer):
             )
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
-        return {}  # torch.optim creates the momentum buffer on the first step
+        # torch.optim creates the buffer from the first gradient, in the first step.
+        return {"momentum_buffer": None} if group["momentum"] != 0 else {}
 
     def update(
         self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
@@ -147,7 +148,7 @@ class SGD(FirstOrderOptimizer):
         if group["momentum"] != 0:
             velocity = state.get("momentum_buffer")
             first_step = velocity is None
-            if first_step:
+            if first_step:  # `state` is the stored dict (it holds the None placeholder)
                 velocity = state["momentum_buffer"] = torch.zeros_like(
                     param, memory_format=torch.preserve_format
                 )

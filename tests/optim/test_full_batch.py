@@ -1,0 +1,172 @@
+"""L-BFGS and Newton on full-batch problems."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+import trainlab.optim as optim
+
+
+def logistic_problem(seed=0, n=200, d=10):
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, d, generator=gen, dtype=torch.float64)
+    w_true = torch.randn(d, generator=gen, dtype=torch.float64)
+    noise = 0.5 * torch.randn(n, generator=gen, dtype=torch.float64)
+    y = (x @ w_true + noise > 0).double()
+    w = torch.zeros(d, dtype=torch.float64, requires_grad=True)
+    b = torch.zeros((), dtype=torch.float64, requires_grad=True)
+
+    def loss():  # L2-regularised logistic regression
+        return F.binary_cross_entropy_with_logits(x @ w + b, y) + 0.01 * (w**2).sum()
+
+    return [w, b], loss
+
+
+def with_backward(opt, loss):
+    def closure():
+        opt.zero_grad()
+        value = loss()
+        value.backward()
+        return value
+
+    return closure
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{}, {"line_search_fn": "strong_wolfe"}, {"history_size": 3, "max_iter": 5, "lr": 0.5}],
+)
+def test_lbfgs_matches_torch_on_logistic_regression(options):
+    results = []
+    for cls in (optim.LBFGS, torch.optim.LBFGS):
+        params, loss = logistic_problem()
+        opt = cls(params, **options)
+        for _ in range(4):
+            opt.step(with_backward(opt, loss))
+        state = opt.state[params[0]]
+        results.append((params, state["func_evals"], state["n_iter"]))
+    (ours, evals, iters), (theirs, their_evals, their_iters) = results
+    assert (evals, iters) == (their_evals, their_iters)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("options", [{"line_search_fn": "strong_wolfe"}, {"lr": 0.1}])
+def test_lbfgs_matches_torch_on_rosenbrock(options):
+    results = []
+    for cls in (optim.LBFGS, torch.optim.LBFGS):
+        x = torch.tensor([-1.5, 2.0], dtype=torch.float64, requires_grad=True)
+        opt = cls([x], **options)
+
+        def rosenbrock(x=x):
+            return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+        for _ in range(3):
+            opt.step(with_backward(opt, rosenbrock))
+        results.append(x.detach())
+    torch.testing.assert_close(results[0], results[1], rtol=1e-9, atol=1e-12)
+    if options.get("line_search_fn"):
+        torch.testing.assert_close(
+            results[0], torch.ones(2, dtype=torch.float64), atol=1e-5, rtol=0
+        )
+
+
+def test_lbfgs_state_moves_between_torch_and_trainlab():
+    options = {"line_search_fn": "strong_wolfe", "max_iter": 3}
+    params, loss = logistic_problem()
+    theirs = torch.optim.LBFGS(params, **options)
+    theirs.step(with_backward(theirs, loss))
+    saved = copy.deepcopy(theirs.state_dict())
+    moved, moved_loss = logistic_problem()
+    with torch.no_grad():
+        for p, q in zip(moved, params):
+            p.copy_(q)
+    ours = optim.LBFGS(moved, **options)
+    ours.load_state_dict(saved)
+    for _ in range(2):
+        theirs.step(with_backward(theirs, loss))
+        ours.step(with_backward(ours, moved_loss))
+    for a, b in zip(moved, params):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "backtracking"])
+def test_newton_reaches_gradient_norm_1e_8_within_10_steps(line_search_fn):
+    params, loss = logistic_problem()
+    opt = optim.Newton(params, line_search_fn=line_search_fn)
+    for _ in range(10):
+        opt.step(loss)
+    grads = torch.autograd.grad(loss(), params)
+    norm = torch.cat([g.reshape(-1) for g in grads]).norm().item()
+    assert norm < 1e-8
+    # Quadratic convergence: far fewer than 10 steps were actually needed.
+    assert opt.state[params[0]]["n_iter"] == 10
+
+
+def test_newton_converges_quadratically():
+    params, loss = logistic_problem()
+    opt = optim.Newton(params)
+    norms = []
+    for _ in range(6):
+        opt.step(loss)
+        norms.append(opt.state[params[0]]["grad_norm"])
+    # Near the optimum the gradient norm roughly squares each step.
+    assert norms[4] < norms[3] ** 1.5
+
+
+def test_newton_refuses_large_problems_and_explains_why():
+    big = torch.nn.Linear(100, 50)  # 5,050 parameters
+    with pytest.raises(
+        ValueError, match=r"5,050 parameters \(must be <= max_params=2,000\)"
+    ) as err:
+        optim.Newton(big.parameters())
+    text = str(err.value)
+    assert "O(n²) memory" in text and "O(n³) time" in text and "102.0 MB" in text
+    assert "impractical" in text and "LBFGS" in text
+    optim.Newton(big.parameters(), max_params=6000)  # allowed when asked for
+
+
+def test_newton_closure_must_not_call_backward():
+    params, loss = logistic_problem()
+    opt = optim.Newton(params)
+    with pytest.raises(ValueError, match=r"without calling loss.backward\(\)"):
+        opt.step(with_backward(opt, loss))
+
+
+def test_newton_closure_must_return_the_loss_tensor():
+    params, loss = logistic_problem()
+    opt = optim.Newton(params)
+    with pytest.raises(ValueError, match=r"must return the scalar loss tensor"):
+        opt.step(lambda: loss().item())
+    with pytest.raises(ValueError, match=r"requires a closure"):
+        opt.step()
+
+
+def test_newton_damping_escapes_a_saddle():
+    # f = x² + y⁴/4 − y²/2 at (0.5, 0.1): H = diag(2, 3y² − 1) is indefinite. The pure
+    # Newton step would jump to the saddle (0, 0); damping makes it a descent step.
+    theta = torch.tensor([0.5, 0.1], dtype=torch.float64, requires_grad=True)
+
+    def f():
+        return theta[0] ** 2 + theta[1] ** 4 / 4 - theta[1] ** 2 / 2
+
+    opt = optim.Newton([theta], line_search_fn="backtracking")
+    before = f().item()
+    opt.step(f)
+    assert opt.state[theta]["damping"] > 0
+    assert f().item() < before
+    for _ in range(20):
+        opt.step(f)
+    torch.testing.assert_close(theta.detach().abs(), torch.tensor([0.0, 1.0], dtype=torch.float64))
+
+
+def test_newton_direction_solves_the_damped_system():
+    h = torch.tensor([[4.0, 1.0], [1.0, 3.0]], dtype=torch.float64)
+    g = torch.tensor([1.0, 2.0], dtype=torch.float64)
+    d, lam = optim.newton_direction(g, h, 0.5)
+    assert lam == 0.5
+    torch.testing.assert_close((h + 0.5 * torch.eye(2, dtype=torch.float64)) @ d, -g)
