@@ -32,10 +32,11 @@ def adadelta(
     (η = 1); torch.optim keeps η as a multiplier and so does trainlab. ε sits inside both
     square roots.
     """
-    square_avg.mul_(rho).add_((1 - rho) * grad * grad)
-    delta = -((acc_delta + eps).sqrt() / (square_avg + eps).sqrt()) * grad
-    acc_delta.mul_(rho).add_((1 - rho) * delta * delta)
-    param.add_(lr * delta)
+    square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)  # E[g²]
+    rms_g = square_avg.add(eps).sqrt_()
+    minus_delta = acc_delta.add(eps).sqrt_().div_(rms_g).mul_(grad)  # −Δθ
+    acc_delta.mul_(rho).addcmul_(minus_delta, minus_delta, value=1 - rho)  # E[Δθ²]
+    param.add_(minus_delta, alpha=-lr)  # θ ← θ + η·Δθ
 
 
 class Adadelta(FirstOrderOptimizer):

@@ -33,8 +33,8 @@ def adagrad(
     and the cs231n notes (there ε = 1e-7; torch's default is 1e-10).
     """
     lr_t = lr / (1 + (step - 1) * lr_decay)
-    sum_sq.addcmul_(grad, grad)
-    param.sub_(lr_t * grad / (sum_sq.sqrt() + eps))
+    sum_sq.addcmul_(grad, grad)  # G ← G + g²
+    param.addcdiv_(grad, sum_sq.sqrt().add_(eps), value=-lr_t)  # θ ← θ − η_t·g/(√G + ε)
 
 
 class Adagrad(FirstOrderOptimizer):

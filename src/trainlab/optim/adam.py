@@ -39,18 +39,15 @@ def adam(
     ``max_exp_avg_sq`` (AMSGrad, Reddi et al. 2018) replaces v by its running maximum.
     ε is added after the square root of v̂, as in the paper and torch.optim.
     """
-    exp_avg.mul_(beta1).add_((1 - beta1) * grad)
-    exp_avg_sq.mul_(beta2).add_((1 - beta2) * grad * grad)
+    exp_avg.lerp_(grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v ← β2·v + (1 − β2)·g²
     v = exp_avg_sq
     if max_exp_avg_sq is not None:
-        torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-        v = max_exp_avg_sq
-    if bias_correction:
-        m_hat = exp_avg / (1 - beta1**step)
-        v_hat = v / (1 - beta2**step)
-    else:
-        m_hat, v_hat = exp_avg, v
-    param.sub_(lr * m_hat / (v_hat.sqrt() + eps))
+        v = torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+    # m̂ = m/c1 and √v̂ = √v/√c2; the scalar c1 is folded into the step size.
+    c1, c2 = (1 - beta1**step, 1 - beta2**step) if bias_correction else (1.0, 1.0)
+    denom = v.sqrt().div_(c2**0.5).add_(eps)  # √v̂ + ε
+    param.addcdiv_(exp_avg, denom, value=-lr / c1)  # θ ← θ − η·m̂/(√v̂ + ε)
 
 
 class Adam(FirstOrderOptimizer):

@@ -32,9 +32,9 @@ def adamax(
     u needs no bias correction (it is a max, not an average started at 0). ε sits inside
     the max, as in torch.optim, keeping u > 0.
     """
-    exp_avg.mul_(beta1).add_((1 - beta1) * grad)
-    torch.maximum(exp_inf.mul_(beta2), grad.abs() + eps, out=exp_inf)
-    param.sub_((lr / (1 - beta1**step)) * exp_avg / exp_inf)
+    exp_avg.lerp_(grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
+    torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)  # u
+    param.addcdiv_(exp_avg, exp_inf, value=-lr / (1 - beta1**step))  # θ ← θ − η/(1 − β1ᵗ)·m/u
 
 
 class Adamax(FirstOrderOptimizer):

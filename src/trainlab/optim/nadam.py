@@ -37,13 +37,12 @@ def nadam(
     """
     mu = beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
     mu_next = beta1 * (1 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
-    mu_product.mul_(mu)
-    prod = mu_product.to(param.dtype)
-    exp_avg.mul_(beta1).add_((1 - beta1) * grad)
-    exp_avg_sq.mul_(beta2).add_((1 - beta2) * grad * grad)
-    denom = (exp_avg_sq / (1 - beta2**step)).sqrt() + eps
-    direction = (1 - mu) / (1 - prod) * grad + mu_next / (1 - prod * mu_next) * exp_avg
-    param.sub_(lr * direction / denom)
+    prod = mu_product.mul_(mu).item()  # Π_t (a float32 tensor, as torch.optim keeps it)
+    exp_avg.lerp_(grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
+    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v ← β2·v + (1 − β2)·g²
+    denom = exp_avg_sq.div(1 - beta2**step).sqrt_().add_(eps)  # √v̂ + ε
+    param.addcdiv_(grad, denom, value=-lr * (1 - mu) / (1 - prod))
+    param.addcdiv_(exp_avg, denom, value=-lr * mu_next / (1 - prod * mu_next))
 
 
 class NAdam(FirstOrderOptimizer):

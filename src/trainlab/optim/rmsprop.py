@@ -33,17 +33,17 @@ def rmsprop(
     when μ > 0. ε sits outside the square root, as in torch.optim and the lecture's
     ``x += -lr * dx / (np.sqrt(cache) + 1e-7)``.
     """
-    square_avg.mul_(alpha).add_((1 - alpha) * grad * grad)
+    square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)  # v ← α·v + (1 − α)·g²
     if grad_avg is not None:
-        grad_avg.mul_(alpha).add_((1 - alpha) * grad)
-        scale = (square_avg - grad_avg * grad_avg).sqrt() + eps
+        grad_avg.lerp_(grad, 1 - alpha)  # ḡ ← α·ḡ + (1 − α)·g
+        scale = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(eps)
     else:
-        scale = square_avg.sqrt() + eps
+        scale = square_avg.sqrt().add_(eps)  # s = √v + ε
     if momentum_buffer is not None:
-        momentum_buffer.mul_(momentum).add_(grad / scale)
-        param.sub_(lr * momentum_buffer)
+        momentum_buffer.mul_(momentum).addcdiv_(grad, scale)  # b ← μ·b + g/s
+        param.add_(momentum_buffer, alpha=-lr)  # θ ← θ − η·b
     else:
-        param.sub_(lr * grad / scale)
+        param.addcdiv_(grad, scale, value=-lr)  # θ ← θ − η·g/s
 
 
 class RMSprop(FirstOrderOptimizer):

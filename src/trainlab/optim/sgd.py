@@ -41,24 +41,27 @@ def sgd(
     update v ← μ·v − η·∇f(θ + μ·v); θ ← θ + v, so only ∇f at the stored point is needed.
     """
     if velocity is None:
-        param.sub_(lr * grad)
+        param.add_(grad, alpha=-lr)  # θ ← θ − η·g
         return
     v, mu, g = velocity, momentum, grad
     if form == "cs231n":
-        v_prev = v.clone() if nesterov else v
-        v.mul_(mu).sub_(lr * g)
-        param.add_((1 + mu) * v - mu * v_prev if nesterov else v)
+        v_prev = v.clone() if nesterov else None
+        v.mul_(mu).add_(g, alpha=-lr)  # v ← μ·v − η·g
+        if v_prev is None:
+            param.add_(v)  # θ ← θ + v
+        else:
+            param.add_(v, alpha=1 + mu).add_(v_prev, alpha=-mu)  # θ ← θ − μ·v_prev + (1 + μ)·v
         return
     if form == "ema":
-        v.mul_(mu).add_((1 - mu) * g)
-        step = (1 - mu) * g + mu * v if nesterov else v
-    elif first_step:  # torch starts the buffer at the first gradient, undampened
-        v.copy_(g)
-        step = g + mu * v if nesterov else v
+        v.mul_(mu).add_(g, alpha=1 - mu)  # v ← μ·v + (1 − μ)·g
+        direction = g.mul(1 - mu).add_(v, alpha=mu) if nesterov else v
     else:
-        v.mul_(mu).add_((1 - dampening) * g)
-        step = g + mu * v if nesterov else v
-    param.sub_(lr * step)
+        if first_step:  # torch starts the buffer at the first gradient, undampened
+            v.copy_(g)
+        else:
+            v.mul_(mu).add_(g, alpha=1 - dampening)  # v ← μ·v + (1 − τ)·g
+        direction = g.add(v, alpha=mu) if nesterov else v
+    param.add_(direction, alpha=-lr)  # θ ← θ − η·direction
 
 
 class SGD(FirstOrderOptimizer):
