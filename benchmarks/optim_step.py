@@ -127,7 +127,7 @@ def main() -> None:
             loop = dict(rows)["torch for-loop"]
             for label, seconds in rows:
                 print(
-                    f"  {spec.name:<9} {label:<15} {seconds * 1e3:>9.2f} {seconds / loop:>17.2f}x"
+                    f"  {spec.name:<9} {label:<15} {seconds * 1e3:>9.3f} {seconds / loop:>17.2f}x"
                 )
                 results.append(
                     dict(
