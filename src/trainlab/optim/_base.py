@@ -93,7 +93,12 @@ class TrainlabOptimizer(torch.optim.Optimizer):
     #: keyword -> check, for every hyperparameter a group may carry.
     checks: ClassVar[dict[str, Check]] = {}
 
-    def __init__(self, params: Any, defaults: dict[str, Any]) -> None:
+    def __init__(self, params: Any, keywords: dict[str, Any]) -> None:
+        """``keywords``: the subclass constructor's ``locals()`` — its signature is the list
+        of hyperparameters, and ``**unknown`` collects misspelled ones."""
+        hidden = {"self", "params", "unknown", "__class__"}
+        reject_unknown(type(self).__name__, keywords.get("unknown", {}), self.checks)
+        defaults = {k: v for k, v in keywords.items() if k not in hidden}
         self._validate_hyperparameters(defaults, where="")
         self._check_combination(defaults)
         super().__init__(params, defaults)

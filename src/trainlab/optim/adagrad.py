@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, reject_unknown, step_counter
+from ._base import FirstOrderOptimizer, first_order_checks, step_counter
 
 
 def adagrad(
@@ -79,20 +79,7 @@ class Adagrad(FirstOrderOptimizer):
         decoupled_weight_decay: bool = False,
         **unknown: Any,
     ) -> None:
-        reject_unknown("Adagrad", unknown, self.checks)
-        defaults = dict(
-            lr=lr,
-            lr_decay=lr_decay,
-            weight_decay=weight_decay,
-            initial_accumulator_value=initial_accumulator_value,
-            eps=eps,
-            foreach=foreach,
-            maximize=maximize,
-            differentiable=differentiable,
-            fused=fused,
-            decoupled_weight_decay=decoupled_weight_decay,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
         # Like torch.optim.Adagrad, state exists from construction (G starts at a value).
         for group in self.param_groups:
             for param in group["params"]:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, reject_unknown, step_counter
+from ._base import FirstOrderOptimizer, first_order_checks, step_counter
 
 
 def adam(
@@ -97,22 +97,7 @@ class Adam(FirstOrderOptimizer):
         bias_correction: bool = True,
         **unknown: Any,
     ) -> None:
-        reject_unknown(type(self).__name__, unknown, self.checks)
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            amsgrad=amsgrad,
-            foreach=foreach,
-            maximize=maximize,
-            capturable=capturable,
-            differentiable=differentiable,
-            fused=fused,
-            decoupled_weight_decay=decoupled_weight_decay,
-            bias_correction=bias_correction,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         def zeros() -> Tensor:

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, reject_unknown, step_counter
+from ._base import FirstOrderOptimizer, first_order_checks, step_counter
 
 
 def adamax(
@@ -72,19 +72,7 @@ class Adamax(FirstOrderOptimizer):
         decoupled_weight_decay: bool = False,
         **unknown: Any,
     ) -> None:
-        reject_unknown("Adamax", unknown, self.checks)
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            foreach=foreach,
-            maximize=maximize,
-            differentiable=differentiable,
-            capturable=capturable,
-            decoupled_weight_decay=decoupled_weight_decay,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import TrainlabOptimizer, reject_unknown
+from ._base import TrainlabOptimizer
 from ._checks import Check
 from ._line_search import loss_value, strong_wolfe
 
@@ -87,20 +87,10 @@ class LBFGS(TrainlabOptimizer):
         line_search_fn: str | None = None,
         **unknown: Any,
     ) -> None:
-        reject_unknown("LBFGS", unknown, self.checks)
         _checks.positive_int("max_iter", max_iter)
         if max_eval is None:
             max_eval = max_iter * 5 // 4
-        defaults = dict(
-            lr=lr,
-            max_iter=max_iter,
-            max_eval=max_eval,
-            tolerance_grad=tolerance_grad,
-            tolerance_change=tolerance_change,
-            history_size=history_size,
-            line_search_fn=line_search_fn,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
         if len(self.param_groups) != 1:
             raise ValueError(
                 f"Invalid params for LBFGS: {len(self.param_groups)} parameter groups "

@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, reject_unknown, step_counter
+from ._base import FirstOrderOptimizer, first_order_checks, step_counter
 
 
 def nadam(
@@ -84,20 +84,7 @@ class NAdam(FirstOrderOptimizer):
         differentiable: bool = False,
         **unknown: Any,
     ) -> None:
-        reject_unknown("NAdam", unknown, self.checks)
-        defaults = dict(
-            lr=lr,
-            betas=betas,
-            eps=eps,
-            weight_decay=weight_decay,
-            momentum_decay=momentum_decay,
-            decoupled_weight_decay=decoupled_weight_decay,
-            foreach=foreach,
-            maximize=maximize,
-            capturable=capturable,
-            differentiable=differentiable,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         return {

@@ -9,7 +9,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import TrainlabOptimizer, reject_unknown
+from ._base import TrainlabOptimizer
 from ._checks import Check
 from ._line_search import backtracking, flat, loss_value
 
@@ -84,11 +84,7 @@ class Newton(TrainlabOptimizer):
         max_params: int = 2000,
         **unknown: Any,
     ) -> None:
-        reject_unknown("Newton", unknown, self.checks)
-        defaults = dict(
-            lr=lr, damping=damping, line_search_fn=line_search_fn, max_params=max_params
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
         self._params = [p for g in self.param_groups for p in g["params"]]
         n = sum(p.numel() for p in self._params)
         if n > max_params:

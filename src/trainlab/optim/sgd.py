@@ -8,7 +8,7 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, reject_unknown
+from ._base import FirstOrderOptimizer, first_order_checks
 
 MOMENTUM_FORMS = ("rho", "cs231n", "ema")
 
@@ -115,21 +115,7 @@ class SGD(FirstOrderOptimizer):
         momentum_form: str = "rho",
         **unknown: Any,
     ) -> None:
-        reject_unknown("SGD", unknown, self.checks)
-        defaults = dict(
-            lr=lr,
-            momentum=momentum,
-            dampening=dampening,
-            weight_decay=weight_decay,
-            nesterov=nesterov,
-            maximize=maximize,
-            foreach=foreach,
-            differentiable=differentiable,
-            fused=fused,
-            decoupled_weight_decay=decoupled_weight_decay,
-            momentum_form=momentum_form,
-        )
-        super().__init__(params, defaults)
+        super().__init__(params, locals())
 
     def _check_combination(self, group: dict[str, Any]) -> None:
         if group.get("nesterov") and (group.get("momentum", 0) <= 0 or group.get("dampening")):
