@@ -21,6 +21,7 @@ from torch import Tensor
 
 from . import _checks
 from ._checks import Check
+from ._ops import add_scaled
 
 # Keys torch's LR schedulers and param-name support add to groups; legal in a group.
 _SCHEDULER_KEYS = frozenset(
@@ -79,12 +80,10 @@ def apply_weight_decay(
     (Loshchilov & Hutter, 2019). The two are the same for plain SGD and differ for any
     method that rescales the gradient (momentum, AdaGrad, RMSProp, Adam, ...).
     """
-    if weight_decay == 0:
-        return grad
     if decoupled:
         param.mul_(1 - lr * weight_decay)
         return grad
-    return grad.add(param, alpha=weight_decay)
+    return add_scaled(grad, param, weight_decay)
 
 
 class TrainlabOptimizer(torch.optim.Optimizer):
@@ -179,21 +178,71 @@ class TrainlabOptimizer(torch.optim.Optimizer):
 
 
 class FirstOrderOptimizer(TrainlabOptimizer):
-    """Bookkeeping around a first-order update rule.
+    """Bookkeeping around a first-order update rule, run eagerly or compiled.
 
-    A subclass provides ``init_state`` (the state tensors, created on a parameter's first
-    step, with torch.optim's keys) and ``update`` (calls its rule with the group's
-    hyperparameters). This class loops over parameters, skips those without a gradient,
-    and applies ``maximize`` and weight decay before the rule.
+    A subclass provides:
+
+    - ``init_state(param, group)``: the state tensors of one parameter, created on its
+      first step, with torch.optim's keys (a ``None`` entry is created as zeros on the
+      first step, which the rule is told through ``h["first_step"]``);
+    - ``coefficients(step, h, state)``: the step-dependent scalars of the algorithm
+      (bias corrections, decayed learning rates), as Python numbers;
+    - ``apply_rule(param, grad, state, h)``: a static function that prepares the
+      gradient (``maximize``, weight decay) and calls the algorithm's rule.
+
+    ``apply_rule`` is the only place the math runs. The eager backend calls it once per
+    parameter; the fused backend (``_fused.py``) calls the *same* function once per
+    parameter group, compiled, over flat buffers that hold every parameter, gradient and
+    state tensor of the group.
     """
+
+    #: 0-dim state entries (one number per parameter), kept outside the compiled rule.
+    scalar_state: ClassVar[tuple[str, ...]] = ("step",)
+
+    def __init__(self, params: Any, keywords: dict[str, Any]) -> None:
+        from ._fused import FusedEngine
+
+        backend = keywords.pop("backend", "auto")
+        track_stats = keywords.pop("track_stats", False)
+        _checks.one_of("auto", "eager", "fused")("backend", backend)
+        _checks.flag("track_stats", track_stats)
+        super().__init__(params, keywords)
+        self.backend: str = backend
+        self.track_stats: bool = track_stats
+        #: per parameter group, after each step with ``track_stats=True``: gradient norm
+        #: ‖g‖, update ratio ‖Δθ‖/‖θ‖ and the number of non-finite gradient elements.
+        self.stats: list[dict[str, Tensor]] = []
+        self._engine = FusedEngine(self)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 
-    def update(
-        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
-    ) -> None:
+    def coefficients(
+        self, step: float | None, h: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, float]:
+        return {}
+
+    def state_keys(
+        self, group: dict[str, Any], dtype: torch.dtype, device: torch.device
+    ) -> set[str]:
+        """The state keys ``init_state`` gives a parameter of this group (its switches decide)."""
+        return set(self.init_state(torch.zeros((), dtype=dtype, device=device), group))
+
+    @staticmethod
+    def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
         raise NotImplementedError
+
+    def hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
+        """The group's hyperparameters for the rule: numbers, with betas split in two."""
+        h = {k: v for k, v in group.items() if k != "params" and k != "param_names"}
+        h["lr"] = as_float(h["lr"])
+        h["weight_decay"] = as_float(h["weight_decay"])
+        # Switches, so that compiled code branches on Python values, not on tensors.
+        h["weight_decay_on"] = h["weight_decay"] != 0
+        h["momentum_on"] = h.get("momentum", 0) != 0
+        if "betas" in h:
+            h["beta1"], h["beta2"] = (as_float(b) for b in h.pop("betas"))
+        return h
 
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:
@@ -202,37 +251,86 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         if closure is not None:
             with torch.enable_grad():
                 loss = closure()
-        for group in self.param_groups:
-            lr = as_float(group["lr"])
-            weight_decay = as_float(group["weight_decay"])
-            decoupled = group["decoupled_weight_decay"]
-            for param in group["params"]:
-                if param.grad is None:
-                    continue
-                grad = param.grad
-                if grad.is_sparse:
-                    raise ValueError(
-                        f"{type(self).__name__} does not support sparse gradients "
-                        "(use torch.nn.Embedding(sparse=False), or torch.optim.SparseAdam "
-                        "for sparse embeddings)"
-                    )
-                state = self.state.get(param)
-                if not state:
-                    state = self.init_state(param, group)
-                    if state:  # like torch.optim, stateless steps leave no state entry
-                        self.state[param] = state
-                if group["maximize"]:
-                    grad = -grad
-                grad = apply_weight_decay(
-                    param, grad, lr=lr, weight_decay=weight_decay, decoupled=decoupled
-                )
-                self.update(param, grad, state, group)
+        self.stats = []
+        for index, group in enumerate(self.param_groups):
+            h = self.hyperparameters(group)
+            done = self._engine.step(index, group, h)
+            rest = [p for p in group["params"] if id(p) not in done]
+            eager_stats = self._eager_step(rest, group, h)
+            if self.track_stats:
+                self.stats.append(self._engine.merge_stats(index, eager_stats))
         return loss
 
-    def _count_step(self, state: dict[str, Any]) -> float:
-        """Advance the per-parameter step counter t and return it as a number."""
-        state["step"] += 1
-        return state["step"].item()
+    def _eager_step(
+        self, params: list[Tensor], group: dict[str, Any], h: dict[str, Any]
+    ) -> list[Tensor] | None:
+        """The per-parameter loop; returns [Σg², Σ(Δθ)², Σθ², non-finite] if tracking."""
+        sums = None
+        expected: set[str] | None = None
+        for param in params:
+            if param.grad is None:
+                continue
+            grad = param.grad
+            if grad.is_sparse:
+                raise ValueError(
+                    f"{type(self).__name__} does not support sparse gradients "
+                    "(use torch.nn.Embedding(sparse=False), or torch.optim.SparseAdam "
+                    "for sparse embeddings)"
+                )
+            state = self.state.get(param)
+            if not state:
+                state = self.init_state(param, group)
+                if state:  # like torch.optim, stateless steps leave no state entry
+                    self.state[param] = state
+            else:  # a switch turned on mid-run (amsgrad, centered, momentum) needs buffers
+                if expected is None:
+                    expected = self.state_keys(group, param.dtype, param.device)
+                if not expected <= state.keys():
+                    fresh = self.init_state(param, group)
+                    state.update({k: v for k, v in fresh.items() if k not in state})
+            first_step = False
+            for key, value in state.items():
+                if value is None:
+                    state[key] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                    first_step = True
+            step = None
+            if "step" in state:
+                state["step"] += 1
+                step = state["step"].item()
+            rule_h = {**h, **self.coefficients(step, h, state), "first_step": first_step}
+            before = param.clone() if self.track_stats else None
+            self.apply_rule(param, grad, state, rule_h)
+            if before is not None:
+                sums = accumulate_stats(sums, grad, param, before)
+        return sums
+
+
+def accumulate_stats(
+    sums: list[Tensor] | None, grad: Tensor, param: Tensor, before: Tensor
+) -> list[Tensor]:
+    """Add one parameter's [Σg², Σ(Δθ)², Σθ², non-finite count] to ``sums``."""
+    parts = [
+        grad.double().square().sum(),
+        (param - before).double().square().sum(),
+        param.double().square().sum(),
+        (~torch.isfinite(grad)).sum().double(),
+    ]
+    return parts if sums is None else [a + b for a, b in zip(sums, parts)]
+
+
+def prepare_gradient(param: Tensor, grad: Tensor, h: dict[str, Any]) -> Tensor:
+    """The two steps every first-order rule starts with: ``maximize`` and weight decay."""
+    if h["maximize"]:
+        grad = -grad
+    if h["weight_decay_on"]:
+        grad = apply_weight_decay(
+            param,
+            grad,
+            lr=h["lr"],
+            weight_decay=h["weight_decay"],
+            decoupled=h["decoupled_weight_decay"],
+        )
+    return grad
 
 
 def step_counter() -> Tensor:

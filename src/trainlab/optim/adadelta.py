@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, step_counter
+from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
+from ._ops import add_product_, add_scaled_
 
 
 def adadelta(
@@ -17,9 +18,9 @@ def adadelta(
     square_avg: Tensor,
     acc_delta: Tensor,
     *,
-    lr: float,
-    rho: float,
-    eps: float,
+    lr: float | Tensor,
+    rho: float | Tensor,
+    eps: float | Tensor,
 ) -> None:
     """One AdaDelta step (Zeiler, 2012).
 
@@ -32,11 +33,11 @@ def adadelta(
     (η = 1); torch.optim keeps η as a multiplier and so does trainlab. ε sits inside both
     square roots.
     """
-    square_avg.mul_(rho).addcmul_(grad, grad, value=1 - rho)  # E[g²]
+    add_product_(square_avg.mul_(rho), grad, grad, 1 - rho)  # E[g²]
     rms_g = square_avg.add(eps).sqrt_()
     minus_delta = acc_delta.add(eps).sqrt_().div_(rms_g).mul_(grad)  # −Δθ
-    acc_delta.mul_(rho).addcmul_(minus_delta, minus_delta, value=1 - rho)  # E[Δθ²]
-    param.add_(minus_delta, alpha=-lr)  # θ ← θ + η·Δθ
+    add_product_(acc_delta.mul_(rho), minus_delta, minus_delta, 1 - rho)  # E[Δθ²]
+    add_scaled_(param, minus_delta, -lr)  # θ ← θ + η·Δθ
 
 
 class Adadelta(FirstOrderOptimizer):
@@ -52,6 +53,8 @@ class Adadelta(FirstOrderOptimizer):
         eps: ε inside the square roots (default: 1e-6).
         weight_decay: decay λ (default: 0).
         maximize: ascend the objective instead (default: False).
+        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 
     References: Zeiler, "ADADELTA: An Adaptive Learning Rate Method" (2012).
@@ -72,6 +75,8 @@ class Adadelta(FirstOrderOptimizer):
         maximize: bool = False,
         differentiable: bool = False,
         decoupled_weight_decay: bool = False,
+        backend: str = "auto",
+        track_stats: bool = False,
         **unknown: Any,
     ) -> None:
         super().__init__(params, locals())
@@ -83,16 +88,15 @@ class Adadelta(FirstOrderOptimizer):
             "acc_delta": torch.zeros_like(param, memory_format=torch.preserve_format),
         }
 
-    def update(
-        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
-    ) -> None:
-        self._count_step(state)
+    @staticmethod
+    def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
+        grad = prepare_gradient(param, grad, h)
         adadelta(
             param,
             grad,
             state["square_avg"],
             state["acc_delta"],
-            lr=float(group["lr"]),
-            rho=group["rho"],
-            eps=group["eps"],
+            lr=h["lr"],
+            rho=h["rho"],
+            eps=h["eps"],
         )

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, step_counter
+from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
+from ._ops import add_quotient_
 
 
 def adagrad(
@@ -16,25 +17,27 @@ def adagrad(
     grad: Tensor,
     sum_sq: Tensor,
     *,
-    step: float,
-    lr: float,
-    lr_decay: float,
-    eps: float,
+    lr: float | Tensor,
+    eps: float | Tensor,
 ) -> None:
     """One AdaGrad step (Duchi et al., 2011).
 
     G ← G + g²
-    η_t = η / (1 + (t − 1)·lr_decay)
     θ ← θ − η_t · g / (√G + ε)
 
     Steep coordinates (large accumulated G) get small steps, flat ones large steps; since
     G only grows, the effective step decays towards zero — the lecture's "AdaGrad stops
-    learning", which RMSProp fixes. ε is added after the square root, as in torch.optim
-    and the cs231n notes (there ε = 1e-7; torch's default is 1e-10).
+    learning", which RMSProp fixes. ``lr`` is η_t from :func:`adagrad_lr`. ε is added
+    after the square root, as in torch.optim and the cs231n notes (there ε = 1e-7;
+    torch's default is 1e-10).
     """
-    lr_t = lr / (1 + (step - 1) * lr_decay)
     sum_sq.addcmul_(grad, grad)  # G ← G + g²
-    param.addcdiv_(grad, sum_sq.sqrt().add_(eps), value=-lr_t)  # θ ← θ − η_t·g/(√G + ε)
+    add_quotient_(param, grad, sum_sq.sqrt().add_(eps), -lr)  # θ ← θ − η_t·g/(√G + ε)
+
+
+def adagrad_lr(step: float, lr: float, lr_decay: float) -> float:
+    """η_t = η / (1 + (t − 1)·lr_decay), torch.optim's inverse-time decay of AdaGrad."""
+    return lr / (1 + (step - 1) * lr_decay)
 
 
 class Adagrad(FirstOrderOptimizer):
@@ -51,6 +54,8 @@ class Adagrad(FirstOrderOptimizer):
         initial_accumulator_value: starting value of G (default: 0).
         eps: ε added to √G (default: 1e-10).
         maximize: ascend the objective instead (default: False).
+        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 
     References: Duchi, Hazan & Singer, "Adaptive Subgradient Methods for Online Learning
@@ -77,6 +82,8 @@ class Adagrad(FirstOrderOptimizer):
         differentiable: bool = False,
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
+        backend: str = "auto",
+        track_stats: bool = False,
         **unknown: Any,
     ) -> None:
         super().__init__(params, locals())
@@ -92,15 +99,12 @@ class Adagrad(FirstOrderOptimizer):
             "sum": torch.full_like(param, start, memory_format=torch.preserve_format),
         }
 
-    def update(
-        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
-    ) -> None:
-        adagrad(
-            param,
-            grad,
-            state["sum"],
-            step=self._count_step(state),
-            lr=float(group["lr"]),
-            lr_decay=group["lr_decay"],
-            eps=group["eps"],
-        )
+    def coefficients(
+        self, step: float | None, h: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, float]:
+        return {"lr_t": adagrad_lr(step, h["lr"], h["lr_decay"])}
+
+    @staticmethod
+    def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
+        grad = prepare_gradient(param, grad, h)
+        adagrad(param, grad, state["sum"], lr=h["lr_t"], eps=h["eps"])

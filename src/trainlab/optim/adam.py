@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, step_counter
+from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
+from ._ops import add_product_, add_quotient_, add_scaled_
 
 
 def adam(
@@ -18,12 +19,11 @@ def adam(
     exp_avg_sq: Tensor,
     max_exp_avg_sq: Tensor | None,
     *,
-    step: float,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    bias_correction: bool,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
+    eps: float | Tensor,
+    step_size: float | Tensor,
+    bias2_sqrt: float | Tensor,
 ) -> None:
     """One Adam step (Kingma & Ba, 2015).
 
@@ -32,22 +32,33 @@ def adam(
     m̂ = m/(1 − β1ᵗ),  v̂ = v/(1 − β2ᵗ)    bias correction (m, v start at 0)
     θ ← θ − η·m̂/(√v̂ + ε)
 
+    The scalars come from :func:`adam_step_size`: ``step_size`` = η/(1 − β1ᵗ) and
+    ``bias2_sqrt`` = √(1 − β2ᵗ). ``max_exp_avg_sq`` (AMSGrad, Reddi et al. 2018)
+    replaces v by its running maximum. ε is added after the square root of v̂, as in the
+    paper and torch.optim.
+    """
+    add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
+    add_product_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)  # v ← β2·v + (1 − β2)·g²
+    v = exp_avg_sq
+    if max_exp_avg_sq is not None:
+        v = torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
+    denom = v.sqrt().div_(bias2_sqrt).add_(eps)  # √v̂ + ε
+    add_quotient_(param, exp_avg, denom, -step_size)  # θ ← θ − η·m̂/(√v̂ + ε)
+
+
+def adam_step_size(
+    step: float, lr: float, beta1: float, beta2: float, bias_correction: bool
+) -> dict[str, float]:
+    """Adam's step-dependent scalars: η/(1 − β1ᵗ) and √(1 − β2ᵗ).
+
     ``bias_correction=False`` is the lecture's "incomplete, but close" Adam
     θ ← θ − η·m/(√v + ε). Since m and v start at 0, its early steps are off: the first
     one is η·(1 − β1)/√(1 − β2) ≈ 3.2·η per coordinate for β = (0.9, 0.999), where the
     corrected step is η.
-    ``max_exp_avg_sq`` (AMSGrad, Reddi et al. 2018) replaces v by its running maximum.
-    ε is added after the square root of v̂, as in the paper and torch.optim.
     """
-    exp_avg.lerp_(grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v ← β2·v + (1 − β2)·g²
-    v = exp_avg_sq
-    if max_exp_avg_sq is not None:
-        v = torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-    # m̂ = m/c1 and √v̂ = √v/√c2; the scalar c1 is folded into the step size.
-    c1, c2 = (1 - beta1**step, 1 - beta2**step) if bias_correction else (1.0, 1.0)
-    denom = v.sqrt().div_(c2**0.5).add_(eps)  # √v̂ + ε
-    param.addcdiv_(exp_avg, denom, value=-lr / c1)  # θ ← θ − η·m̂/(√v̂ + ε)
+    if not bias_correction:
+        return {"step_size": lr, "bias2_sqrt": 1.0}
+    return {"step_size": lr / (1 - beta1**step), "bias2_sqrt": (1 - beta2**step) ** 0.5}
 
 
 class Adam(FirstOrderOptimizer):
@@ -65,6 +76,8 @@ class Adam(FirstOrderOptimizer):
         weight_decay: decay λ (default: 0).
         amsgrad: use the running maximum of v (default: False).
         maximize: ascend the objective instead (default: False).
+        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
         bias_correction: divide m and v by (1 − βᵗ) (default: True).
 
@@ -95,6 +108,8 @@ class Adam(FirstOrderOptimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
         bias_correction: bool = True,
+        backend: str = "auto",
+        track_stats: bool = False,
         **unknown: Any,
     ) -> None:
         super().__init__(params, locals())
@@ -108,22 +123,24 @@ class Adam(FirstOrderOptimizer):
             state["max_exp_avg_sq"] = zeros()
         return state
 
-    def update(
-        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
-    ) -> None:
-        beta1, beta2 = group["betas"]
+    def coefficients(
+        self, step: float | None, h: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, float]:
+        return adam_step_size(step, h["lr"], h["beta1"], h["beta2"], h["bias_correction"])
+
+    @staticmethod
+    def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
         adam(
             param,
-            grad,
+            prepare_gradient(param, grad, h),
             state["exp_avg"],
             state["exp_avg_sq"],
-            state.get("max_exp_avg_sq") if group["amsgrad"] else None,
-            step=self._count_step(state),
-            lr=float(group["lr"]),
-            beta1=float(beta1),
-            beta2=float(beta2),
-            eps=group["eps"],
-            bias_correction=group["bias_correction"],
+            state["max_exp_avg_sq"] if h["amsgrad"] else None,
+            beta1=h["beta1"],
+            beta2=h["beta2"],
+            eps=h["eps"],
+            step_size=h["step_size"],
+            bias2_sqrt=h["bias2_sqrt"],
         )
 
 
@@ -154,6 +171,8 @@ class AdamW(Adam):
         fused: bool | None = None,
         decoupled_weight_decay: bool = True,
         bias_correction: bool = True,
+        backend: str = "auto",
+        track_stats: bool = False,
         **unknown: Any,
     ) -> None:
         super().__init__(
@@ -170,5 +189,7 @@ class AdamW(Adam):
             fused=fused,
             decoupled_weight_decay=decoupled_weight_decay,
             bias_correction=bias_correction,
+            backend=backend,
+            track_stats=track_stats,
             **unknown,
         )

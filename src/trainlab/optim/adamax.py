@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, step_counter
+from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
+from ._ops import add_quotient_, add_scaled_
 
 
 def adamax(
@@ -17,11 +18,10 @@ def adamax(
     exp_avg: Tensor,
     exp_inf: Tensor,
     *,
-    step: float,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
+    eps: float | Tensor,
+    step_size: float | Tensor,
 ) -> None:
     """One AdaMax step (Kingma & Ba, 2015, section 7.1).
 
@@ -29,12 +29,12 @@ def adamax(
     u ← max(β2·u, |g| + ε)                 the L∞ limit of Adam's (β2·v + (1 − β2)·|g|^p)^(1/p)
     θ ← θ − (η/(1 − β1ᵗ))·m/u
 
-    u needs no bias correction (it is a max, not an average started at 0). ε sits inside
-    the max, as in torch.optim, keeping u > 0.
+    ``step_size`` is η/(1 − β1ᵗ); u needs no bias correction (it is a max, not an average
+    started at 0). ε sits inside the max, as in torch.optim, keeping u > 0.
     """
-    exp_avg.lerp_(grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
+    add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
     torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)  # u
-    param.addcdiv_(exp_avg, exp_inf, value=-lr / (1 - beta1**step))  # θ ← θ − η/(1 − β1ᵗ)·m/u
+    add_quotient_(param, exp_avg, exp_inf, -step_size)  # θ ← θ − η/(1 − β1ᵗ)·m/u
 
 
 class Adamax(FirstOrderOptimizer):
@@ -50,6 +50,8 @@ class Adamax(FirstOrderOptimizer):
         eps: ε added to |g| inside the max (default: 1e-8).
         weight_decay: decay λ (default: 0).
         maximize: ascend the objective instead (default: False).
+        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 
     References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
@@ -70,6 +72,8 @@ class Adamax(FirstOrderOptimizer):
         differentiable: bool = False,
         capturable: bool = False,
         decoupled_weight_decay: bool = False,
+        backend: str = "auto",
+        track_stats: bool = False,
         **unknown: Any,
     ) -> None:
         super().__init__(params, locals())
@@ -81,18 +85,20 @@ class Adamax(FirstOrderOptimizer):
             "exp_inf": torch.zeros_like(param, memory_format=torch.preserve_format),
         }
 
-    def update(
-        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
-    ) -> None:
-        beta1, beta2 = group["betas"]
+    def coefficients(
+        self, step: float | None, h: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, float]:
+        return {"step_size": h["lr"] / (1 - h["beta1"] ** step)}
+
+    @staticmethod
+    def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
         adamax(
             param,
-            grad,
+            prepare_gradient(param, grad, h),
             state["exp_avg"],
             state["exp_inf"],
-            step=self._count_step(state),
-            lr=float(group["lr"]),
-            beta1=float(beta1),
-            beta2=float(beta2),
-            eps=group["eps"],
+            beta1=h["beta1"],
+            beta2=h["beta2"],
+            eps=h["eps"],
+            step_size=h["step_size"],
         )

@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, step_counter
+from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
+from ._ops import add_product_, add_quotient_, add_scaled_
 
 
 def nadam(
@@ -16,33 +17,47 @@ def nadam(
     grad: Tensor,
     exp_avg: Tensor,
     exp_avg_sq: Tensor,
-    mu_product: Tensor,
     *,
-    step: float,
-    lr: float,
-    beta1: float,
-    beta2: float,
-    eps: float,
-    momentum_decay: float,
+    beta1: float | Tensor,
+    beta2: float | Tensor,
+    eps: float | Tensor,
+    grad_step: float | Tensor,
+    momentum_step: float | Tensor,
+    bias2_sqrt: float | Tensor,
 ) -> None:
     """One NAdam step (Dozat, 2016), with torch.optim's momentum schedule.
 
-    μ_t = β1·(1 − ½·0.96^(t·ψ))            momentum warms up from β1/2 towards β1
-    Π_t = Π_{t−1}·μ_t                       (``mu_product``)
     m ← β1·m + (1 − β1)·g;   v ← β2·v + (1 − β2)·g²;   v̂ = v/(1 − β2ᵗ)
     θ ← θ − η·[ (1 − μ_t)/(1 − Π_t)·g + μ_{t+1}/(1 − Π_t·μ_{t+1})·m ] / (√v̂ + ε)
 
-    The Nesterov look-ahead is the μ_{t+1}·m term: the momentum part of the *next*
-    step is applied now, as in the change-of-variables form of Nesterov momentum.
+    with μ_t and Π_t = μ_1···μ_t from :func:`nadam_schedule`, which also gives the two
+    step sizes ``grad_step`` and ``momentum_step`` (the bracket's coefficients times η).
+    The Nesterov look-ahead is the μ_{t+1}·m term: the momentum part of the *next* step
+    is applied now, as in the change-of-variables form of Nesterov momentum.
+    """
+    add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
+    add_product_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)  # v ← β2·v + (1 − β2)·g²
+    denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(eps)  # √v̂ + ε
+    add_quotient_(param, grad, denom, -grad_step)
+    add_quotient_(param, exp_avg, denom, -momentum_step)
+
+
+def nadam_schedule(
+    step: float, lr: float, beta1: float, beta2: float, momentum_decay: float, mu_product: Tensor
+) -> dict[str, float]:
+    """NAdam's step-dependent scalars; multiplies ``mu_product`` (Π) by μ_t in place.
+
+    μ_t = β1·(1 − ½·0.96^(t·ψ))      momentum warms up from β1/2 towards β1
+    Π_t = Π_{t−1}·μ_t                 kept, like torch.optim, in a float32 tensor
     """
     mu = beta1 * (1 - 0.5 * 0.96 ** (step * momentum_decay))
     mu_next = beta1 * (1 - 0.5 * 0.96 ** ((step + 1) * momentum_decay))
-    prod = mu_product.mul_(mu).item()  # Π_t (a float32 tensor, as torch.optim keeps it)
-    exp_avg.lerp_(grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
-    exp_avg_sq.mul_(beta2).addcmul_(grad, grad, value=1 - beta2)  # v ← β2·v + (1 − β2)·g²
-    denom = exp_avg_sq.div(1 - beta2**step).sqrt_().add_(eps)  # √v̂ + ε
-    param.addcdiv_(grad, denom, value=-lr * (1 - mu) / (1 - prod))
-    param.addcdiv_(exp_avg, denom, value=-lr * mu_next / (1 - prod * mu_next))
+    prod = mu_product.mul_(mu).reshape(-1)[0].item()
+    return {
+        "grad_step": lr * (1 - mu) / (1 - prod),
+        "momentum_step": lr * mu_next / (1 - prod * mu_next),
+        "bias2_sqrt": (1 - beta2**step) ** 0.5,
+    }
 
 
 class NAdam(FirstOrderOptimizer):
@@ -60,6 +75,8 @@ class NAdam(FirstOrderOptimizer):
         momentum_decay: ψ in the momentum schedule μ_t (default: 4e-3).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
         maximize: ascend the objective instead (default: False).
+        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        track_stats: record gradient norm, update ratio, non-finite count (default: False).
 
     References: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016.
     """
@@ -82,6 +99,8 @@ class NAdam(FirstOrderOptimizer):
         maximize: bool = False,
         capturable: bool = False,
         differentiable: bool = False,
+        backend: str = "auto",
+        track_stats: bool = False,
         **unknown: Any,
     ) -> None:
         super().__init__(params, locals())
@@ -94,20 +113,26 @@ class NAdam(FirstOrderOptimizer):
             "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
         }
 
-    def update(
-        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
-    ) -> None:
-        beta1, beta2 = group["betas"]
+    scalar_state = ("step", "mu_product")
+
+    def coefficients(
+        self, step: float | None, h: dict[str, Any], state: dict[str, Any]
+    ) -> dict[str, float]:
+        return nadam_schedule(
+            step, h["lr"], h["beta1"], h["beta2"], h["momentum_decay"], state["mu_product"]
+        )
+
+    @staticmethod
+    def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
         nadam(
             param,
-            grad,
+            prepare_gradient(param, grad, h),
             state["exp_avg"],
             state["exp_avg_sq"],
-            state["mu_product"],
-            step=self._count_step(state),
-            lr=float(group["lr"]),
-            beta1=float(beta1),
-            beta2=float(beta2),
-            eps=group["eps"],
-            momentum_decay=group["momentum_decay"],
+            beta1=h["beta1"],
+            beta2=h["beta2"],
+            eps=h["eps"],
+            grad_step=h["grad_step"],
+            momentum_step=h["momentum_step"],
+            bias2_sqrt=h["bias2_sqrt"],
         )

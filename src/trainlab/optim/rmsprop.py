@@ -8,7 +8,8 @@ import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, step_counter
+from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
+from ._ops import add_product_, add_quotient_, add_scaled_
 
 
 def rmsprop(
@@ -18,10 +19,10 @@ def rmsprop(
     grad_avg: Tensor | None,
     momentum_buffer: Tensor | None,
     *,
-    lr: float,
-    alpha: float,
-    eps: float,
-    momentum: float,
+    lr: float | Tensor,
+    alpha: float | Tensor,
+    eps: float | Tensor,
+    momentum: float | Tensor,
 ) -> None:
     """One RMSProp step (Tieleman & Hinton, 2012).
 
@@ -33,17 +34,17 @@ def rmsprop(
     when μ > 0. ε sits outside the square root, as in torch.optim and the lecture's
     ``x += -lr * dx / (np.sqrt(cache) + 1e-7)``.
     """
-    square_avg.mul_(alpha).addcmul_(grad, grad, value=1 - alpha)  # v ← α·v + (1 − α)·g²
+    add_product_(square_avg.mul_(alpha), grad, grad, 1 - alpha)  # v ← α·v + (1 − α)·g²
     if grad_avg is not None:
-        grad_avg.lerp_(grad, 1 - alpha)  # ḡ ← α·ḡ + (1 − α)·g
+        add_scaled_(grad_avg.mul_(alpha), grad, 1 - alpha)  # ḡ ← α·ḡ + (1 − α)·g
         scale = square_avg.addcmul(grad_avg, grad_avg, value=-1).sqrt_().add_(eps)
     else:
         scale = square_avg.sqrt().add_(eps)  # s = √v + ε
     if momentum_buffer is not None:
         momentum_buffer.mul_(momentum).addcdiv_(grad, scale)  # b ← μ·b + g/s
-        param.add_(momentum_buffer, alpha=-lr)  # θ ← θ − η·b
+        add_scaled_(param, momentum_buffer, -lr)  # θ ← θ − η·b
     else:
-        param.addcdiv_(grad, scale, value=-lr)  # θ ← θ − η·g/s
+        add_quotient_(param, grad, scale, -lr)  # θ ← θ − η·g/s
 
 
 class RMSprop(FirstOrderOptimizer):
@@ -61,6 +62,8 @@ class RMSprop(FirstOrderOptimizer):
         momentum: momentum μ applied to the scaled gradient (default: 0).
         centered: normalize by an estimate of the gradient's variance (default: False).
         maximize: ascend the objective instead (default: False).
+        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 
     References: Tieleman & Hinton, Coursera "Neural Networks for Machine Learning",
@@ -89,6 +92,8 @@ class RMSprop(FirstOrderOptimizer):
         differentiable: bool = False,
         *,
         decoupled_weight_decay: bool = False,
+        backend: str = "auto",
+        track_stats: bool = False,
         **unknown: Any,
     ) -> None:
         super().__init__(params, locals())
@@ -104,18 +109,16 @@ class RMSprop(FirstOrderOptimizer):
             state["grad_avg"] = zeros()
         return state
 
-    def update(
-        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
-    ) -> None:
-        self._count_step(state)
+    @staticmethod
+    def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
         rmsprop(
             param,
-            grad,
+            prepare_gradient(param, grad, h),
             state["square_avg"],
-            state.get("grad_avg") if group["centered"] else None,
-            state.get("momentum_buffer") if group["momentum"] > 0 else None,
-            lr=float(group["lr"]),
-            alpha=group["alpha"],
-            eps=group["eps"],
-            momentum=group["momentum"],
+            state["grad_avg"] if h["centered"] else None,
+            state["momentum_buffer"] if h["momentum_on"] else None,
+            lr=h["lr"],
+            alpha=h["alpha"],
+            eps=h["eps"],
+            momentum=h["momentum"],
         )

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
 from torch import Tensor
 
 from . import _checks
-from ._base import FirstOrderOptimizer, first_order_checks
+from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient
+from ._ops import add_scaled, add_scaled_
 
 MOMENTUM_FORMS = ("rho", "cs231n", "ema")
 
@@ -41,27 +41,27 @@ def sgd(
     update v ← μ·v − η·∇f(θ + μ·v); θ ← θ + v, so only ∇f at the stored point is needed.
     """
     if velocity is None:
-        param.add_(grad, alpha=-lr)  # θ ← θ − η·g
+        add_scaled_(param, grad, -lr)  # θ ← θ − η·g
         return
     v, mu, g = velocity, momentum, grad
     if form == "cs231n":
         v_prev = v.clone() if nesterov else None
-        v.mul_(mu).add_(g, alpha=-lr)  # v ← μ·v − η·g
+        add_scaled_(v.mul_(mu), g, -lr)  # v ← μ·v − η·g
         if v_prev is None:
             param.add_(v)  # θ ← θ + v
-        else:
-            param.add_(v, alpha=1 + mu).add_(v_prev, alpha=-mu)  # θ ← θ − μ·v_prev + (1 + μ)·v
+        else:  # θ ← θ − μ·v_prev + (1 + μ)·v
+            add_scaled_(add_scaled_(param, v, 1 + mu), v_prev, -mu)
         return
     if form == "ema":
-        v.mul_(mu).add_(g, alpha=1 - mu)  # v ← μ·v + (1 − μ)·g
-        direction = g.mul(1 - mu).add_(v, alpha=mu) if nesterov else v
+        add_scaled_(v.mul_(mu), g, 1 - mu)  # v ← μ·v + (1 − μ)·g
+        direction = add_scaled(g * (1 - mu), v, mu) if nesterov else v
     else:
         if first_step:  # torch starts the buffer at the first gradient, undampened
             v.copy_(g)
         else:
-            v.mul_(mu).add_(g, alpha=1 - dampening)  # v ← μ·v + (1 − τ)·g
-        direction = g.add(v, alpha=mu) if nesterov else v
-    param.add_(direction, alpha=-lr)  # θ ← θ − η·direction
+            add_scaled_(v.mul_(mu), g, 1 - dampening)  # v ← μ·v + (1 − τ)·g
+        direction = add_scaled(g, v, mu) if nesterov else v
+    add_scaled_(param, direction, -lr)  # θ ← θ − η·direction
 
 
 class SGD(FirstOrderOptimizer):
@@ -84,6 +84,8 @@ class SGD(FirstOrderOptimizer):
         weight_decay: decay λ (default: 0).
         nesterov: Nesterov momentum; needs μ > 0 and τ = 0 (default: False).
         maximize: ascend the objective instead (default: False).
+        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: decay the weights instead of the gradient (default: False).
         momentum_form: which of the lectures' momentum formulations (default: "rho").
 
@@ -113,6 +115,8 @@ class SGD(FirstOrderOptimizer):
         fused: bool | None = None,
         decoupled_weight_decay: bool = False,
         momentum_form: str = "rho",
+        backend: str = "auto",
+        track_stats: bool = False,
         **unknown: Any,
     ) -> None:
         super().__init__(params, locals())
@@ -130,25 +134,16 @@ class SGD(FirstOrderOptimizer):
         # torch.optim creates the buffer from the first gradient, in the first step.
         return {"momentum_buffer": None} if group["momentum"] != 0 else {}
 
-    def update(
-        self, param: Tensor, grad: Tensor, state: dict[str, Any], group: dict[str, Any]
-    ) -> None:
-        velocity, first_step = None, False
-        if group["momentum"] != 0:
-            velocity = state.get("momentum_buffer")
-            first_step = velocity is None
-            if first_step:  # `state` is the stored dict (it holds the None placeholder)
-                velocity = state["momentum_buffer"] = torch.zeros_like(
-                    param, memory_format=torch.preserve_format
-                )
+    @staticmethod
+    def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
         sgd(
             param,
-            grad,
-            velocity,
-            lr=float(group["lr"]),
-            momentum=group["momentum"],
-            dampening=group["dampening"],
-            nesterov=group["nesterov"],
-            form=group["momentum_form"],
-            first_step=first_step,
+            prepare_gradient(param, grad, h),
+            state["momentum_buffer"] if h["momentum_on"] else None,
+            lr=h["lr"],
+            momentum=h["momentum"],
+            dampening=h["dampening"],
+            nesterov=h["nesterov"],
+            form=h["momentum_form"],
+            first_step=h["first_step"],
         )

@@ -1,0 +1,360 @@
+"""The fused backend: each parameter group's update as one compiled kernel over flat buffers.
+
+An optimizer step is memory-bound. Per-tensor loops pay Python and kernel-launch
+overhead per parameter and make one pass over memory per tensor operation. Here the
+parameters, gradients and state of a group (per device and dtype) are laid out as views
+into one contiguous buffer each, and the optimizer's own ``apply_rule`` — the same
+function the eager backend runs per parameter — is compiled once by ``torch.compile``
+(inductor: C++/OpenMP on CPU, Triton on GPU) into a single pass over those buffers.
+
+Hyperparameters enter the compiled code as 0-dim tensors, so a learning rate changed by
+a scheduler every step is new data, not a new program. Step-dependent scalars (bias
+corrections) are computed in Python beforehand, once per step.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+import shutil
+import types
+import warnings
+from numbers import Number
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from ._base import FirstOrderOptimizer
+
+#: The ``torch.compile`` backend. Tests replace it with one that fails, to exercise the
+#: fallback to the eager backend.
+BACKEND: Any = "inductor"
+
+#: ``backend="auto"`` compiles a group from this many elements on (below, the eager
+#: per-parameter loop is as fast; see benchmarks/optim_step.py).
+AUTO_MIN_NUMEL = 65_536
+
+
+def _update(
+    param: Tensor,
+    grad: Tensor,
+    state: dict[str, Tensor],
+    h: dict[str, Any],
+    apply_rule: Any,
+    track_stats: bool,
+) -> tuple[Tensor, ...] | None:
+    """What gets compiled: the optimizer's rule over flat buffers, plus optional statistics."""
+    before = param.clone() if track_stats else None
+    apply_rule(param, grad, state, h)
+    if before is None:
+        return None
+    return (
+        grad.square().sum(),
+        (param - before).square().sum(),
+        param.square().sum(),
+        (~torch.isfinite(grad)).sum(),
+    )
+
+
+@functools.cache
+def compiled_update(cls: type, variant: tuple) -> Any:
+    """``_update`` compiled for one optimizer class and one variant of its switches.
+
+    ``variant`` holds everything the compiled code branches on (flags such as
+    ``amsgrad``, the dtype and device). Each variant gets its own copy of the code
+    object, so dynamo compiles it once and never runs into its per-code recompile limit.
+    """
+    name = f"fused_{cls.__name__}_{abs(hash(variant)):x}"
+    code = _update.__code__.replace(co_name=name)
+    function = types.FunctionType(code, _update.__globals__, name)
+    return torch.compile(function, backend=BACKEND, fullgraph=True, dynamic=True)
+
+
+def compiler_available(device: torch.device) -> bool:
+    """Can inductor compile for ``device`` here (a C++ compiler on CPU, Triton on CUDA)?"""
+    if device.type == "cpu":
+        return any(shutil.which(c) for c in (os.environ.get("CXX", "g++"), "c++", "clang++"))
+    if device.type == "cuda":
+        try:
+            import triton  # noqa: F401
+        except ImportError:
+            return False
+        return True
+    return False
+
+
+class FlatGroup:
+    """The parameters of one group on one device and dtype, as views into flat buffers."""
+
+    def __init__(self, optimizer: FirstOrderOptimizer, group: dict[str, Any], params: list[Tensor]):
+        self.optimizer, self.group, self.params = optimizer, group, params
+        self.ids = {id(p) for p in params}
+        self.device, self.dtype = params[0].device, params[0].dtype
+        self.numels = [p.numel() for p in params]
+        self.offsets = [sum(self.numels[:i]) for i in range(len(params))]
+        total = sum(self.numels)
+        self.param = torch.empty(total, dtype=self.dtype, device=self.device)
+        self.grad = torch.zeros(total, dtype=self.dtype, device=self.device)
+        self.has_grad = [p.grad is not None for p in params]
+        for i, p in enumerate(params):
+            self._view(self.param, i).copy_(p.detach())
+            if p.grad is not None:
+                self._view(self.grad, i).copy_(p.grad)
+            p.data = self._view(self.param, i)
+            p.grad = self._view(self.grad, i)
+            # Backward accumulates in place into p.grad (a view of self.grad); the hook
+            # records that this parameter got a gradient in this step.
+            p.register_post_accumulate_grad_hook(functools.partial(self._got_grad, i))
+        self.param_ptrs = [p.data_ptr() for p in params]
+        self.grad_ptrs = [p.grad.data_ptr() for p in params]
+        self.state: dict[str, Tensor | None] = {}  # flat per-element state
+        self.scalars: dict[str, Tensor] = {}  # one number per parameter (step, ...)
+        self.step: int | None = 0  # the common step count; None once parameters differ
+        self.fused_ok = True
+        self.compiled = False
+        self.needs_adopt = False
+        self._scalar_inputs: dict[str, Tensor] = {}
+        self.stats: tuple[Tensor, ...] | None = None
+        self.adopt_state()
+
+    def _view(self, buffer: Tensor, i: int) -> Tensor:
+        start = self.offsets[i]
+        return buffer[start : start + self.numels[i]].view(self.params[i].shape)
+
+    def _got_grad(self, i: int, _param: Tensor) -> None:
+        self.has_grad[i] = True
+
+    # -- state ---------------------------------------------------------------------------
+    def adopt_state(self) -> None:
+        """Move the parameters' state (fresh, or loaded) into flat buffers, as views."""
+        opt = self.optimizer
+        states = [opt.state.get(p) or {} for p in self.params]
+        self.state, self.scalars = {}, {}
+        if not any(states):
+            self.step = 0
+            return
+        keys = set(states[0])
+        if any(set(s) != keys for s in states):
+            self.step = None  # parameters at different stages: the eager loop handles them
+            return
+        for key in keys:
+            values = [s[key] for s in states]
+            if all(v is None for v in values):
+                self.state[key] = None
+            elif any(v is None for v in values):
+                self.step = None
+                return
+            elif key in opt.scalar_state:
+                buffer = torch.tensor([v.item() for v in values], dtype=values[0].dtype)
+                self.scalars[key] = buffer
+                for i, s in enumerate(states):
+                    s[key] = buffer[i]
+            else:
+                buffer = torch.empty_like(self.param)
+                for i, s in enumerate(states):
+                    view = self._view(buffer, i)
+                    view.copy_(values[i])
+                    s[key] = view
+                self.state[key] = buffer
+        steps = self.scalars.get("step")
+        if steps is None:
+            self.step = 0
+        elif bool((steps == steps[0]).all()):
+            self.step = int(steps[0].item())
+        else:
+            self.step = None
+
+    def _state_ready(self) -> bool:
+        """Is every parameter's state in the flat buffers, with the keys the group needs?"""
+        opt = self.optimizer
+        expected = opt.state_keys(self.group, self.dtype, self.device)
+        if not expected:
+            return True
+        if set(self.state) | set(self.scalars) != expected:
+            return False
+        return all(buffer is not None for buffer in self.state.values())
+
+    # -- layout --------------------------------------------------------------------------
+    def check_layout(self) -> None:
+        """Re-point parameters and gradients that were replaced; refuse a device/dtype move."""
+        for i, p in enumerate(self.params):
+            if p.data_ptr() != self.param_ptrs[i]:
+                if p.device != self.device or p.dtype != self.dtype:
+                    index = self.optimizer.param_groups.index(self.group)
+                    position = next(j for j, q in enumerate(self.group["params"]) if q is p)
+                    raise ValueError(
+                        f"Invalid parameter {position} of group {index}: it moved from "
+                        f"{self.device}/{self.dtype} to {p.device}/{p.dtype} after the "
+                        "optimizer's first step, but its optimizer state stays where it was "
+                        "(build the optimizer after model.to(...), or move the model back)"
+                    )
+                self._view(self.param, i).copy_(p.detach())
+                p.data = self._view(self.param, i)
+                self.param_ptrs[i] = p.data_ptr()
+            grad = p.grad
+            if grad is None:  # set to None by hand or by model.zero_grad()
+                view = self._view(self.grad, i)
+                view.zero_()
+                p.grad = view
+                self.has_grad[i] = False
+            elif grad.data_ptr() != self.grad_ptrs[i]:  # a gradient tensor of its own
+                if grad.is_sparse:
+                    return  # the eager loop raises the sparse-gradient error
+                self._view(self.grad, i).copy_(grad)
+                p.grad = self._view(self.grad, i)
+                self.has_grad[i] = True
+
+    def zero_grad(self, set_to_none: bool) -> None:
+        self.grad.zero_()
+        for i, p in enumerate(self.params):
+            if p.grad is None or p.grad.data_ptr() != self.grad_ptrs[i]:
+                p.grad = self._view(self.grad, i)
+        if set_to_none:  # no gradient until backward gives one
+            self.has_grad = [False] * len(self.params)
+
+    # -- the step ------------------------------------------------------------------------
+    def fused_step(self, h: dict[str, Any]) -> bool:
+        """One compiled step over the whole group; False when the eager loop must do it."""
+        if not self.fused_ok:
+            return False
+        self.check_layout()
+        if self.step is None or not all(self.has_grad):
+            if not all(self.has_grad) and any(self.has_grad):
+                self.step = None  # the eager loop steps only some parameters: counts part
+            return False
+        if any(p.grad.is_sparse for p in self.params):
+            return False
+        opt = self.optimizer
+        if self.needs_adopt:
+            self.adopt_state()
+            self.needs_adopt = False
+            if self.step is None:
+                return False
+        if not self._state_ready():
+            # The first step creates the state (and SGD's buffer from the first gradient):
+            # the eager loop does it, and the state moves into flat buffers next step.
+            self.needs_adopt = True
+            return False
+        saved = {k: v.clone() for k, v in self.scalars.items()}
+        step = None
+        if "step" in self.scalars:
+            self.scalars["step"].add_(1)
+            step = float(self.step + 1)
+        rule_h = {**h, **opt.coefficients(step, h, self.scalars), "first_step": False}
+        inputs = {k: self._as_input(k, v) for k, v in rule_h.items()}
+        flags = tuple((k, v) for k, v in inputs.items() if not isinstance(v, Tensor))
+        update = compiled_update(type(opt), (*flags, self.dtype, self.device.type))
+        args = (self.param, self.grad, self.state, inputs, opt.apply_rule, opt.track_stats)
+        try:
+            if self.compiled:
+                self.stats = update(*args)
+            else:  # the first call compiles: torch's own deprecation notices are not ours
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", DeprecationWarning)
+                    warnings.simplefilter("ignore", FutureWarning)
+                    self.stats = update(*args)
+                self.compiled = True
+        except Exception as error:  # compilation failed: no buffer was written yet
+            for key, value in saved.items():
+                self.scalars[key].copy_(value)
+            self.fused_ok = False
+            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+            reason = " ".join(lines[:2])
+            warnings.warn(
+                f"trainlab: the fused backend of {type(opt).__name__} is unavailable on "
+                f"{self.device} ({type(error).__name__}: {reason[:200]}); using the eager "
+                "backend instead (same results, slower steps)",
+                RuntimeWarning,
+                stacklevel=4,
+            )
+            return False
+        if step is not None:
+            self.step += 1
+        return True
+
+    def _as_input(self, name: str, value: Any) -> Any:
+        """Numbers become 0-dim tensors (updated in place), flags stay Python values."""
+        if isinstance(value, bool) or not isinstance(value, Number):
+            return value
+        tensor = self._scalar_inputs.get(name)
+        if tensor is None:
+            dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+            tensor = self._scalar_inputs[name] = torch.zeros((), dtype=dtype, device=self.device)
+        tensor.fill_(value)
+        return tensor
+
+
+class FusedEngine:
+    """Builds and runs the flat groups of one optimizer."""
+
+    def __init__(self, optimizer: FirstOrderOptimizer):
+        self.optimizer = optimizer
+        self.groups: dict[int, list[FlatGroup]] = {}
+        self._group_ids: dict[int, int] = {}
+
+    def _flat_groups(self, index: int, group: dict[str, Any]) -> list[FlatGroup]:
+        flats = self.groups.get(index)
+        if flats is not None and self._group_ids.get(index) == id(group):
+            return flats
+        if flats is not None:  # load_state_dict replaced the group dicts
+            for flat in flats:
+                flat.group = group
+            self._group_ids[index] = id(group)
+            return flats
+        flats = []
+        if self.optimizer.backend != "eager":
+            by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
+            for p in group["params"]:
+                # Parameters without a gradient at the first step (frozen, unused) stay
+                # with the eager loop, which skips them as torch.optim does.
+                if p.grad is not None and not p.grad.is_sparse:
+                    by_kind.setdefault((p.device, p.dtype), []).append(p)
+            for (device, _), params in by_kind.items():
+                if self._wanted(device, sum(p.numel() for p in params)):
+                    flats.append(FlatGroup(self.optimizer, group, params))
+        self.groups[index], self._group_ids[index] = flats, id(group)
+        return flats
+
+    def _wanted(self, device: torch.device, numel: int) -> bool:
+        if self.optimizer.backend == "fused":
+            return True
+        return numel >= AUTO_MIN_NUMEL and compiler_available(device)
+
+    def step(self, index: int, group: dict[str, Any], h: dict[str, Any]) -> set[int]:
+        """Fused steps for the group's flat parts; returns the ids of the parameters done."""
+        done: set[int] = set()
+        for flat in self._flat_groups(index, group):
+            flat.stats = None
+            if flat.fused_step(h):
+                done |= flat.ids
+        return done
+
+    def zero_grad(self, set_to_none: bool) -> set[int]:
+        done: set[int] = set()
+        for flats in self.groups.values():
+            for flat in flats:
+                flat.zero_grad(set_to_none)
+                done |= flat.ids
+        return done
+
+    def readopt(self) -> None:
+        """After load_state_dict: move the loaded state into the flat buffers."""
+        for flats in self.groups.values():
+            for flat in flats:
+                flat.adopt_state()
+
+    def merge_stats(self, index: int, eager: list[Tensor] | None) -> dict[str, Tensor]:
+        sums = [torch.zeros((), dtype=torch.float64) for _ in range(4)]
+        parts = [f.stats for f in self.groups.get(index, []) if f.stats is not None]
+        if eager is not None:
+            parts.append(tuple(eager))
+        for part in parts:
+            sums = [s + p.detach().double().cpu() for s, p in zip(sums, part)]
+        grad_sq, update_sq, param_sq, nonfinite = sums
+        return {
+            "grad_norm": grad_sq.sqrt(),
+            "update_ratio": update_sq.sqrt() / param_sq.sqrt().clamp_min(1e-30),
+            "nonfinite": nonfinite,
+        }
