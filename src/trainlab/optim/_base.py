@@ -13,6 +13,7 @@ as they do for torch's own classes.
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -34,6 +35,7 @@ _SCHEDULER_KEYS = frozenset(
         "base_lr",
         "max_momentum",
         "base_momentum",
+        "swa_lr",
     }
 )
 
@@ -109,12 +111,28 @@ class TrainlabOptimizer(torch.optim.Optimizer):
                 continue
             check = self.checks.get(name)
             if check is None:
-                allowed = ", ".join(sorted(set(self.checks) | {"params"}))
-                raise ValueError(
-                    f"Invalid parameter group key{where}: {name!r} "
-                    f"(unknown to {type(self).__name__}; allowed keys: {allowed})"
-                )
+                self._check_extra_key(name, where)
+                continue
             check(name, value)
+
+    def _check_extra_key(self, name: str, where: str) -> None:
+        """Refuse a group key that looks like a mistake; let user metadata ("name") pass.
+
+        A key is refused when it is a hyperparameter of another trainlab optimizer
+        (``momentum`` given to Adam) or a near-miss of one of this optimizer's
+        (``betas1``); torch.optim would silently ignore both.
+        """
+        from .registry import OPTIMIZERS
+
+        others = {k for spec in OPTIMIZERS.values() for k in getattr(spec.cls, "checks", {})}
+        close = difflib.get_close_matches(name, list(self.checks), n=1, cutoff=0.8)
+        if name in others or close:
+            hint = f"did you mean {close[0]!r}? " if close else ""
+            allowed = ", ".join(sorted(set(self.checks) | {"params"}))
+            raise ValueError(
+                f"Invalid parameter group key{where}: {name!r} (unknown to "
+                f"{type(self).__name__}; {hint}allowed keys: {allowed})"
+            )
 
     def _check_combination(self, group: dict[str, Any]) -> None:
         """Constraints between hyperparameters (e.g. Nesterov needs momentum)."""
@@ -166,8 +184,8 @@ class TrainlabOptimizer(torch.optim.Optimizer):
                 f"Invalid parameter list of group {index}: a parameter appears twice "
                 "(list each parameter once)"
             )
+        self._check_combination({**self.defaults, **param_group})
         super().add_param_group(param_group)
-        self._check_combination(self.param_groups[-1])
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A state saved by torch.optim lacks trainlab's extra switches: use the defaults.
@@ -175,6 +193,10 @@ class TrainlabOptimizer(torch.optim.Optimizer):
         for group in self.param_groups:
             for key, value in self.defaults.items():
                 group.setdefault(key, value)
+        for param_state in self.state.values():  # checkpoints of old torch versions
+            step = param_state.get("step")
+            if step is not None and not isinstance(step, Tensor):
+                param_state["step"] = torch.tensor(float(step), dtype=scalar_dtype())
 
 
 class FirstOrderOptimizer(TrainlabOptimizer):

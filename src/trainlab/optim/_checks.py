@@ -11,6 +11,7 @@ naming the argument, the bad value and what is allowed. Checks are stricter than
 from __future__ import annotations
 
 import math
+import numbers
 from collections.abc import Callable
 from typing import Any
 
@@ -51,7 +52,7 @@ def _as_number(name: str, value: Any, allowed: str) -> float:
         if value.numel() != 1:
             raise fail(name, value, f"{allowed}; a tensor must hold exactly one element")
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):  # numpy scalars too
         raise fail(name, value, allowed)
     value = float(value)
     if not math.isfinite(value):
@@ -105,7 +106,7 @@ def optional_flag(name: str, value: Any) -> None:
 
 
 def positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
         raise fail(name, value, "must be an integer >= 1")
 
 

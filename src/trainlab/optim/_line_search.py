@@ -33,12 +33,12 @@ def cubic_minimizer(
     t  = t2 − (t2 − t1)·(g2 + d2 − d1)/(g2 − g1 + 2·d2)        (N&W eq. 3.59)
     Falls back to the middle of the bounds when the cubic has no minimizer.
     """
-    lo, hi = bounds if bounds is not None else (min(t1, t2), max(t1, t2))
+    lo, hi = bounds if bounds is not None else ((t1, t2) if t1 <= t2 else (t2, t1))
     d1 = g1 + g2 - 3 * (f1 - f2) / (t1 - t2)
-    d2_square = d1 * d1 - g1 * g2
+    d2_square = d1**2 - g1 * g2
     if d2_square < 0:
         return (lo + hi) / 2
-    d2 = math.sqrt(d2_square)
+    d2 = d2_square.sqrt() if isinstance(d2_square, Tensor) else math.sqrt(d2_square)
     if t1 <= t2:
         t = t2 - (t2 - t1) * ((g2 + d2 - d1) / (g2 - g1 + 2 * d2))
     else:
@@ -60,12 +60,13 @@ def strong_wolfe(
 ) -> tuple[float, Tensor, float, int]:
     """Find t with f(t) ≤ f(0) + c1·t·f'(0) and |f'(t)| ≤ c2·|f'(0)|.
 
-    Returns (loss, grad, t, evaluations) at the accepted step.
+    Returns (loss, grad, t, evaluations) at the accepted step. Slopes stay 0-dim tensors
+    in the parameters' dtype (as in torch.optim), so float32 runs decide alike.
     """
-    d_norm = direction.abs().max().item()
+    d_norm = direction.abs().max()
     f_new, g_new = evaluate(t)
     evals, ls_iter = 1, 0
-    gtd_new = g_new.dot(direction).item()
+    gtd_new = g_new.dot(direction)
     t_prev, f_prev, g_prev, gtd_prev = 0.0, loss, grad.clone(), gtd
     done = False
 
@@ -87,7 +88,7 @@ def strong_wolfe(
         t = t_next
         f_new, g_new = evaluate(t)
         evals, ls_iter = evals + 1, ls_iter + 1
-        gtd_new = g_new.dot(direction).item()
+        gtd_new = g_new.dot(direction)
     else:
         bracket = [[0.0, loss, grad, gtd], [t, f_new, g_new, gtd_new]]
 
@@ -112,7 +113,7 @@ def strong_wolfe(
             insufficient_progress = False
         f_new, g_new = evaluate(t)
         evals, ls_iter = evals + 1, ls_iter + 1
-        gtd_new = g_new.dot(direction).item()
+        gtd_new = g_new.dot(direction)
         if f_new > loss + c1 * t * gtd or f_new >= bracket[low][1]:
             bracket[high] = [t, f_new, g_new.clone(), gtd_new]
             low, high = (0, 1) if bracket[0][1] <= bracket[1][1] else (1, 0)

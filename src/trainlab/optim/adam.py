@@ -42,8 +42,9 @@ def adam(
     v = exp_avg_sq
     if max_exp_avg_sq is not None:
         v = torch.maximum(max_exp_avg_sq, exp_avg_sq, out=max_exp_avg_sq)
-    denom = v.sqrt().div_(bias2_sqrt).add_(eps)  # √v̂ + ε
-    add_quotient_(param, exp_avg, denom, -step_size)  # θ ← θ − η·m̂/(√v̂ + ε)
+    # η·m̂/(√v̂ + ε) = (η/(1 − β1ᵗ))·√(1 − β2ᵗ)·m/(√v + ε·√(1 − β2ᵗ)): one division fewer.
+    denom = v.sqrt().add_(eps * bias2_sqrt)
+    add_quotient_(param, exp_avg, denom, -step_size * bias2_sqrt)  # θ ← θ − η·m̂/(√v̂ + ε)
 
 
 def adam_step_size(

@@ -29,11 +29,11 @@ def lbfgs_direction(
     al: list[Tensor] = [torch.zeros(())] * len(old_dirs)
     for i in range(len(old_dirs) - 1, -1, -1):
         al[i] = old_stps[i].dot(q) * ro[i]
-        q.add_(old_dirs[i] * -al[i])
+        q.add_(old_dirs[i], alpha=-al[i])
     r = q * h_diag
     for i in range(len(old_dirs)):
         be_i = old_dirs[i].dot(r) * ro[i]
-        r.add_(old_stps[i] * (al[i] - be_i))
+        r.add_(old_stps[i], alpha=al[i] - be_i)
     return r, al
 
 
@@ -96,7 +96,10 @@ class LBFGS(TrainlabOptimizer):
                 f"Invalid params for LBFGS: {len(self.param_groups)} parameter groups "
                 "(L-BFGS needs exactly one: it treats all parameters as one vector)"
             )
-        self._params: list[Tensor] = self.param_groups[0]["params"]
+
+    @property
+    def _params(self) -> list[Tensor]:
+        return self.param_groups[0]["params"]
 
     # -- the parameters as one flat vector -------------------------------------------------
     def _flat_grad(self) -> Tensor:
@@ -114,7 +117,7 @@ class LBFGS(TrainlabOptimizer):
         offset = 0
         for p in self._params:
             n = p.numel()
-            p.add_(d[offset : offset + n].view_as(p) * t)
+            p.add_(d[offset : offset + n].view_as(p), alpha=t)
             offset += n
 
     def _evaluate_along(
@@ -187,11 +190,13 @@ class LBFGS(TrainlabOptimizer):
                 prev_grad.copy_(grad)
             prev_loss = loss
 
+            # t and gtd stay 0-dim tensors in the parameters' dtype, like torch.optim's, so
+            # that float32 runs take the same line-search decisions.
             if state["n_iter"] == 1:
-                t = min(1.0, 1.0 / grad.abs().sum().item()) * lr
+                t = min(1.0, 1.0 / grad.abs().sum()) * lr
             else:
                 t = lr
-            gtd = grad.dot(d).item()
+            gtd = grad.dot(d)
             if gtd > -tol_change:  # not a descent direction
                 break
 

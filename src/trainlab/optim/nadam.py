@@ -37,9 +37,10 @@ def nadam(
     """
     add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
     add_product_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)  # v ← β2·v + (1 − β2)·g²
-    denom = exp_avg_sq.sqrt().div_(bias2_sqrt).add_(eps)  # √v̂ + ε
-    add_quotient_(param, grad, denom, -grad_step)
-    add_quotient_(param, exp_avg, denom, -momentum_step)
+    # √v̂ + ε = (√v + ε·√(1 − β2ᵗ))/√(1 − β2ᵗ): multiply the steps instead of dividing v.
+    denom = exp_avg_sq.sqrt().add_(eps * bias2_sqrt)
+    add_quotient_(param, grad, denom, -grad_step * bias2_sqrt)
+    add_quotient_(param, exp_avg, denom, -momentum_step * bias2_sqrt)
 
 
 def nadam_schedule(

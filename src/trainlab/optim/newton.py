@@ -85,7 +85,27 @@ class Newton(TrainlabOptimizer):
         **unknown: Any,
     ) -> None:
         super().__init__(params, locals())
-        self._params = [p for g in self.param_groups for p in g["params"]]
+        self._check_size()
+
+    @property
+    def _params(self) -> list[Tensor]:
+        """The parameters Newton moves: all of the one group's that require gradients."""
+        return [p for p in self.param_groups[0]["params"] if p.requires_grad]
+
+    def add_param_group(self, param_group: dict[str, Any]) -> None:
+        if self.param_groups:
+            raise ValueError(
+                "Invalid params for Newton: a second parameter group (Newton treats all "
+                "parameters as one vector with one Hessian; put them in one group)"
+            )
+        super().add_param_group(param_group)
+
+    def _check_size(self) -> None:
+        max_params = self.param_groups[0]["max_params"]
+        if not self._params:
+            raise ValueError(
+                "Invalid params for Newton: no parameter requires a gradient (nothing to train)"
+            )
         n = sum(p.numel() for p in self._params)
         if n > max_params:
             hessian_bytes = n * n * self._params[0].element_size()
@@ -152,6 +172,12 @@ class Newton(TrainlabOptimizer):
                 )
             grad, hessian = self._hessian(loss)
         state["func_evals"] += 1
+        if not bool(hessian.any()) and bool(grad.any()):
+            raise ValueError(
+                "Newton: the Hessian is zero — the loss is linear in the parameters, so it "
+                "has no minimum for a Newton step to jump to (check the loss, or use a "
+                "first-order optimizer)"
+            )
         d, damping = newton_direction(grad, hessian, float(group["damping"]))
         t = float(group["lr"])
         if group["line_search_fn"] == "backtracking":
