@@ -236,6 +236,55 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         self.stats: list[dict[str, Tensor]] = []
         self._engine = FusedEngine(self)
 
+    def zero_grad(self, set_to_none: bool = True) -> None:
+        """Clear the gradients; fused groups zero their flat gradient buffer in one pass.
+
+        With ``set_to_none=True`` (the default, as in torch) a fused group keeps its
+        gradient views, so that backward keeps accumulating into the flat buffer, and
+        records instead that no parameter has a gradient until backward provides one.
+        """
+        fused = self._engine.zero_grad(set_to_none)
+        for group in self.param_groups:
+            for p in group["params"]:
+                if p.grad is None or id(p) in fused:
+                    continue
+                if set_to_none:
+                    p.grad = None
+                else:
+                    if p.grad.grad_fn is not None:
+                        p.grad.detach_()
+                    else:
+                        p.grad.requires_grad_(False)
+                    p.grad.zero_()
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        super().load_state_dict(state_dict)
+        self._engine.readopt()  # fused groups move the loaded state into their buffers
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = super().__getstate__()
+        state.update(backend=self.backend, track_stats=self.track_stats)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        from ._fused import FusedEngine
+
+        super().__setstate__(state)
+        if "_engine" not in self.__dict__:  # unpickled or deep-copied: flat groups rebuild
+            self.__dict__.setdefault("backend", "auto")
+            self.__dict__.setdefault("track_stats", False)
+            self.stats = []
+            self._engine = FusedEngine(self)
+
+    def backend_info(self) -> list[dict[str, Any]]:
+        """Where the fused backend runs: one entry per flat buffer set (group, device, dtype).
+
+        ``fused`` is True while that part is stepped by its compiled kernel, False once it
+        fell back to the eager loop (compilation failed, or its parameters' step counts
+        diverged because some got no gradient in a step).
+        """
+        return self._engine.info()
+
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         raise NotImplementedError
 

@@ -323,13 +323,34 @@ class FusedEngine:
         return numel >= AUTO_MIN_NUMEL and compiler_available(device)
 
     def step(self, index: int, group: dict[str, Any], h: dict[str, Any]) -> set[int]:
-        """Fused steps for the group's flat parts; returns the ids of the parameters done."""
+        """Fused steps for the group's flat parts.
+
+        Returns the ids of the parameters the eager loop must not touch: those stepped
+        here, and flat parameters that got no gradient (their ``.grad`` is a zero view of
+        the flat buffer, not None, so the eager loop could not tell).
+        """
         done: set[int] = set()
         for flat in self._flat_groups(index, group):
             flat.stats = None
             if flat.fused_step(h):
                 done |= flat.ids
+            else:
+                done |= {id(p) for p, has in zip(flat.params, flat.has_grad) if not has}
         return done
+
+    def info(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "group": index,
+                "device": str(flat.device),
+                "dtype": str(flat.dtype).replace("torch.", ""),
+                "params": len(flat.params),
+                "numel": flat.param.numel(),
+                "fused": flat.fused_ok and flat.step is not None,
+            }
+            for index, flats in sorted(self.groups.items())
+            for flat in flats
+        ]
 
     def zero_grad(self, set_to_none: bool) -> set[int]:
         done: set[int] = set()

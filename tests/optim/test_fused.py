@@ -1,0 +1,346 @@
+"""The fused backend: the same rule compiled over flat buffers gives the same numbers."""
+
+from __future__ import annotations
+
+import copy
+
+import pytest
+import torch
+from torch.optim import lr_scheduler
+
+import trainlab.optim as optim
+from trainlab.optim import _fused
+
+from .common import batch, first_order_specs, groups, loss_of, make_params, torch_class, train
+
+CASES = [
+    pytest.param(spec, options, id=f"{spec.name}-{i}")
+    for spec in first_order_specs()
+    for i, options in enumerate(spec.variants + spec.extra_variants)
+]
+
+
+def all_fused(opt) -> bool:
+    info = opt.backend_info()
+    return bool(info) and all(part["fused"] for part in info)
+
+
+@pytest.mark.parametrize(("spec", "options"), CASES)
+def test_fused_matches_eager_over_100_float64_steps(spec, options):
+    eager, _ = train(spec.cls, {**options, "backend": "eager"}, torch.float64, steps=100)
+    fused, opt = train(spec.cls, {**options, "backend": "fused"}, torch.float64, steps=100)
+    assert all_fused(opt)
+    for a, b in zip(eager, fused):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+TWINNED = [
+    pytest.param(spec, options, id=f"{spec.name}-{i}")
+    for spec in first_order_specs()
+    for i, options in enumerate(spec.variants)
+]
+
+
+@pytest.mark.parametrize(("spec", "options"), TWINNED)
+def test_fused_matches_torch_in_float32(spec, options):
+    # step 1 runs eagerly (it creates the state); step 2 is the first compiled one
+    theirs, _ = train(torch_class(spec), options, torch.float32, steps=2)
+    fused, _ = train(spec.cls, {**options, "backend": "fused"}, torch.float32, steps=2)
+    for a, b in zip(theirs, fused):
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_layout_parameters_and_gradients_are_views_of_one_buffer():
+    params = make_params(torch.float32)
+    opt = optim.Adam(params[:3], backend="fused")
+    for step in range(3):
+        opt.zero_grad()
+        loss_of(params, batch(torch.float32, step)).backward()
+        opt.step()
+    (info,) = opt.backend_info()
+    assert info["params"] == 3 and info["numel"] == 12 + 3 + 1 and info["fused"]
+    flat = opt._engine.groups[0][0]
+    for p in params[:3]:
+        assert p.untyped_storage().data_ptr() == flat.param.untyped_storage().data_ptr()
+        assert p.grad.untyped_storage().data_ptr() == flat.grad.untyped_storage().data_ptr()
+        state = opt.state[p]
+        assert state["exp_avg"].untyped_storage().data_ptr() == (
+            flat.state["exp_avg"].untyped_storage().data_ptr()
+        )
+        assert state["exp_avg"].shape == p.shape and state["step"].dim() == 0
+    # zero_grad keeps the views: backward accumulates straight into the flat buffer
+    opt.zero_grad()
+    assert all(p.grad is not None and not p.grad.any() for p in params[:3])
+
+
+def test_unused_and_frozen_parameters_are_left_alone():
+    params = make_params(torch.float64)
+    frozen = torch.ones(3, dtype=torch.float64)  # requires_grad=False
+    opt = optim.Adam([*params, frozen], lr=0.1, backend="fused")
+    for step in range(4):
+        opt.zero_grad()
+        loss_of(params, batch(torch.float64, step)).backward()
+        opt.step()
+    assert params[3] not in opt.state and frozen not in opt.state  # never had a gradient
+    torch.testing.assert_close(params[3], make_params(torch.float64)[3])
+    assert all_fused(opt)
+
+
+def skipping_run(cls, backend=None):
+    """Parameter 1 gets no gradient in steps 3 and 4 (it is skipped, like torch.optim)."""
+    params = make_params(torch.float64)[:3]
+    kwargs = {"backend": backend} if backend else {}
+    opt = cls(params, lr=0.05, **kwargs)
+    for step in range(8):
+        opt.zero_grad()
+        w, b, s = params
+        x = batch(torch.float64, step)
+        used_b = b if step not in (3, 4) else b.detach()
+        (((torch.tanh(x @ w + used_b) * s) - 0.5) ** 2).mean().backward()
+        opt.step()
+    return params, opt
+
+
+def test_a_parameter_without_gradient_in_one_step_is_skipped_as_in_torch():
+    ours, opt = skipping_run(optim.Adam, backend="fused")
+    theirs, _ = skipping_run(torch.optim.Adam)
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+    # the step counts now differ between parameters: the eager loop carries the group
+    assert opt.backend_info()[0]["fused"] is False
+
+
+@pytest.mark.parametrize("reset", ["model.zero_grad", "assign"])
+def test_gradients_replaced_outside_the_optimizer_are_taken(reset):
+    def run(backend):
+        params = make_params(torch.float64)[:3]
+        opt = optim.SGD(params, lr=0.1, momentum=0.9, backend=backend)
+        for step in range(5):
+            if reset == "model.zero_grad":
+                for p in params:
+                    p.grad = None
+                loss_of([*params, None], batch(torch.float64, step)).backward()
+            else:
+                grads = torch.autograd.grad(
+                    loss_of([*params, None], batch(torch.float64, step)), params
+                )
+                for p, g in zip(params, grads):
+                    p.grad = g.clone()
+            opt.step()
+        return params, opt
+
+    eager, _ = run("eager")
+    fused, opt = run("fused")
+    assert all_fused(opt)
+    for a, b in zip(eager, fused):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+def test_moving_the_model_after_the_first_step_is_a_clear_error():
+    model = torch.nn.Linear(4, 2)
+    opt = optim.Adam(model.parameters(), backend="fused")
+    model(torch.randn(3, 4)).sum().backward()
+    opt.step()
+    model.double()
+    model(torch.randn(3, 4, dtype=torch.float64)).sum().backward()
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid parameter 0 of group 0: it moved from "
+        r"cpu/torch.float32 to cpu/torch.float64",
+    ):
+        opt.step()
+
+
+def test_parameter_data_replaced_on_the_same_device_is_adopted():
+    def run(backend):
+        torch.manual_seed(0)
+        model = torch.nn.Linear(4, 2).double()
+        opt = optim.Adam(model.parameters(), lr=0.1, backend=backend)
+        for step in range(6):
+            if step == 3:  # e.g. loading weights with assign=True
+                model.weight.data = torch.full_like(model.weight, 0.5)
+            opt.zero_grad()
+            model(batch(torch.float64, step)).square().sum().backward()
+            opt.step()
+        return [p.detach().clone() for p in model.parameters()]
+
+    for a, b in zip(run("eager"), run("fused")):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+class CountingBackend:
+    """A torch.compile backend that counts compilations and runs the graph as traced."""
+
+    def __init__(self):
+        self.compilations = 0
+
+    def __call__(self, graph_module, example_inputs):
+        self.compilations += 1
+        return graph_module.forward
+
+
+@pytest.fixture
+def counting_backend(monkeypatch):
+    backend = CountingBackend()
+    monkeypatch.setattr(_fused, "BACKEND", backend)
+    _fused.compiled_update.cache_clear()
+    yield backend
+    _fused.compiled_update.cache_clear()
+
+
+@pytest.mark.parametrize(
+    "make_scheduler",
+    [
+        lambda opt: lr_scheduler.ExponentialLR(opt, gamma=0.9),
+        lambda opt: lr_scheduler.OneCycleLR(opt, max_lr=0.05, total_steps=30),
+    ],
+    ids=["ExponentialLR", "OneCycleLR-with-betas"],
+)
+def test_a_scheduler_changing_lr_every_step_compiles_once(counting_backend, make_scheduler):
+    params = make_params(torch.float32)[:3]
+    opt = optim.Adam(params, lr=0.01, backend="fused")
+    scheduler = make_scheduler(opt)
+    lrs = set()
+    for step in range(30):
+        opt.zero_grad()
+        loss_of([*params, None], batch(torch.float32, step)).backward()
+        opt.step()
+        scheduler.step()
+        lrs.add(opt.param_groups[0]["lr"])
+    assert len(lrs) >= 25  # a new learning rate (almost) every step
+    assert counting_backend.compilations == 1
+    assert all_fused(opt)
+
+
+def test_compilation_failure_falls_back_to_eager_with_one_warning(monkeypatch):
+    def broken(graph_module, example_inputs):
+        raise RuntimeError("no C++ compiler found")
+
+    monkeypatch.setattr(_fused, "BACKEND", broken)
+    _fused.compiled_update.cache_clear()
+    try:
+        options = {"lr": 0.01, "betas": (0.8, 0.99)}
+        eager, _ = train(optim.Adam, {**options, "backend": "eager"}, torch.float64, steps=6)
+        with pytest.warns(
+            RuntimeWarning,
+            match=r"fused backend of Adam is unavailable .*"
+            r"no C\+\+ compiler found.*eager backend",
+        ):
+            fused, opt = train(optim.Adam, {**options, "backend": "fused"}, torch.float64, 6)
+    finally:
+        _fused.compiled_update.cache_clear()
+    assert not all_fused(opt)
+    for a, b in zip(eager, fused):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [("fused", "eager"), ("eager", "fused"), ("torch", "fused"), ("fused", "torch")],
+)
+@pytest.mark.parametrize("name", ["adam", "sgd", "nadam"])
+def test_state_dict_moves_across_backends_mid_run(name, first, second):
+    spec = next(s for s in first_order_specs() if s.name == name)
+    options = spec.variants[1]
+
+    def build(kind, params):
+        if kind == "torch":
+            return torch_class(spec)(groups(params, torch_class(spec), options), **options)
+        return spec.cls(groups(params, spec.cls, options), **options, backend=kind)
+
+    def run(opt, params, start, stop):
+        for step in range(start, stop):
+            opt.zero_grad()
+            loss_of(params, batch(torch.float64, step), options.get("maximize", False)).backward()
+            opt.step()
+
+    params = make_params(torch.float64)
+    opt = build(first, params)
+    run(opt, params, 0, 6)
+    saved = copy.deepcopy(opt.state_dict())
+    moved = [p.detach().clone().requires_grad_() for p in params]
+    resumed = build(second, moved)
+    resumed.load_state_dict(saved)
+    run(resumed, moved, 6, 15)
+    reference = make_params(torch.float64)
+    run(build("eager", reference), reference, 0, 15)
+    for a, b in zip(moved, reference):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_loading_state_into_a_running_fused_optimizer():
+    params = make_params(torch.float64)[:3]
+    opt = optim.Adam(params, lr=0.01, backend="fused")
+    for step in range(4):
+        opt.zero_grad()
+        loss_of([*params, None], batch(torch.float64, step)).backward()
+        opt.step()
+    snapshot = copy.deepcopy(opt.state_dict())
+    weights = [p.detach().clone() for p in params]
+    for step in range(4, 8):
+        opt.zero_grad()
+        loss_of([*params, None], batch(torch.float64, step)).backward()
+        opt.step()
+    after = [p.detach().clone() for p in params]
+    with torch.no_grad():  # rewind and replay
+        for p, w in zip(params, weights):
+            p.copy_(w)
+    opt.load_state_dict(snapshot)
+    for step in range(4, 8):
+        opt.zero_grad()
+        loss_of([*params, None], batch(torch.float64, step)).backward()
+        opt.step()
+    assert all_fused(opt)
+    for a, b in zip(after, params):
+        torch.testing.assert_close(a, b, rtol=0, atol=0)
+
+
+def test_track_stats_matches_a_direct_computation():
+    def run(backend, inject_nan=False):
+        params = make_params(torch.float64)[:3]
+        opt = optim.SGD(params, lr=0.1, momentum=0.9, backend=backend, track_stats=True)
+        for step in range(3):
+            before = [p.detach().clone() for p in params]
+            opt.zero_grad()
+            loss_of([*params, None], batch(torch.float64, step)).backward()
+            if inject_nan and step == 2:
+                params[0].grad[0, 0] = float("nan")
+            grads = [p.grad.clone() for p in params]
+            opt.step()
+        (stats,) = opt.stats
+        g = torch.cat([x.reshape(-1) for x in grads])
+        delta = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(params, before)])
+        theta = torch.cat([p.detach().reshape(-1) for p in params])
+        return stats, g, delta, theta
+
+    for backend in ("eager", "fused"):
+        stats, g, delta, theta = run(backend)
+        torch.testing.assert_close(stats["grad_norm"], g.norm(), rtol=1e-6, atol=0)
+        torch.testing.assert_close(
+            stats["update_ratio"], delta.norm() / theta.norm(), rtol=1e-6, atol=0
+        )
+        assert stats["nonfinite"].item() == 0
+        stats, *_ = run(backend, inject_nan=True)
+        assert stats["nonfinite"].item() == 1
+
+
+def test_auto_uses_eager_for_small_groups_and_fused_for_large(monkeypatch):
+    small = optim.Adam([torch.zeros(10, requires_grad=True)])
+    small.param_groups[0]["params"][0].grad = torch.ones(10)
+    small.step()
+    assert small.backend_info() == []
+    monkeypatch.setattr(_fused, "compiler_available", lambda device: True)
+    big_param = torch.zeros(_fused.AUTO_MIN_NUMEL, requires_grad=True)
+    big = optim.Adam([big_param])
+    big_param.grad = torch.ones_like(big_param)
+    big.step()
+    assert [part["numel"] for part in big.backend_info()] == [_fused.AUTO_MIN_NUMEL]
+
+
+def test_backend_keyword_is_validated():
+    with pytest.raises(
+        ValueError,
+        match=r"Invalid backend: 'triton' \(must be one of 'auto', "
+        r"'eager', 'fused'\)",
+    ):
+        optim.SGD([torch.zeros(1, requires_grad=True)], backend="triton")
