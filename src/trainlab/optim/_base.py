@@ -52,6 +52,12 @@ TORCH_COMPAT_CHECKS: dict[str, Check] = {
 }
 
 
+# Group entries the update rules never read.
+_NOT_HYPERPARAMETERS = frozenset(
+    {"params", "param_names", "foreach", "fused", "capturable", "differentiable"}
+)
+
+
 def scalar_dtype() -> torch.dtype:
     """dtype of the 0-dim ``step`` tensors, as torch.optim stores them."""
     return torch.float64 if torch.get_default_dtype() == torch.float64 else torch.float32
@@ -234,6 +240,7 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         #: per parameter group, after each step with ``track_stats=True``: gradient norm
         #: ‖g‖, update ratio ‖Δθ‖/‖θ‖ and the number of non-finite gradient elements.
         self.stats: list[dict[str, Tensor]] = []
+        self._state_keys_cache: dict[tuple, frozenset[str]] = {}
         self._engine = FusedEngine(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -274,6 +281,7 @@ class FirstOrderOptimizer(TrainlabOptimizer):
             self.__dict__.setdefault("backend", "auto")
             self.__dict__.setdefault("track_stats", False)
             self.stats = []
+            self._state_keys_cache = {}
             self._engine = FusedEngine(self)
 
     def backend_info(self) -> list[dict[str, Any]]:
@@ -295,9 +303,21 @@ class FirstOrderOptimizer(TrainlabOptimizer):
 
     def state_keys(
         self, group: dict[str, Any], dtype: torch.dtype, device: torch.device
-    ) -> set[str]:
+    ) -> frozenset[str]:
         """The state keys ``init_state`` gives a parameter of this group (its switches decide)."""
-        return set(self.init_state(torch.zeros((), dtype=dtype, device=device), group))
+        # The switches that add state buffers: AMSGrad, centered RMSprop, momentum.
+        key = (
+            group.get("amsgrad"),
+            group.get("centered"),
+            group.get("momentum", 0) != 0,
+            dtype,
+            device,
+        )
+        keys = self._state_keys_cache.get(key)
+        if keys is None:
+            dummy = torch.zeros((), dtype=dtype, device=device)
+            keys = self._state_keys_cache[key] = frozenset(self.init_state(dummy, group))
+        return keys
 
     @staticmethod
     def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
@@ -305,7 +325,7 @@ class FirstOrderOptimizer(TrainlabOptimizer):
 
     def hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         """The group's hyperparameters for the rule: numbers, with betas split in two."""
-        h = {k: v for k, v in group.items() if k != "params" and k != "param_names"}
+        h = {k: v for k, v in group.items() if k not in _NOT_HYPERPARAMETERS}
         h["lr"] = as_float(h["lr"])
         h["weight_decay"] = as_float(h["weight_decay"])
         # Switches, so that compiled code branches on Python values, not on tensors.

@@ -32,9 +32,19 @@ if TYPE_CHECKING:
 #: fallback to the eager backend.
 BACKEND: Any = "inductor"
 
-#: ``backend="auto"`` compiles a group from this many elements on (below, the eager
-#: per-parameter loop is as fast; see benchmarks/optim_step.py).
-AUTO_MIN_NUMEL = 65_536
+# ``backend="auto"``: the compiled step costs a fixed ~80 µs (dynamo's guards and call
+# wrappers) plus a little less per element than the eager loop, which costs ~20 µs per
+# tensor (measured on 2 CPU cores, benchmarks/optim_step.py). Compile when the eager
+# estimate exceeds this budget.
+AUTO_EAGER_US_PER_TENSOR = 20.0
+AUTO_SAVED_US_PER_ELEMENT = 0.0005
+AUTO_FUSED_US = 100.0
+
+
+def worth_fusing(tensors: int, numel: int) -> bool:
+    """Would one compiled pass beat the per-tensor loop for a group this shape?"""
+    saved = AUTO_EAGER_US_PER_TENSOR * tensors + AUTO_SAVED_US_PER_ELEMENT * numel
+    return saved > AUTO_FUSED_US
 
 
 def _update(
@@ -115,7 +125,7 @@ class FlatGroup:
         self.fused_ok = True
         self.compiled = False
         self.needs_adopt = False
-        self._scalar_inputs: dict[str, Tensor] = {}
+        self._scalar_inputs: dict[str, tuple[float, Tensor]] = {}
         self.stats: tuple[Tensor, ...] | None = None
         self.adopt_state()
 
@@ -278,11 +288,16 @@ class FlatGroup:
         """Numbers become 0-dim tensors (updated in place), flags stay Python values."""
         if isinstance(value, bool) or not isinstance(value, Number):
             return value
-        tensor = self._scalar_inputs.get(name)
-        if tensor is None:
+        cached = self._scalar_inputs.get(name)
+        if cached is not None and cached[0] == value:
+            return cached[1]
+        if cached is None:
             dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
-            tensor = self._scalar_inputs[name] = torch.zeros((), dtype=dtype, device=self.device)
+            tensor = torch.zeros((), dtype=dtype, device=self.device)
+        else:
+            tensor = cached[1]
         tensor.fill_(value)
+        self._scalar_inputs[name] = (value, tensor)
         return tensor
 
 
@@ -312,15 +327,16 @@ class FusedEngine:
                 if p.grad is not None and not p.grad.is_sparse:
                     by_kind.setdefault((p.device, p.dtype), []).append(p)
             for (device, _), params in by_kind.items():
-                if self._wanted(device, sum(p.numel() for p in params)):
+                if self._wanted(device, params):
                     flats.append(FlatGroup(self.optimizer, group, params))
         self.groups[index], self._group_ids[index] = flats, id(group)
         return flats
 
-    def _wanted(self, device: torch.device, numel: int) -> bool:
+    def _wanted(self, device: torch.device, params: list[Tensor]) -> bool:
         if self.optimizer.backend == "fused":
             return True
-        return numel >= AUTO_MIN_NUMEL and compiler_available(device)
+        numel = sum(p.numel() for p in params)
+        return worth_fusing(len(params), numel) and compiler_available(device)
 
     def step(self, index: int, group: dict[str, Any], h: dict[str, Any]) -> set[int]:
         """Fused steps for the group's flat parts.
