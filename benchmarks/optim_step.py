@@ -1,29 +1,53 @@
-"""Time one optimizer step: trainlab vs torch.optim's for-loop, foreach and fused kernels.
+"""Time one optimizer step: trainlab fused and eager vs torch.optim's for-loop, foreach, fused.
 
-Parameter shapes are ResNet-18's (11.7M parameters in 62 tensors) and a small MLP's.
-Medians over repeated steps; the gradients are fixed random tensors, so only the
-optimizer is timed. A streaming "roofline" — one in-place pass reading and writing
-the same number of bytes that Adam moves (param, grad, m, v read; param, m, v written) —
-puts the times in proportion to what the memory system allows.
+Workloads:
+  resnet18  ResNet-18's 62 parameter shapes (11.7M parameters)
+  sweep     8 equal tensors holding 1e3 … 1e8 parameters in all
+  small     1,000 small tensors of 256 parameters
 
-    python benchmarks/optim_step.py [--quick] [--threads N] [--out FILE]
+Gradients are fixed random tensors, so only ``step()`` is timed: the median of repeated
+steps after warm-up (the fused backend's first step creates the state eagerly and its
+second compiles; both are warm-up), the implementations taking turns step by step. The
+*roofline* is a streaming in-place pass over a
+buffer of the same bytes the optimizer moves — param read+write, grad read, each state
+tensor read+write — so "% roofline" says how close a step is to the memory system's
+limit. Compile times (cold cache, and a second process reusing the cache) are measured
+in fresh subprocesses.
 
-Prints a table and writes JSON (default benchmarks/results/optim_step.json).
+    python benchmarks/optim_step.py [--quick] [--only NAMES] [--no-compile-times]
+
+Prints tables and writes benchmarks/results/optim_step.json.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
 import torch
 
-import trainlab.optim as tl
 from trainlab.optim import OPTIMIZERS
+
+FUSED_IN_TORCH = {"Adam", "AdamW", "SGD", "Adagrad"}
+# The settings benchmarked: the lectures' usual choices.
+SETTINGS = {
+    "sgd": {"lr": 0.01, "momentum": 0.9},
+    "adagrad": {"lr": 0.01},
+    "rmsprop": {"lr": 0.01},
+    "adadelta": {},
+    "adam": {"lr": 1e-3},
+    "adamw": {"lr": 1e-3},
+    "adamax": {"lr": 2e-3},
+    "nadam": {"lr": 2e-3},
+}
 
 
 def resnet18_shapes() -> list[tuple[int, ...]]:
@@ -41,14 +65,6 @@ def resnet18_shapes() -> list[tuple[int, ...]]:
     return [*shapes, (1000, 512), (1000,)]
 
 
-def mlp_shapes() -> list[tuple[int, ...]]:
-    """A small MLP (40 → 256 → 256 → 10), 77k parameters in 6 tensors."""
-    return [(256, 40), (256,), (256, 256), (256,), (10, 256), (10,)]
-
-
-MODELS = {"resnet18": resnet18_shapes, "mlp": mlp_shapes}
-
-
 def make_params(shapes, seed=0):
     gen = torch.Generator().manual_seed(seed)
     params = [torch.randn(s, generator=gen).requires_grad_() for s in shapes]
@@ -57,101 +73,174 @@ def make_params(shapes, seed=0):
     return params
 
 
-def time_steps(opt, repeats: int, warmup: int = 3) -> float:
-    """Median seconds per step()."""
-    for _ in range(warmup):
-        opt.step()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        opt.step()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+def bytes_per_param(opt, shapes) -> int:
+    """Bytes one step moves per fp32 parameter: param r+w, grad r, each state r+w."""
+    n_state = 0
+    p = opt.param_groups[0]["params"][0]
+    for value in opt.state.get(p, {}).values():
+        if isinstance(value, torch.Tensor) and value.shape == p.shape and value.dim() > 0:
+            n_state += 1
+    return 4 * (3 + 2 * n_state)
 
 
-def roofline(shapes, repeats: int) -> float:
-    """Seconds for an in-place streaming pass moving Adam's 28 bytes per fp32 parameter.
-
-    Adam reads param, grad, m, v (16 B) and writes param, m, v (12 B). An in-place
-    multiply reads and writes 4 B per element, so 3.5 elements per parameter move the
-    same 28 B.
-    """
-    n = sum(torch.Size(s).numel() for s in shapes)
-    buffer = torch.randn(n * 7 // 2)
-    times = []
-    for _ in range(repeats + 2):
-        start = time.perf_counter()
-        buffer.mul_(1.0)
-        times.append(time.perf_counter() - start)
-    return statistics.median(times[2:])
-
-
-def variants(spec):
-    """(label, factory) pairs for one optimizer."""
-    name, options = spec.torch_name, dict(spec.variants[0])
-    torch_cls = getattr(torch.optim, name)
-    yield "trainlab", lambda ps: spec.cls(ps, **options)
+def implementations(name: str):
+    spec = OPTIMIZERS[name]
+    options = SETTINGS[name]
+    torch_cls = getattr(torch.optim, spec.torch_name)
+    yield "trainlab fused", lambda ps: spec.cls(ps, backend="fused", **options)
+    yield "trainlab eager", lambda ps: spec.cls(ps, backend="eager", **options)
     yield "torch for-loop", lambda ps: torch_cls(ps, foreach=False, **options)
     yield "torch foreach", lambda ps: torch_cls(ps, foreach=True, **options)
-    if name in ("Adam", "AdamW", "SGD", "Adagrad"):
+    if spec.torch_name in FUSED_IN_TORCH:
         yield "torch fused", lambda ps: torch_cls(ps, fused=True, **options)
+
+
+def run_workload(workload: str, shapes, names, repeats: int) -> list[dict]:
+    """Time every implementation of each optimizer, interleaved round by round.
+
+    The machine's speed drifts (shared hosts); timing one step of each implementation in
+    turn, then taking medians over the rounds, exposes all of them to the same drift.
+    """
+    n = sum(torch.Size(s).numel() for s in shapes)
+    rows = []
+    for name in names:
+        optimizers = {
+            label: factory(make_params(shapes)) for label, factory in implementations(name)
+        }
+        for opt in optimizers.values():
+            for _ in range(3):  # warm-up; the fused backend compiles in its second step
+                opt.step()
+        moved = bytes_per_param(optimizers["trainlab eager"], shapes)
+        stream = torch.randn(max(moved * n // 8, 1))  # roofline: in-place pass, same bytes
+        times: dict[str, list[float]] = {label: [] for label in [*optimizers, "roofline"]}
+        for _ in range(repeats):
+            for label, opt in optimizers.items():
+                start = time.perf_counter()
+                opt.step()
+                times[label].append(time.perf_counter() - start)
+            start = time.perf_counter()
+            stream.mul_(1.0)
+            times["roofline"].append(time.perf_counter() - start)
+        floor = statistics.median(times.pop("roofline"))
+        for label, samples in times.items():
+            seconds = statistics.median(samples)
+            rows.append(
+                dict(
+                    workload=workload,
+                    params=n,
+                    tensors=len(shapes),
+                    optimizer=name,
+                    implementation=label,
+                    seconds=seconds,
+                    bytes_per_param=moved,
+                    roofline_seconds=floor,
+                    roofline_fraction=floor / seconds,
+                )
+            )
+        del optimizers, stream
+    return rows
+
+
+def print_table(title: str, rows: list[dict]) -> None:
+    labels = ["trainlab fused", "trainlab eager", "torch for-loop", "torch foreach", "torch fused"]
+    print(f"\n{title}")
+    head = f"  {'optimizer':<9}" + "".join(f"{label:>16}" for label in labels)
+    head += f"{'fused/torch best':>18}{'% roofline':>12}"
+    print(head + "\n  " + "-" * (len(head) - 2))
+    for name in dict.fromkeys(r["optimizer"] for r in rows):
+        mine = {r["implementation"]: r for r in rows if r["optimizer"] == name}
+        cells = "".join(
+            f"{mine[label]['seconds'] * 1e3:>13.3f} ms" if label in mine else f"{'—':>16}"
+            for label in labels
+        )
+        torch_best = min(v["seconds"] for k, v in mine.items() if k.startswith("torch"))
+        fused = mine["trainlab fused"]
+        print(
+            f"  {name:<9}{cells}{fused['seconds'] / torch_best:>17.2f}x"
+            f"{fused['roofline_fraction'] * 100:>11.0f}%"
+        )
+
+
+COMPILE_PROBE = """
+import sys, time, torch
+from trainlab.optim import OPTIMIZERS
+torch.set_num_threads(int(sys.argv[2]))
+spec = OPTIMIZERS[sys.argv[1]]
+params = [torch.randn(1000, requires_grad=True) for _ in range(8)]
+for p in params:
+    p.grad = torch.randn_like(p)
+opt = spec.cls(params, backend="fused")
+opt.step()  # creates the state (eager)
+start = time.perf_counter()
+opt.step()  # compiles
+first = time.perf_counter() - start
+start = time.perf_counter()
+opt.step()
+print(first - (time.perf_counter() - start))
+"""
+
+
+def compile_times(names, threads: int) -> list[dict]:
+    rows = []
+    for name in names:
+        with tempfile.TemporaryDirectory() as cache:
+            env = {**os.environ, "TORCHINDUCTOR_CACHE_DIR": cache}
+            seconds = []
+            for _ in range(2):  # a cold cache, then a second process reusing it
+                out = subprocess.run(
+                    [sys.executable, "-c", COMPILE_PROBE, name, str(threads)],
+                    capture_output=True,
+                    text=True,
+                    env=env,
+                    check=True,
+                )
+                seconds.append(float(out.stdout.strip().splitlines()[-1]))
+        rows.append(dict(optimizer=name, cold_seconds=seconds[0], warm_seconds=seconds[1]))
+    return rows
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="few repeats (smoke run)")
+    parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
+    parser.add_argument("--only", default=",".join(SETTINGS), help="comma-separated names")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--no-compile-times", action="store_true")
     parser.add_argument("--out", default="benchmarks/results/optim_step.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
-    repeats = 3 if args.quick else 15
+    names = [n for n in args.only.split(",") if n]
+    repeats = 5 if args.quick else 15
+    results: dict[str, list[dict]] = {}
 
-    results = []
-    for model, shapes_fn in MODELS.items():
-        shapes = shapes_fn()
-        n = sum(torch.Size(s).numel() for s in shapes)
-        floor = roofline(shapes, repeats)
-        print(f"\n{model}: {n:,} parameters in {len(shapes)} tensors, {args.threads} threads")
-        print(f"  streaming roofline (28 B/param in-place pass): {floor * 1e3:.2f} ms")
-        header = (
-            f"  {'optimizer':<9} {'implementation':<15} {'ms/step':>9} {'vs torch for-loop':>18}"
-        )
-        print(header + "\n  " + "-" * (len(header) - 2))
-        for spec in OPTIMIZERS.values():
-            if spec.closure or spec.torch_name is None:
-                continue
-            rows = []
-            for label, factory in variants(spec):
-                opt = factory(make_params(shapes))
-                rows.append((label, time_steps(opt, repeats)))
-            loop = dict(rows)["torch for-loop"]
-            for label, seconds in rows:
-                print(
-                    f"  {spec.name:<9} {label:<15} {seconds * 1e3:>9.3f} {seconds / loop:>17.2f}x"
-                )
-                results.append(
-                    dict(
-                        model=model,
-                        params=n,
-                        tensors=len(shapes),
-                        optimizer=spec.name,
-                        implementation=label,
-                        seconds=seconds,
-                        ratio_to_torch_for_loop=seconds / loop,
-                        roofline_seconds=floor,
-                    )
-                )
+    results["resnet18"] = run_workload("resnet18", resnet18_shapes(), names, repeats)
+    print_table("ResNet-18 shapes: 11,689,512 parameters in 62 tensors", results["resnet18"])
+
+    results["small"] = run_workload("small", [(256,)] * 1000, names, repeats)
+    print_table("1,000 small tensors of 256 parameters", results["small"])
+
+    sizes = [10**k for k in range(3, 7 if args.quick else 9)]
+    results["sweep"] = []
+    for size in sizes:
+        rows = run_workload("sweep", [(size // 8,)] * 8, names, 3 if size >= 10**7 else repeats)
+        results["sweep"] += rows
+        print_table(f"size sweep: {size:.0e} parameters in 8 tensors", rows)
+
+    if not args.no_compile_times:
+        results["compile"] = compile_times(names, args.threads)
+        print("\nfirst-call compile time (s): cold cache / second process reusing the cache")
+        for row in results["compile"]:
+            print(f"  {row['optimizer']:<9}{row['cold_seconds']:>8.1f}{row['warm_seconds']:>8.1f}")
+
     meta = dict(
         torch=torch.__version__,
-        trainlab=tl.__name__,
         threads=args.threads,
         repeats=repeats,
         machine=platform.machine(),
-        processor=platform.processor(),
+        cpu_capability=torch.backends.cpu.get_cpu_capability(),
     )
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, "results": results}, indent=1))
+    out.write_text(json.dumps({"meta": meta, **results}, indent=1))
     print(f"\nwrote {out}")
 
 

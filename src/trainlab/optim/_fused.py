@@ -53,19 +53,25 @@ def _update(
     state: dict[str, Tensor],
     h: dict[str, Any],
     apply_rule: Any,
-    track_stats: bool,
-) -> tuple[Tensor, ...] | None:
-    """What gets compiled: the optimizer's rule over flat buffers, plus optional statistics."""
-    before = param.clone() if track_stats else None
+    delta: Tensor | None,
+) -> None:
+    """What gets compiled: the optimizer's rule over flat buffers.
+
+    With statistics on, the step also writes its update Δθ into ``delta`` — in the same
+    pass, while θ_old and θ_new are both at hand (a reduction here would make inductor
+    materialize θ_new in a temporary and copy it back, tripling the step's cost).
+    """
+    before = param.clone() if delta is not None else None
     apply_rule(param, grad, state, h)
-    if before is None:
-        return None
-    return (
-        grad.square().sum(),
-        (param - before).square().sum(),
-        param.square().sum(),
-        (~torch.isfinite(grad)).sum(),
-    )
+    if delta is not None:
+        delta.copy_(param - before)
+
+
+def sum_of_squares(x: Tensor) -> Tensor:
+    """Σx² of a flat buffer in one pass (BLAS dot where the dtype has one)."""
+    if x.dtype in (torch.float32, torch.float64):
+        return torch.dot(x, x)
+    return x.float().square().sum()
 
 
 @functools.cache
@@ -79,7 +85,8 @@ def compiled_update(cls: type, variant: tuple) -> Any:
     name = f"fused_{cls.__name__}_{abs(hash(variant)):x}"
     code = _update.__code__.replace(co_name=name)
     function = types.FunctionType(code, _update.__globals__, name)
-    return torch.compile(function, backend=BACKEND, fullgraph=True, dynamic=True)
+    options = {"cpp.dynamic_threads": True} if BACKEND == "inductor" else None
+    return torch.compile(function, backend=BACKEND, fullgraph=True, dynamic=True, options=options)
 
 
 def compiler_available(device: torch.device) -> bool:
@@ -127,6 +134,7 @@ class FlatGroup:
         self.needs_adopt = False
         self._scalar_inputs: dict[str, tuple[float, Tensor]] = {}
         self.stats: tuple[Tensor, ...] | None = None
+        self.delta: Tensor | None = None  # Δθ of the last step, with track_stats
         self.adopt_state()
 
     def _view(self, buffer: Tensor, i: int) -> Tensor:
@@ -256,15 +264,18 @@ class FlatGroup:
         inputs = {k: self._as_input(k, v) for k, v in rule_h.items()}
         flags = tuple((k, v) for k, v in inputs.items() if not isinstance(v, Tensor))
         update = compiled_update(type(opt), (*flags, self.dtype, self.device.type))
-        args = (self.param, self.grad, self.state, inputs, opt.apply_rule, opt.track_stats)
+        if opt.track_stats and self.delta is None:
+            self.delta = torch.empty_like(self.param)
+        delta = self.delta if opt.track_stats else None
+        args = (self.param, self.grad, self.state, inputs, opt.apply_rule, delta)
         try:
             if self.compiled:
-                self.stats = update(*args)
+                update(*args)
             else:  # the first call compiles: torch's own deprecation notices are not ours
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)
                     warnings.simplefilter("ignore", FutureWarning)
-                    self.stats = update(*args)
+                    update(*args)
                 self.compiled = True
         except Exception as error:  # compilation failed: no buffer was written yet
             for key, value in saved.items():
@@ -282,7 +293,21 @@ class FlatGroup:
             return False
         if step is not None:
             self.step += 1
+        if delta is not None:
+            self.stats = self._statistics(delta)
         return True
+
+    def _statistics(self, delta: Tensor) -> tuple[Tensor, ...]:
+        """[Σg², Σ(Δθ)², Σθ², non-finite count]: three BLAS passes over flat buffers.
+
+        The count is exact: Σg² is finite exactly when every g is finite, unless squares
+        overflow, and only then are the elements counted one by one.
+        """
+        grad_sq = sum_of_squares(self.grad)
+        nonfinite = grad_sq.new_zeros(())
+        if not bool(torch.isfinite(grad_sq)):
+            nonfinite = (~torch.isfinite(self.grad)).sum()
+        return grad_sq, sum_of_squares(delta), sum_of_squares(self.param), nonfinite
 
     def _as_input(self, name: str, value: Any) -> Any:
         """Numbers become 0-dim tensors (updated in place), flags stay Python values."""
