@@ -330,17 +330,17 @@ def test_auto_uses_eager_for_small_groups_and_fused_for_large(monkeypatch):
     small.step()
     assert small.backend_info() == []
     monkeypatch.setattr(_fused, "compiler_available", lambda device: True)
-    many = [torch.zeros(100, requires_grad=True) for _ in range(8)]
+    many = [torch.zeros(100, requires_grad=True) for _ in range(40)]
     for p in many:
         p.grad = torch.ones_like(p)
     opt = optim.Adam(many)
     opt.step()
-    assert [part["numel"] for part in opt.backend_info()] == [800]
-    big_param = torch.zeros(1_000_000, requires_grad=True)
+    assert [part["numel"] for part in opt.backend_info()] == [4000]
+    big_param = torch.zeros(5_000_000, requires_grad=True)
     big = optim.Adam([big_param])
     big_param.grad = torch.ones_like(big_param)
     big.step()
-    assert [part["numel"] for part in big.backend_info()] == [1_000_000]
+    assert [part["numel"] for part in big.backend_info()] == [5_000_000]
 
 
 def test_backend_keyword_is_validated():

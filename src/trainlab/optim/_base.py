@@ -211,8 +211,9 @@ class FirstOrderOptimizer(TrainlabOptimizer):
     A subclass provides:
 
     - ``init_state(param, group)``: the state tensors of one parameter, created on its
-      first step, with torch.optim's keys (a ``None`` entry is created as zeros on the
-      first step, which the rule is told through ``h["first_step"]``);
+      first step, with torch.optim's keys (entries named in ``lazy_state`` start as
+      ``None`` and are created as zeros on the first step, which the rule is told through
+      ``h["first_step"]``);
     - ``coefficients(step, h, state)``: the step-dependent scalars of the algorithm
       (bias corrections, decayed learning rates), as Python numbers;
     - ``apply_rule(param, grad, state, h)``: a static function that prepares the
@@ -226,6 +227,10 @@ class FirstOrderOptimizer(TrainlabOptimizer):
 
     #: 0-dim state entries (one number per parameter), kept outside the compiled rule.
     scalar_state: ClassVar[tuple[str, ...]] = ("step",)
+    #: State entries ``init_state`` leaves as None, created from the first gradient.
+    lazy_state: ClassVar[tuple[str, ...]] = ()
+    #: True when ``coefficients`` advances state (then it runs once per parameter).
+    coefficients_update_state: ClassVar[bool] = False
 
     def __init__(self, params: Any, keywords: dict[str, Any]) -> None:
         from ._fused import FusedEngine
@@ -357,22 +362,25 @@ class FirstOrderOptimizer(TrainlabOptimizer):
     ) -> list[Tensor] | None:
         """The per-parameter loop; returns [Σg², Σ(Δθ)², Σθ², non-finite] if tracking."""
         sums = None
-        expected: set[str] | None = None
+        expected: frozenset[str] | None = None
+        cached_key: tuple | None = None
+        rule_h: dict[str, Any] = {}
+        apply_rule, lazy_state, all_state = self.apply_rule, self.lazy_state, self.state
         for param in params:
-            if param.grad is None:
-                continue
             grad = param.grad
+            if grad is None:
+                continue
             if grad.is_sparse:
                 raise ValueError(
                     f"{type(self).__name__} does not support sparse gradients "
                     "(use torch.nn.Embedding(sparse=False), or torch.optim.SparseAdam "
                     "for sparse embeddings)"
                 )
-            state = self.state.get(param)
+            state = all_state.get(param)
             if not state:
                 state = self.init_state(param, group)
                 if state:  # like torch.optim, stateless steps leave no state entry
-                    self.state[param] = state
+                    all_state[param] = state
             else:  # a switch turned on mid-run (amsgrad, centered, momentum) needs buffers
                 if expected is None:
                     expected = self.state_keys(group, param.dtype, param.device)
@@ -380,19 +388,26 @@ class FirstOrderOptimizer(TrainlabOptimizer):
                     fresh = self.init_state(param, group)
                     state.update({k: v for k, v in fresh.items() if k not in state})
             first_step = False
-            for key, value in state.items():
-                if value is None:
+            for key in lazy_state:  # buffers made from the first gradient (SGD)
+                if key in state and state[key] is None:
                     state[key] = torch.zeros_like(param, memory_format=torch.preserve_format)
                     first_step = True
             step = None
             if "step" in state:
                 state["step"] += 1
                 step = state["step"].item()
-            rule_h = {**h, **self.coefficients(step, h, state), "first_step": first_step}
-            before = param.clone() if self.track_stats else None
-            self.apply_rule(param, grad, state, rule_h)
-            if before is not None:
+            # Parameters at the same step share the scalars (unless computing them
+            # updates the state, as NAdam's running product of momenta does).
+            key = (step, first_step)
+            if key != cached_key or self.coefficients_update_state:
+                rule_h = {**h, **self.coefficients(step, h, state), "first_step": first_step}
+                cached_key = key
+            if self.track_stats:
+                before = param.clone()
+                apply_rule(param, grad, state, rule_h)
                 sums = accumulate_stats(sums, grad, param, before)
+            else:
+                apply_rule(param, grad, state, rule_h)
         return sums
 
 

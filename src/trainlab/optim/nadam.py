@@ -115,6 +115,7 @@ class NAdam(FirstOrderOptimizer):
         }
 
     scalar_state = ("step", "mu_product")
+    coefficients_update_state = True
 
     def coefficients(
         self, step: float | None, h: dict[str, Any], state: dict[str, Any]

@@ -130,6 +130,8 @@ class SGD(FirstOrderOptimizer):
                 f" and dampening={group.get('dampening')}",
             )
 
+    lazy_state = ("momentum_buffer",)
+
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         # torch.optim creates the buffer from the first gradient, in the first step.
         return {"momentum_buffer": None} if group["momentum"] != 0 else {}
