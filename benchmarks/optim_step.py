@@ -14,7 +14,7 @@ tensor read+write — so "% roofline" says how close a step is to the memory sys
 limit. Compile times (cold cache, and a second process reusing the cache) are measured
 in fresh subprocesses.
 
-    python benchmarks/optim_step.py [--quick] [--only NAMES] [--no-compile-times]
+    python benchmarks/optim_step.py [--quick] [--only NAMES] [--sections LIST]
 
 Prints tables and writes benchmarks/results/optim_step.json.
 """
@@ -102,25 +102,34 @@ def run_workload(workload: str, shapes, names, repeats: int) -> list[dict]:
     turn, then taking medians over the rounds, exposes all of them to the same drift.
     """
     n = sum(torch.Size(s).numel() for s in shapes)
+    # Up to ~2e7 parameters all implementations live at once and take turns; beyond,
+    # five copies of parameters, gradients and state would not fit in memory, so each
+    # implementation is built, timed and freed in turn.
+    interleave = n <= 20_000_000
     rows = []
     for name in names:
-        optimizers = {
-            label: factory(make_params(shapes)) for label, factory in implementations(name)
-        }
-        for opt in optimizers.values():
-            for _ in range(3):  # warm-up; the fused backend compiles in its second step
-                opt.step()
-        moved = bytes_per_param(optimizers["trainlab eager"], shapes)
+        factories = dict(implementations(name))
+        times: dict[str, list[float]] = {label: [] for label in [*factories, "roofline"]}
+        batches = [list(factories)] if interleave else [[label] for label in factories]
+        moved = 0
+        for labels in batches:
+            optimizers = {label: factories[label](make_params(shapes)) for label in labels}
+            for opt in optimizers.values():
+                for _ in range(3):  # warm-up; the fused backend compiles in its second step
+                    opt.step()
+            moved = moved or bytes_per_param(next(iter(optimizers.values())), shapes)
+            for _ in range(repeats):
+                for label, opt in optimizers.items():
+                    start = time.perf_counter()
+                    opt.step()
+                    times[label].append(time.perf_counter() - start)
+            del optimizers
         stream = torch.randn(max(moved * n // 8, 1))  # roofline: in-place pass, same bytes
-        times: dict[str, list[float]] = {label: [] for label in [*optimizers, "roofline"]}
         for _ in range(repeats):
-            for label, opt in optimizers.items():
-                start = time.perf_counter()
-                opt.step()
-                times[label].append(time.perf_counter() - start)
             start = time.perf_counter()
             stream.mul_(1.0)
             times["roofline"].append(time.perf_counter() - start)
+        del stream
         floor = statistics.median(times.pop("roofline"))
         for label, samples in times.items():
             seconds = statistics.median(samples)
@@ -137,7 +146,6 @@ def run_workload(workload: str, shapes, names, repeats: int) -> list[dict]:
                     roofline_fraction=floor / seconds,
                 )
             )
-        del optimizers, stream
     return rows
 
 
@@ -159,6 +167,30 @@ def print_table(title: str, rows: list[dict]) -> None:
             f"  {name:<9}{cells}{fused['seconds'] / torch_best:>17.2f}x"
             f"{fused['roofline_fraction'] * 100:>11.0f}%"
         )
+
+
+def stats_overhead(names, repeats: int) -> list[dict]:
+    """Extra step time of ``track_stats=True`` (fused, ResNet-18 shapes), interleaved."""
+    rows = []
+    for name in names:
+        spec, options = OPTIMIZERS[name], SETTINGS[name]
+        plain = spec.cls(make_params(resnet18_shapes()), backend="fused", **options)
+        tracked = spec.cls(
+            make_params(resnet18_shapes()), backend="fused", track_stats=True, **options
+        )
+        for _ in range(3):
+            plain.step()
+            tracked.step()
+        times: dict[str, list[float]] = {"plain": [], "tracked": []}
+        for _ in range(repeats):
+            for label, opt in (("plain", plain), ("tracked", tracked)):
+                start = time.perf_counter()
+                opt.step()
+                times[label].append(time.perf_counter() - start)
+        base, with_stats = (statistics.median(times[k]) for k in ("plain", "tracked"))
+        rows.append(dict(optimizer=name, seconds=base, stats_seconds=with_stats))
+        del plain, tracked
+    return rows
 
 
 COMPILE_PROBE = """
@@ -204,32 +236,21 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help="fewer repeats and sizes")
     parser.add_argument("--only", default=",".join(SETTINGS), help="comma-separated names")
     parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--no-compile-times", action="store_true")
+    parser.add_argument(
+        "--sections",
+        default="resnet18,small,sweep,stats,compile",
+        help="which parts to run; the others keep their results in --out",
+    )
     parser.add_argument("--out", default="benchmarks/results/optim_step.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     names = [n for n in args.only.split(",") if n]
+    sections = set(args.sections.split(","))
     repeats = 5 if args.quick else 15
+    out = Path(args.out)
     results: dict[str, list[dict]] = {}
-
-    results["resnet18"] = run_workload("resnet18", resnet18_shapes(), names, repeats)
-    print_table("ResNet-18 shapes: 11,689,512 parameters in 62 tensors", results["resnet18"])
-
-    results["small"] = run_workload("small", [(256,)] * 1000, names, repeats)
-    print_table("1,000 small tensors of 256 parameters", results["small"])
-
-    sizes = [10**k for k in range(3, 7 if args.quick else 9)]
-    results["sweep"] = []
-    for size in sizes:
-        rows = run_workload("sweep", [(size // 8,)] * 8, names, 3 if size >= 10**7 else repeats)
-        results["sweep"] += rows
-        print_table(f"size sweep: {size:.0e} parameters in 8 tensors", rows)
-
-    if not args.no_compile_times:
-        results["compile"] = compile_times(names, args.threads)
-        print("\nfirst-call compile time (s): cold cache / second process reusing the cache")
-        for row in results["compile"]:
-            print(f"  {row['optimizer']:<9}{row['cold_seconds']:>8.1f}{row['warm_seconds']:>8.1f}")
+    if out.exists() and sections != {"resnet18", "small", "sweep", "stats", "compile"}:
+        results = {k: v for k, v in json.loads(out.read_text()).items() if k != "meta"}
 
     meta = dict(
         torch=torch.__version__,
@@ -238,9 +259,50 @@ def main() -> None:
         machine=platform.machine(),
         cpu_capability=torch.backends.cpu.get_cpu_capability(),
     )
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"meta": meta, **results}, indent=1))
+
+    def save() -> None:  # after every section, so a long run keeps what it measured
+        out.parent.mkdir(parents=True, exist_ok=True)
+        out.write_text(json.dumps({"meta": meta, **results}, indent=1))
+
+    if "resnet18" in sections:
+        results["resnet18"] = run_workload("resnet18", resnet18_shapes(), names, repeats)
+        print_table("ResNet-18 shapes: 11,689,512 parameters in 62 tensors", results["resnet18"])
+        save()
+
+    if "small" in sections:
+        results["small"] = run_workload("small", [(256,)] * 1000, names, repeats)
+        print_table("1,000 small tensors of 256 parameters", results["small"])
+        save()
+
+    if "sweep" in sections:
+        sizes = [10**k for k in range(3, 7 if args.quick else 9)]
+        results["sweep"] = []
+        for size in sizes:
+            reps = 3 if size >= 10**7 else repeats
+            rows = run_workload("sweep", [(size // 8,)] * 8, names, reps)
+            results["sweep"] += rows
+            print_table(f"size sweep: {size:.0e} parameters in 8 tensors", rows)
+            save()
+
+    if "stats" in sections:
+        results["stats"] = stats_overhead(names, repeats)
+        save()
+        print("\ntrack_stats=True, fused, ResNet-18 shapes (ms): plain / with statistics")
+        for row in results["stats"]:
+            extra = row["stats_seconds"] / row["seconds"] - 1
+            print(
+                f"  {row['optimizer']:<9}{row['seconds'] * 1e3:>8.2f}"
+                f"{row['stats_seconds'] * 1e3:>8.2f}   +{extra * 100:.0f}%"
+            )
+
+    if "compile" in sections:
+        results["compile"] = compile_times(names, args.threads)
+        save()
+        print("\nfirst-call compile time (s): cold cache / second process reusing the cache")
+        for row in results["compile"]:
+            print(f"  {row['optimizer']:<9}{row['cold_seconds']:>8.1f}{row['warm_seconds']:>8.1f}")
+
+    save()
     print(f"\nwrote {out}")
 
 

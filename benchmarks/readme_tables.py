@@ -1,0 +1,73 @@
+"""Print the README's benchmark tables (markdown) from benchmarks/results/optim_step.json."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+LABELS = ["trainlab fused", "trainlab eager", "torch for-loop", "torch foreach", "torch fused"]
+
+
+def table(rows: list[dict], unit: float, digits: int) -> str:
+    head = "| optimizer | " + " | ".join(LABELS) + " | fused ÷ best torch | % roofline |"
+    lines = [head, "|---" * (len(LABELS) + 3) + "|"]
+    for name in dict.fromkeys(r["optimizer"] for r in rows):
+        mine = {r["implementation"]: r for r in rows if r["optimizer"] == name}
+        cells = [
+            f"{mine[label]['seconds'] * unit:.{digits}f}" if label in mine else "—"
+            for label in LABELS
+        ]
+        best = min(v["seconds"] for k, v in mine.items() if k.startswith("torch"))
+        fused = mine["trainlab fused"]
+        ratio = f"{fused['seconds'] / best:.2f}"
+        share = f"{fused['roofline_fraction'] * 100:.0f}%"
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} | {share} |")
+    return "\n".join(lines)
+
+
+def sweep_table(rows: list[dict]) -> str:
+    sizes = sorted({r["params"] for r in rows})
+    lines = ["| optimizer | " + " | ".join(f"{s:.0e}" for s in sizes) + " |"]
+    lines.append("|---" * (len(sizes) + 1) + "|")
+    for name in dict.fromkeys(r["optimizer"] for r in rows):
+        cells = []
+        for size in sizes:
+            mine = {
+                r["implementation"]: r
+                for r in rows
+                if r["optimizer"] == name and r["params"] == size
+            }
+            best = min(v["seconds"] for k, v in mine.items() if k.startswith("torch"))
+            cells.append(f"{mine['trainlab fused']['seconds'] / best:.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    path = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/optim_step.json")
+    data = json.loads(path.read_text())
+    print("ResNet-18 shapes (11.7M parameters, 62 tensors), ms per step:\n")
+    print(table(data["resnet18"], 1e3, 2))
+    print("\n1,000 tensors of 256 parameters, ms per step:\n")
+    print(table(data["small"], 1e3, 2))
+    print("\nSize sweep (8 equal tensors), trainlab fused ÷ fastest torch.optim implementation:\n")
+    print(sweep_table(data["sweep"]))
+    if "stats" in data:
+        print("\n`track_stats=True` (fused, ResNet-18 shapes), ms per step:\n")
+        print("| optimizer | plain | with statistics | extra |\n|---|---|---|---|")
+        for row in data["stats"]:
+            extra = row["stats_seconds"] / row["seconds"] - 1
+            print(
+                f"| {row['optimizer']} | {row['seconds'] * 1e3:.2f} | "
+                f"{row['stats_seconds'] * 1e3:.2f} | +{extra * 100:.0f}% |"
+            )
+    if "compile" in data:
+        print("\nFirst-call compile time, seconds (cold cache / second process):\n")
+        print("| optimizer | cold | cached |\n|---|---|---|")
+        for row in data["compile"]:
+            print(f"| {row['optimizer']} | {row['cold_seconds']:.1f} | {row['warm_seconds']:.1f} |")
+
+
+if __name__ == "__main__":
+    main()
