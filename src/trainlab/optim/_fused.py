@@ -15,10 +15,12 @@ corrections) are computed in Python beforehand, once per step.
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import shutil
 import types
 import warnings
+import weakref
 from numbers import Number
 from typing import TYPE_CHECKING, Any
 
@@ -103,6 +105,12 @@ def compiler_available(device: torch.device) -> bool:
     return False
 
 
+def _record_gradient(group: weakref.ref, i: int, _param: Tensor) -> None:
+    flat = group()
+    if flat is not None:
+        flat.has_grad[i] = True
+
+
 class FlatGroup:
     """The parameters of one group on one device and dtype, as views into flat buffers."""
 
@@ -111,7 +119,7 @@ class FlatGroup:
         self.ids = {id(p) for p in params}
         self.device, self.dtype = params[0].device, params[0].dtype
         self.numels = [p.numel() for p in params]
-        self.offsets = [sum(self.numels[:i]) for i in range(len(params))]
+        self.offsets = [0, *itertools.accumulate(self.numels)][:-1]
         total = sum(self.numels)
         self.param = torch.empty(total, dtype=self.dtype, device=self.device)
         self.grad = torch.zeros(total, dtype=self.dtype, device=self.device)
@@ -123,8 +131,12 @@ class FlatGroup:
             p.data = self._view(self.param, i)
             p.grad = self._view(self.grad, i)
             # Backward accumulates in place into p.grad (a view of self.grad); the hook
-            # records that this parameter got a gradient in this step.
-            p.register_post_accumulate_grad_hook(functools.partial(self._got_grad, i))
+            # records that this parameter got a gradient in this step. It holds the group
+            # weakly and goes away with it, so a replaced optimizer leaves nothing behind.
+            handle = p.register_post_accumulate_grad_hook(
+                functools.partial(_record_gradient, weakref.ref(self), i)
+            )
+            weakref.finalize(self, handle.remove)
         self.param_ptrs = [p.data_ptr() for p in params]
         self.grad_ptrs = [p.grad.data_ptr() for p in params]
         self.state: dict[str, Tensor | None] = {}  # flat per-element state
@@ -141,9 +153,6 @@ class FlatGroup:
     def _view(self, buffer: Tensor, i: int) -> Tensor:
         start = self.offsets[i]
         return buffer[start : start + self.numels[i]].view(self.params[i].shape)
-
-    def _got_grad(self, i: int, _param: Tensor) -> None:
-        self.has_grad[i] = True
 
     # -- state ---------------------------------------------------------------------------
     def adopt_state(self) -> None:
