@@ -27,6 +27,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/optim_step.py
+	$(PY) benchmarks/data_batches.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

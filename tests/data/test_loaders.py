@@ -1,0 +1,404 @@
+"""load(): the registry, every loader's output contract, and one test per kind of bad input."""
+
+from __future__ import annotations
+
+import random
+
+import numpy as np
+import pytest
+import torch
+
+from trainlab.data import DATASETS, Dataset, DatasetError, load
+from trainlab.data import datasets as datasets_module
+
+from .test_cifar import write_cifar_dir
+from .test_idx import MNIST_NAMES, write_mnist_dir
+
+
+@pytest.fixture(scope="module")
+def mnist1d_cache(tmp_path_factory):
+    """Generate MNIST-1D once for the module (about 2 s) into a private cache directory."""
+    return tmp_path_factory.mktemp("cache")
+
+
+@pytest.fixture(scope="module")
+def mnist1d(mnist1d_cache):
+    numpy_state, python_state = np.random.get_state(), random.getstate()
+    data = load("mnist1d", cache_dir=mnist1d_cache)
+    after = np.random.get_state(), random.getstate()
+    return data, (numpy_state, python_state), after
+
+
+def _write_npz(tmp_path, **arrays):
+    path = tmp_path / "data.npz"
+    np.savez(path, **arrays)
+    return path
+
+
+def _write_csv(path, text):
+    path.write_text(text)
+    return path
+
+
+# How the generic tests load each registered dataset from tiny synthetic files.
+OPTIONS = {
+    "mnist1d": lambda tmp, cache: {"cache_dir": cache},
+    "digits": lambda tmp, cache: {},
+    "mnist": lambda tmp, cache: {"root": tmp, "_setup": write_mnist_dir(tmp)},
+    "fashion-mnist": lambda tmp, cache: {"root": tmp, "_setup": write_mnist_dir(tmp, gz=True)},
+    "cifar10": lambda tmp, cache: {"root": tmp, "_setup": write_cifar_dir(tmp)},
+    "npz": lambda tmp, cache: {
+        "path": _write_npz(tmp, x=np.ones((4, 2, 3)), y=np.array([0, 2, 1, 2])),
+    },
+    "csv": lambda tmp, cache: {
+        "path": _write_csv(tmp / "a.csv", "f1,label,f2\n0.5,1,2\n1.5,0,-3\n"),
+        "label": "label",
+    },
+}
+
+
+def test_every_registered_dataset_has_synthetic_options_here():
+    assert set(OPTIONS) == set(DATASETS)
+
+
+@pytest.mark.parametrize("name", list(DATASETS))
+def test_every_loader_keeps_the_dataset_contract(tmp_path, mnist1d, mnist1d_cache, name):
+    # mnist1d (the fixture) generates first, so the mnist1d case here reads the cache.
+    options = OPTIONS[name](tmp_path, mnist1d_cache)
+    options.pop("_setup", None)
+    data = load(name, **options)
+    assert isinstance(data, Dataset) and data.name == name
+    splits = [(data.x, data.y)] + ([] if data.x_test is None else [(data.x_test, data.y_test)])
+    assert (data.x_test is None) == (data.y_test is None)
+    for x, y in splits:
+        assert x.dtype == torch.float32 and y.dtype == torch.int64
+        assert x.shape[1:] == data.feature_shape and y.shape == (len(x),)
+        assert torch.isfinite(x).all()
+        assert int(y.min()) >= 0 and int(y.max()) < data.classes
+    assert data.sizes == {"train": len(data.y), "test": len(splits[1][1]) if len(splits) > 1 else 0}
+    assert isinstance(data.meta, dict) and "source" in data.meta
+
+
+def test_every_spec_describes_itself():
+    for name, spec in DATASETS.items():
+        assert spec.name == name and spec.description and callable(spec.loader)
+
+
+def test_unknown_name_lists_the_names():
+    with pytest.raises(
+        DatasetError, match=r"Invalid dataset name: 'mnist2d' \(must be one of mnist1d, digits, "
+    ):
+        load("mnist2d")
+
+
+def test_unknown_option_lists_the_options(tmp_path):
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid option for mnist1d: 'sed' \(allowed options: seed, cache_dir\)",
+    ):
+        load("mnist1d", sed=1, cache_dir=tmp_path)
+    with pytest.raises(DatasetError, match=r"'root' \(allowed options: none\)"):
+        load("digits", root=tmp_path)
+
+
+def test_missing_required_option_says_how_to_call(tmp_path):
+    with pytest.raises(
+        DatasetError, match=r"Invalid options for csv: .*missing required label; call load\('csv', "
+    ):
+        load("csv", path=tmp_path / "a.csv")
+
+
+# --- mnist1d ----------------------------------------------------------------------------------
+
+
+def test_mnist1d_has_the_default_split(mnist1d):
+    data, _, _ = mnist1d
+    assert data.x.shape == (4000, 40) and data.x_test.shape == (1000, 40)
+    assert data.feature_shape == (40,) and data.classes == 10
+    assert sorted(data.y.unique().tolist()) == list(range(10))
+    assert data.meta["cached"] is False
+
+
+def test_mnist1d_leaves_the_global_random_state_alone(mnist1d):
+    _, (numpy_before, python_before), (numpy_after, python_after) = mnist1d
+    assert python_before == python_after
+    for before, after in zip(numpy_before, numpy_after):
+        np.testing.assert_array_equal(before, after)
+
+
+def test_mnist1d_second_load_comes_from_the_cache(mnist1d, mnist1d_cache, monkeypatch):
+    first, _, _ = mnist1d
+    monkeypatch.setattr(datasets_module, "_generate_mnist1d", _must_not_generate)
+    second = load("mnist1d", cache_dir=mnist1d_cache)
+    assert second.meta["cached"] is True
+    for a, b in [(first.x, second.x), (first.y, second.y), (first.x_test, second.x_test)]:
+        assert torch.equal(a, b)
+
+
+def test_mnist1d_cache_is_keyed_by_the_generator_arguments():
+    args = {"num_samples": 5000, "seed": 42, "url": "https://a"}
+    key = datasets_module.mnist1d_cache_key
+    assert key(args) == key({**args, "url": "https://b"})  # the URL does not change the data
+    assert key(args) != key({**args, "seed": 43})
+    assert key(args) != key({**args, "num_samples": 500})
+
+
+def test_mnist1d_damaged_cache_is_regenerated(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets_module, "_generate_mnist1d", _fake_mnist1d)
+    monkeypatch.setenv("TRAINLAB_CACHE", str(tmp_path))
+    load("mnist1d", seed=7)
+    (cache,) = tmp_path.glob("mnist1d-*.npz")
+    cache.write_bytes(cache.read_bytes()[:100])
+    data = load("mnist1d", seed=7)
+    assert data.meta["cached"] is False and data.x.shape == (4000, 40)
+    assert load("mnist1d", seed=7).meta["cached"] is True
+
+
+@pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
+def test_mnist1d_seed_must_be_a_valid_integer(tmp_path, seed):
+    with pytest.raises(
+        DatasetError, match=r"Invalid seed: .* \(must be an integer in \[0, 2\*\*32\)"
+    ):
+        load("mnist1d", seed=seed, cache_dir=tmp_path)
+
+
+def _must_not_generate(args):
+    raise AssertionError("the cached arrays should have been used")
+
+
+def _fake_mnist1d(args):
+    y = np.arange(5000) % 10
+    return {
+        "x": np.zeros((4000, 40)),
+        "y": y[:4000],
+        "x_test": np.zeros((1000, 40)),
+        "y_test": y[4000:],
+    }
+
+
+# --- digits -----------------------------------------------------------------------------------
+
+
+def test_digits_are_1797_unit_scaled_images_without_test_split():
+    data = load("digits")
+    assert data.x.shape == (1797, 1, 8, 8) and data.feature_shape == (1, 8, 8)
+    assert float(data.x.min()) == 0.0 and float(data.x.max()) == 1.0
+    assert data.x_test is None and data.sizes == {"train": 1797, "test": 0}
+
+
+# --- mnist, fashion-mnist ---------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_mnist_reads_the_four_idx_files(tmp_path, gz):
+    arrays = write_mnist_dir(tmp_path, gz=gz)
+    data = load("mnist", root=str(tmp_path))
+    assert data.x.shape == (12, 1, 28, 28) and data.x_test.shape == (5, 1, 28, 28)
+    expected = arrays["train_images"][:, None] / 255
+    np.testing.assert_allclose(data.x.numpy(), expected, rtol=1e-6)
+    assert data.y_test.tolist() == arrays["test_labels"].tolist()
+    assert data.meta["class_names"][0] == "0"
+
+
+def test_fashion_mnist_knows_its_class_names(tmp_path):
+    write_mnist_dir(tmp_path)
+    assert load("fashion-mnist", root=tmp_path).meta["class_names"][-1] == "Ankle boot"
+
+
+def test_missing_idx_file_lists_names_directory_and_download(tmp_path):
+    write_mnist_dir(tmp_path)
+    (tmp_path / MNIST_NAMES["test_labels"]).unlink()
+    with pytest.raises(
+        DatasetError,
+        match=rf"Invalid root for mnist: '{tmp_path}' \(missing t10k-labels-idx1-ubyte\[\.gz\]; "
+        r"place the files there, or pass download=True to fetch them\)",
+    ):
+        load("mnist", root=tmp_path)
+
+
+def test_idx_count_mismatch_is_refused_by_the_loader(tmp_path):
+    write_mnist_dir(tmp_path, test_labels=np.zeros(4, dtype=np.uint8))
+    with pytest.raises(DatasetError, match=r"Invalid IDX pair: .*5 images but 4 labels"):
+        load("mnist", root=tmp_path)
+
+
+def test_idx_label_out_of_range_is_refused_by_the_loader(tmp_path):
+    write_mnist_dir(tmp_path, train_labels=np.full(12, 10, dtype=np.uint8))
+    with pytest.raises(DatasetError, match=r"train-labels-idx1-ubyte' \(label 10 at index 0"):
+        load("mnist", root=tmp_path)
+
+
+def test_download_option_must_be_a_bool(tmp_path):
+    with pytest.raises(DatasetError, match=r"Invalid download: 'yes' \(must be True or False\)"):
+        load("mnist", root=tmp_path, download="yes")
+
+
+# --- npz --------------------------------------------------------------------------------------
+
+
+def test_npz_with_test_split_counts_classes_over_both(tmp_path):
+    path = _write_npz(
+        tmp_path,
+        x=np.ones((3, 5), np.float64),
+        y=np.array([0, 1, 1], np.int32),
+        x_test=np.zeros((2, 5)),
+        y_test=np.array([4, 0]),
+    )
+    data = load("npz", path=path)
+    assert (
+        data.classes == 5 and data.feature_shape == (5,) and data.sizes == {"train": 3, "test": 2}
+    )
+    assert load("npz", path=path, classes=7).classes == 7
+
+
+X, Y = np.ones((2, 3)), np.array([0, 1])
+
+
+@pytest.mark.parametrize(
+    ("arrays", "message"),
+    [
+        ({"x": X}, r"holds \['x'\] \(must hold 'x' and 'y'\)"),
+        (
+            {"x": np.ones((2, 3)), "y": np.array([0.0, 1.0])},
+            r"'y' has dtype float64 \(labels must be",
+        ),
+        (
+            {"x": np.ones((2, 3)), "y": np.zeros((2, 1), int)},
+            r"'y' has shape \(2, 1\) \(must be \(2,\)",
+        ),
+        (
+            {"x": np.ones((2, 3)), "y": np.array([0, 1, 2])},
+            r"'y' has shape \(3,\) \(must be \(2,\)",
+        ),
+        (
+            {"x": np.ones(2), "y": np.array([0, 1])},
+            r"'x' has shape \(2,\) \(must be \(N, \*features\)",
+        ),
+        (
+            {"x": np.array([["a"], ["b"]]), "y": np.array([0, 1])},
+            r"'x' has dtype <U1 \(must be real",
+        ),
+        ({"x": np.ones((2, 3)), "y": np.array([0, -1])}, r"label -1 at index 1 is negative"),
+        (
+            {"x": np.array([[np.nan, 1], [np.inf, -np.inf]]), "y": Y},
+            r"Invalid features: '.*data\.npz' \(3 NaN/Inf values in 'x'; clean or drop",
+        ),
+        (
+            {"x": X, "y": Y, "x_test": np.ones((1, 3))},
+            r"holds only one of 'x_test', 'y_test'",
+        ),
+        (
+            {"x": X, "y": Y, "x_test": np.ones((1, 4)), "y_test": [0]},
+            r"'x_test' examples are \(4,\), 'x' are \(3,\)",
+        ),
+    ],
+    ids=[
+        "no-y",
+        "float-y",
+        "2d-y",
+        "length",
+        "1d-x",
+        "text-x",
+        "negative",
+        "nan",
+        "half-test",
+        "shape",
+    ],
+)
+def test_bad_npz_is_refused(tmp_path, arrays, message):
+    path = _write_npz(tmp_path, **arrays)
+    with pytest.raises(DatasetError, match=message):
+        load("npz", path=path)
+
+
+def test_npz_object_arrays_are_refused_without_unpickling(tmp_path):
+    path = _write_npz(tmp_path, x=np.array([[1], [2]], dtype=object), y=np.array([0, 1]))
+    with pytest.raises(DatasetError, match=r"data\.npz' \(not plain arrays \(Object arrays cannot"):
+        load("npz", path=path)
+
+
+def test_single_npy_array_is_refused(tmp_path):
+    path = tmp_path / "x.npy"
+    np.save(path, np.ones(3))
+    with pytest.raises(DatasetError, match=r"x\.npy' \(holds one \.npy array; save x and y with"):
+        load("npz", path=path)
+
+
+def test_corrupted_npz_is_refused(tmp_path):
+    path = _write_npz(tmp_path, x=np.ones((2, 3)), y=np.array([0, 1]))
+    path.write_bytes(path.read_bytes()[:50])
+    with pytest.raises(DatasetError, match=r"data\.npz' \(corrupted or not an \.npz archive"):
+        load("npz", path=path)
+
+
+def test_npz_classes_option_must_cover_the_labels(tmp_path):
+    path = _write_npz(tmp_path, x=np.ones((2, 3)), y=np.array([0, 3]))
+    with pytest.raises(DatasetError, match=r"Invalid classes: 3 \(must be an integer >= 4"):
+        load("npz", path=path, classes=3)
+
+
+def test_missing_user_file_is_refused(tmp_path):
+    with pytest.raises(DatasetError, match=r"Invalid npz path: '.*nope\.npz' \(no such file"):
+        load("npz", path=tmp_path / "nope.npz")
+
+
+# --- csv --------------------------------------------------------------------------------------
+
+
+def test_csv_reads_features_labels_and_a_test_file(tmp_path):
+    train = _write_csv(tmp_path / "train.csv", "a, y ,b\n1,0,2\n3,2,4.5\n")
+    test = _write_csv(tmp_path / "test.csv", "a,y,b\n5,1,6\n")
+    data = load("csv", path=train, label="y", test_path=test)
+    assert data.x.tolist() == [[1.0, 2.0], [3.0, 4.5]] and data.y.tolist() == [0, 2]
+    assert data.x_test.tolist() == [[5.0, 6.0]] and data.classes == 3
+    assert data.meta["columns"] == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            "a,y\n1,0\nx,1\n",
+            r"Invalid CSV cell: 'x' \(.*train\.csv row 3, column 'a': features must",
+        ),
+        ("a,y\n1,0\n,1\n", r"Invalid CSV cell: '' \(.*row 3, column 'a'"),
+        ("a,b\n1,0\n", r"Invalid label column: 'y' \(not in .*; its columns are a, b\)"),
+        (
+            "a,y\n1,0\n2,1.5\n",
+            r"Invalid label: '1.5' \(.*row 3, column 'y': labels must be integers",
+        ),
+        ("a,y\n1,cat\n", r"Invalid label: 'cat'"),
+        ("1,0\n2,1\n", r"first row \['1', '0'\] is all numbers \(a header row .* is required\)"),
+        ("", r"empty \(a header row naming the columns is required\)"),
+        ("a,y\n", r"has a header but no data rows"),
+        ("a,y\n1,0\n2\n", r"row 3 has 1 cells, the header 2"),
+        ("a,y\nnan,0\ninf,1\n", r"Invalid features: '.*train\.csv' \(2 NaN/Inf values"),
+    ],
+    ids=[
+        *("text", "empty-cell", "no-label", "float-label", "word-label", "no-header", "empty"),
+        *("no-rows", "ragged", "nan"),
+    ],
+)
+def test_bad_csv_is_refused(tmp_path, text, message):
+    path = _write_csv(tmp_path / "train.csv", text)
+    with pytest.raises(DatasetError, match=message):
+        load("csv", path=path, label="y")
+
+
+def test_csv_skips_blank_lines(tmp_path):
+    path = _write_csv(tmp_path / "train.csv", "a,y\n1,0\n\n2,1\n\n")
+    assert load("csv", path=path, label="y").y.tolist() == [0, 1]
+
+
+def test_dataset_repr_is_a_summary(tmp_path):
+    path = _write_csv(tmp_path / "train.csv", "a,y\n1,0\n2,1\n")
+    assert repr(load("csv", path=path, label="y")) == (
+        "Dataset(name='csv', sizes={'train': 2, 'test': 0}, feature_shape=(1,), classes=2)"
+    )
+
+
+def test_csv_test_file_needs_the_same_columns(tmp_path):
+    train = _write_csv(tmp_path / "train.csv", "a,y\n1,0\n")
+    test = _write_csv(tmp_path / "test.csv", "y,a\n0,1\n")
+    with pytest.raises(DatasetError, match=r"test\.csv' \(columns \['y', 'a'\] differ from"):
+        load("csv", path=train, label="y", test_path=test)
