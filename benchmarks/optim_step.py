@@ -7,7 +7,7 @@ Workloads:
 
 Gradients are fixed random tensors, so only ``step()`` is timed: the median of repeated
 steps after warm-up (the fused backend's first step creates the state eagerly and its
-second compiles; both are warm-up), the implementations taking turns step by step. The
+second compiles; both are warm-up), the implementations taking turns of a few steps. The
 *roofline* is a streaming in-place pass over a
 buffer of the same bytes the optimizer moves — param read+write, grad read, each state
 tensor read+write — so "% roofline" says how close a step is to the memory system's
@@ -22,6 +22,7 @@ Prints tables and writes benchmarks/results/optim_step.json.
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import platform
@@ -111,25 +112,29 @@ def run_workload(workload: str, shapes, names, repeats: int) -> list[dict]:
         factories = dict(implementations(name))
         times: dict[str, list[float]] = {label: [] for label in [*factories, "roofline"]}
         batches = [list(factories)] if interleave else [[label] for label in factories]
-        moved = 0
         for labels in batches:
             optimizers = {label: factories[label](make_params(shapes)) for label in labels}
             for opt in optimizers.values():
                 for _ in range(3):  # warm-up; the fused backend compiles in its second step
                     opt.step()
-            moved = moved or bytes_per_param(next(iter(optimizers.values())), shapes)
-            for _ in range(repeats):
-                for label, opt in optimizers.items():
-                    start = time.perf_counter()
-                    opt.step()
-                    times[label].append(time.perf_counter() - start)
-            del optimizers
-        stream = torch.randn(max(moved * n // 8, 1))  # roofline: in-place pass, same bytes
-        for _ in range(repeats):
-            start = time.perf_counter()
-            stream.mul_(1.0)
-            times["roofline"].append(time.perf_counter() - start)
-        del stream
+            moved = bytes_per_param(next(iter(optimizers.values())), shapes)
+            # The roofline: an in-place pass over the same bytes, taking its turn too.
+            stream = torch.randn(max(moved * n // 8, 1))
+            # Rounds of short runs: each implementation takes a turn of a few steps, the
+            # first one untimed — it absorbs the previous implementation's thread pool
+            # still spinning (inductor's OpenMP and torch's own), which would otherwise
+            # slow whatever runs next.
+            jobs = {label: opt.step for label, opt in optimizers.items()}
+            jobs["roofline"] = functools.partial(stream.mul_, 1.0)
+            per_turn = 3
+            for _ in range(max(1, -(-repeats // per_turn))):
+                for label, job in jobs.items():
+                    job()
+                    for _ in range(per_turn):
+                        start = time.perf_counter()
+                        job()
+                        times[label].append(time.perf_counter() - start)
+            del optimizers, stream, jobs
         floor = statistics.median(times.pop("roofline"))
         for label, samples in times.items():
             seconds = statistics.median(samples)
@@ -182,11 +187,13 @@ def stats_overhead(names, repeats: int) -> list[dict]:
             plain.step()
             tracked.step()
         times: dict[str, list[float]] = {"plain": [], "tracked": []}
-        for _ in range(repeats):
+        for _ in range(max(1, -(-repeats // 3))):  # turns of 3 timed steps, as above
             for label, opt in (("plain", plain), ("tracked", tracked)):
-                start = time.perf_counter()
                 opt.step()
-                times[label].append(time.perf_counter() - start)
+                for _ in range(3):
+                    start = time.perf_counter()
+                    opt.step()
+                    times[label].append(time.perf_counter() - start)
         base, with_stats = (statistics.median(times[k]) for k in ("plain", "tracked"))
         rows.append(dict(optimizer=name, seconds=base, stats_seconds=with_stats))
         del plain, tracked
@@ -202,13 +209,14 @@ params = [torch.randn(1000, requires_grad=True) for _ in range(8)]
 for p in params:
     p.grad = torch.randn_like(p)
 opt = spec.cls(params, backend="fused")
-opt.step()  # creates the state (eager)
 start = time.perf_counter()
-opt.step()  # compiles
-first = time.perf_counter() - start
+opt.step()  # creates the state eagerly, or compiles if the state needs no first step
+opt.step()  # compiles (if not done yet)
+first_two = time.perf_counter() - start
 start = time.perf_counter()
 opt.step()
-print(first - (time.perf_counter() - start))
+opt.step()
+print(first_two - (time.perf_counter() - start))
 """
 
 
