@@ -48,3 +48,20 @@ def test_every_rule_is_small_and_states_its_equations(rule):
         line for line in body.splitlines() if line.strip() and not line.strip().startswith("#")
     ]
     assert len(lines) <= 30, f"{rule.__name__} has {len(lines)} lines of code"
+
+
+def readme_block(heading: str) -> str:
+    """The first ```python block after ``heading`` in the README."""
+    text = (ROOT / "README.md").read_text()
+    section = text[text.index(heading) :]
+    start = section.index("```python\n") + len("```python\n")
+    return section[start : section.index("```", start)]
+
+
+def test_readme_data_and_models_example_runs(tmp_path, monkeypatch):
+    monkeypatch.setenv("TRAINLAB_CACHE", str(tmp_path))
+    code = readme_block("## Data and models").replace("    ...", "    break")
+    namespace: dict = {}
+    exec(compile(code, "README.md", "exec"), namespace)
+    assert namespace["state"]["batch"] == 1  # one batch taken before the state was saved
+    assert namespace["ds"].sizes == {"train": 4000, "test": 1000}

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from trainlab.optim._checks import fail, flag, nonnegative, unit_closed, unit_half_open
+from .._checks import fail, flag, nonnegative, unit_closed, unit_half_open
 
 IMAGE = (4,)
 SEQUENCE = (2, 3)

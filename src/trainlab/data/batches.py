@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from trainlab.optim._checks import fail, flag, one_of, positive_int
+from .._checks import fail, flag, one_of, positive_int
 
 SHUFFLES = ("epoch", "once", "none", "replacement")
 PRIME = 1_000_003

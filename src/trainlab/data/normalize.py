@@ -21,7 +21,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from trainlab.optim._checks import fail, one_of, positive
+from .._checks import fail, one_of, positive
 
 MODES = ("feature", "channel", "mean")
 

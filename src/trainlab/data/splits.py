@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from trainlab.optim._checks import fail, flag
+from .._checks import fail, flag
 
 Pair = tuple[Tensor, Tensor]
 

@@ -16,10 +16,12 @@ from typing import Any
 import torch
 from torch import nn
 
+from .._checks import fail
+
 
 def invalid(name: str, value: Any, allowed: str) -> ValueError:
     """The one error the models package raises: ``Invalid <name>: <value> (<allowed>)``."""
-    return ValueError(f"Invalid {name}: {value!r} ({allowed})")
+    return fail(name, value, allowed)
 
 
 def check_positive_int(name: str, value: Any) -> None:

@@ -20,8 +20,8 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import _checks
-from ._checks import Check
+from .. import _checks
+from .._checks import Check
 from ._ops import add_scaled
 
 # Keys torch's LR schedulers and param-name support add to groups; legal in a group.

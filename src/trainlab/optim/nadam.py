@@ -7,7 +7,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from . import _checks
+from .. import _checks
 from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
 from ._ops import add_product_, add_quotient_, add_scaled_
 

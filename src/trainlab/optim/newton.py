@@ -8,9 +8,9 @@ from typing import Any, ClassVar
 import torch
 from torch import Tensor
 
-from . import _checks
+from .. import _checks
+from .._checks import Check
 from ._base import TrainlabOptimizer
-from ._checks import Check
 from ._line_search import backtracking, flat, loss_value
 
 

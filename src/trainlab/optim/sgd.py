@@ -6,7 +6,7 @@ from typing import Any
 
 from torch import Tensor
 
-from . import _checks
+from .. import _checks
 from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient
 from ._ops import add_scaled, add_scaled_
 
