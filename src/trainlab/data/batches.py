@@ -29,6 +29,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
 from .._checks import fail, flag, one_of, positive_int
+from .splits import check_samples
 
 SHUFFLES = ("epoch", "once", "none", "replacement")
 PRIME = 1_000_003
@@ -86,7 +87,7 @@ class Batches:
         seed: int = 0,
         augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
     ) -> None:
-        num_samples = _check_pair(x, y)
+        num_samples = check_samples(x, y)
         positive_int("batch_size", batch_size)
         one_of(*SHUFFLES)("shuffle", shuffle)
         flag("drop_last", drop_last)
@@ -240,17 +241,6 @@ def loader(
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
     )
-
-
-def _check_pair(x: Tensor, y: Tensor) -> int:
-    for name, value in (("x", x), ("y", y)):
-        if not isinstance(value, Tensor) or value.dim() == 0:
-            raise fail(name, type(value).__name__, "must be a tensor with a first (sample) axis")
-    if len(x) != len(y):
-        raise fail("y length", len(y), f"must equal the length of x, {len(x)}")
-    if len(x) == 0:
-        raise fail("x length", 0, "must hold at least one sample")
-    return len(x)
 
 
 def _check_seed(seed: int) -> None:

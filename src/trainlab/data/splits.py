@@ -67,7 +67,7 @@ def split(
         stratify: keep class proportions in every part (default: False).
         seed: seed of the permutation (default: 0).
     """
-    n = _check_pair(x, y)
+    n = check_samples(x, y)
     ratios = _check_ratios(ratios)
     flag("stratify", stratify)
     _check_seed(seed)
@@ -188,7 +188,8 @@ def _augment(
     raise RuntimeError("no rounding keeps the margins")  # impossible: integral flow exists
 
 
-def _check_pair(x: Tensor, y: Tensor) -> int:
+def check_samples(x: Tensor, y: Tensor) -> int:
+    """The number of samples of (x, y), which must be tensors of the same, non-zero length."""
     for name, value in (("x", x), ("y", y)):
         if not isinstance(value, Tensor) or value.dim() == 0:
             raise fail(name, type(value).__name__, "must be a tensor with a first (sample) axis")
