@@ -15,6 +15,7 @@ corrections) are computed in Python beforehand, once per step.
 from __future__ import annotations
 
 import functools
+import hashlib
 import itertools
 import os
 import shutil
@@ -85,7 +86,8 @@ def compiled_update(cls: type, variant: tuple) -> Any:
     ``amsgrad``, the dtype and device). Each variant gets its own copy of the code
     object, so dynamo compiles it once and never runs into its per-code recompile limit.
     """
-    name = f"fused_{cls.__name__}_{abs(hash(variant)):x}"
+    digest = hashlib.sha1(repr(variant).encode()).hexdigest()[:12]  # stable across processes
+    name = f"fused_{cls.__name__}_{digest}"
     code = _update.__code__.replace(co_name=name)
     function = types.FunctionType(code, _update.__globals__, name)
     options = {"cpp.dynamic_threads": True} if BACKEND == "inductor" else None
