@@ -1,0 +1,65 @@
+"""trainlab.train — the pieces a training loop is built from.
+
+Learning-rate schedules are pure ``step -> factor`` functions (``SCHEDULES`` is their
+registry, ``build_schedule`` reads configs), ``ReduceOnPlateau`` drops the rate when a metric
+stalls, and ``LRController`` applies both to an optimizer. ``EMA`` keeps Polyak/EMA weights
+beside the raw ones; ``penalty`` adds L2/L1/elastic-net terms to the loss; the clipping
+functions bound gradients by value or global norm. ``save_checkpoint`` / ``load_checkpoint``
+write and read crash-safe checkpoints of safetensors and JSON — never pickle.
+"""
+
+from .averaging import EMA
+from .checkpoint import (
+    Checkpoint,
+    CheckpointError,
+    latest_checkpoint,
+    list_checkpoints,
+    load_checkpoint,
+    load_weights_file,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from .plateau import LRController, PlateauState, ReduceOnPlateau
+from .regularize import clip_grad_norm_, clip_grad_value_, penalty
+from .schedules import (
+    SCHEDULES,
+    Constant,
+    Cosine,
+    Exponential,
+    InverseTime,
+    LinearWarmup,
+    OneCycle,
+    Phases,
+    Schedule,
+    StepDecay,
+    build_schedule,
+)
+
+__all__ = [
+    "EMA",
+    "SCHEDULES",
+    "Checkpoint",
+    "CheckpointError",
+    "Constant",
+    "Cosine",
+    "Exponential",
+    "InverseTime",
+    "LRController",
+    "LinearWarmup",
+    "OneCycle",
+    "Phases",
+    "PlateauState",
+    "ReduceOnPlateau",
+    "Schedule",
+    "StepDecay",
+    "build_schedule",
+    "clip_grad_norm_",
+    "clip_grad_value_",
+    "latest_checkpoint",
+    "list_checkpoints",
+    "load_checkpoint",
+    "load_weights_file",
+    "penalty",
+    "prune_checkpoints",
+    "save_checkpoint",
+]

@@ -1,0 +1,430 @@
+"""Safe checkpoints: safetensors + JSON, written atomically, no pickle anywhere.
+
+A checkpoint is one directory ``run_dir/checkpoints/<name>/`` holding
+
+- ``weights.safetensors``: the model's ``state_dict`` tensors;
+- ``state.safetensors`` + ``state.json``: everything else (optimizer state, RNG states,
+  counters, metric history) as one tree, its tensors in safetensors and its structure in
+  JSON (:func:`flatten` / :func:`unflatten`);
+- ``meta.json``: format version, name, step, metrics, the SHA-256 of every other file and
+  ``"complete": true`` — the last file written.
+
+Why no pickle: unpickling runs arbitrary code, so ``torch.load`` of a shared or corrupted
+file is a security hole; safetensors and JSON are data only.
+
+Why crash-safe: files are written into ``checkpoints/.tmp-<name>-<pid>-<random>/``, each
+fsynced, then the directory is fsynced, renamed to its final name, and ``checkpoints/`` is
+fsynced. A directory under a final name is therefore always complete; readers skip every
+dot-directory and every directory without a complete ``meta.json``. A checkpoint being
+replaced or deleted is first renamed to a ``.tmp-`` name, for the same reason.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import secrets
+import shutil
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import safetensors.torch
+from safetensors import SafetensorError
+from torch import Tensor
+
+from trainlab import _checks
+
+from .state_tree import (
+    CheckpointError,
+    _compact_copy,
+    _Invalid,
+    flatten,
+    unflatten,
+)
+
+FORMAT = "trainlab-checkpoint"
+FORMAT_VERSION = 1
+CHECKPOINTS_DIR = "checkpoints"
+TEMP_PREFIX = ".tmp-"
+WEIGHTS_FILE = "weights.safetensors"
+STATE_TENSORS_FILE = "state.safetensors"
+STATE_JSON_FILE = "state.json"
+META_FILE = "meta.json"
+DATA_FILES = (WEIGHTS_FILE, STATE_TENSORS_FILE, STATE_JSON_FILE)
+#: The final weights of a run, as ``init_from`` reads them from a run directory.
+RUN_WEIGHTS_FILE = "model.safetensors"
+
+# --- saving ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded, verified checkpoint."""
+
+    path: Path
+    weights: dict[str, Tensor]
+    state: dict[str, Any]
+    meta: dict[str, Any]
+
+    @property
+    def step(self) -> int | None:
+        return self.meta["step"]
+
+
+def save_checkpoint(
+    run_dir: Path,
+    name: str,
+    *,
+    weights: dict[str, Tensor],
+    state: dict[str, Any],
+    metrics: dict[str, Any] | None = None,
+) -> Path:
+    """Write ``run_dir/checkpoints/<name>/`` atomically and return its path.
+
+    Args:
+        run_dir: the run's directory; ``checkpoints/`` is created in it when missing.
+        name: the checkpoint's directory name (e.g. ``"step-001000"``); an existing
+            checkpoint of that name is replaced.
+        weights: the model's ``state_dict()``.
+        state: everything else needed to resume, a tree :func:`flatten` takes.
+        metrics: plain numbers and strings to record in ``meta.json``; its ``"step"``
+            (an int) orders the checkpoints (default: None).
+    """
+    _check_name(name)
+    files = _serialize(weights, state)
+    meta = _meta(name, metrics, files)
+    directory = Path(run_dir) / CHECKPOINTS_DIR
+    _make_dir(directory)
+    temp = directory / f"{TEMP_PREFIX}{name}-{os.getpid()}-{secrets.token_hex(4)}"
+    temp.mkdir()
+    try:
+        for filename, data in files.items():
+            _write_file(temp / filename, data)
+        _write_file(temp / META_FILE, _json_bytes(meta))  # last: its presence means complete
+        _fsync_dir(temp)
+        _move_into_place(temp, directory / name)
+    except BaseException:
+        _remove_tree(temp)
+        raise
+    return directory / name
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or name.startswith(".") or {"/", os.sep} & {*name}:
+        raise CheckpointError(
+            f"Invalid checkpoint name: {name!r} (must be a non-empty str without '/' "
+            "that does not start with '.')"
+        )
+
+
+def _serialize(weights: dict[str, Tensor], state: dict[str, Any]) -> dict[str, bytes]:
+    """The data files' bytes, computed before anything touches the disk."""
+    if not isinstance(weights, dict) or not all(
+        isinstance(k, str) and isinstance(v, Tensor) for k, v in weights.items()
+    ):
+        raise CheckpointError(
+            "Invalid weights: must be a dict of str -> tensor, such as model.state_dict()"
+        )
+    if not isinstance(state, dict):
+        raise CheckpointError(f"Invalid state: a {type(state).__name__} (must be a dict)")
+    state_tensors, skeleton = flatten(state)
+    return {
+        WEIGHTS_FILE: safetensors.torch.save({k: _compact_copy(v, k) for k, v in weights.items()}),
+        STATE_TENSORS_FILE: safetensors.torch.save(state_tensors),
+        STATE_JSON_FILE: _json_bytes(skeleton),
+    }
+
+
+def _meta(name: str, metrics: dict[str, Any] | None, files: dict[str, bytes]) -> dict[str, Any]:
+    metrics = {} if metrics is None else metrics
+    tensors, encoded = flatten(metrics) if isinstance(metrics, dict) else ({}, None)
+    if not isinstance(metrics, dict) or tensors:
+        raise CheckpointError(
+            f"Invalid metrics: {metrics!r} (must be a dict of plain numbers and strings; "
+            "convert tensors with .item())"
+        )
+    step = metrics.get("step")
+    if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
+        raise CheckpointError(f"Invalid step in metrics: {step!r} (must be an int >= 0)")
+    return {
+        "format": FORMAT,
+        "format_version": FORMAT_VERSION,
+        "name": name,
+        "step": step,
+        "saved_at": time.time(),
+        "metrics": encoded,
+        "files": {
+            filename: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
+            for filename, data in files.items()
+        },
+        "complete": True,
+    }
+
+
+def _json_bytes(tree: Any) -> bytes:
+    return json.dumps(tree, allow_nan=False, indent=1).encode()
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "xb") as file:
+        file.write(data)
+        file.flush()
+        os.fsync(file.fileno())
+
+
+def _fsync_dir(path: Path) -> None:
+    """Make a directory's entries (created, renamed files) durable."""
+    if os.name == "nt":  # directories cannot be opened on Windows; NTFS journals renames
+        return
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _make_dir(directory: Path) -> None:
+    if not directory.is_dir():
+        directory.mkdir(parents=True, exist_ok=True)
+        _fsync_dir(directory.parent)
+
+
+def _move_into_place(temp: Path, final: Path) -> None:
+    """Rename the finished temp directory to ``final``, replacing an older one.
+
+    The old one is renamed aside first (directories cannot be replaced in one step) and
+    deleted only after the new one is in place: a crash in between leaves both complete,
+    under ``.tmp-`` names.
+    """
+    aside = None
+    if final.exists():
+        aside = _hidden_name(final, "old")
+        os.replace(final, aside)
+    os.replace(temp, final)
+    _fsync_dir(final.parent)
+    if aside is not None:
+        _remove_tree(aside)
+
+
+def _hidden_name(path: Path, why: str) -> Path:
+    return path.with_name(f"{TEMP_PREFIX}{why}-{path.name}-{os.getpid()}-{secrets.token_hex(4)}")
+
+
+def _remove_tree(path: Path) -> None:
+    shutil.rmtree(path, ignore_errors=True)
+
+
+# --- loading and listing --------------------------------------------------------------------
+
+
+def load_checkpoint(path: Path) -> Checkpoint:
+    """Load a checkpoint directory after checking it is complete and every file's SHA-256.
+
+    Raises:
+        CheckpointError: naming the checkpoint, the problem and the checkpoints to resume
+            from instead.
+    """
+    path = Path(path)
+    try:
+        meta = _read_meta(path)
+        data = {name: _read_verified(path, name, meta["files"][name]) for name in DATA_FILES}
+        weights = _parse_safetensors(data[WEIGHTS_FILE], WEIGHTS_FILE)
+        state_tensors = _parse_safetensors(data[STATE_TENSORS_FILE], STATE_TENSORS_FILE)
+        state = unflatten(state_tensors, _parse_json(data[STATE_JSON_FILE], STATE_JSON_FILE))
+        meta["metrics"] = unflatten({}, meta["metrics"])
+    except (_Invalid, CheckpointError) as problem:
+        raise CheckpointError(
+            f"Cannot load checkpoint {path}: {problem}. Fix: delete it or resume from an "
+            f"earlier checkpoint: {_alternatives(path)}"
+        ) from None
+    return Checkpoint(path=path, weights=weights, state=state, meta=meta)
+
+
+def list_checkpoints(run_dir: Path) -> list[Path]:
+    """The complete checkpoints of a run, oldest first (by step, then by time saved).
+
+    Skips ``.tmp-*`` (and all other dot-) directories and directories whose ``meta.json``
+    is missing, unreadable or not marked complete. File hashes are checked on load only.
+    """
+    directory = Path(run_dir) / CHECKPOINTS_DIR
+    if not directory.is_dir():
+        return []
+    found = []
+    for child in directory.iterdir():
+        if child.name.startswith("."):
+            continue
+        try:
+            meta = _read_meta(child)
+        except _Invalid:
+            continue
+        step = -1 if meta["step"] is None else meta["step"]
+        found.append((step, meta["saved_at"], child.name, child))
+    return [entry[-1] for entry in sorted(found)]
+
+
+def latest_checkpoint(run_dir: Path) -> Path | None:
+    """The complete checkpoint with the highest step, or None when there is none."""
+    checkpoints = list_checkpoints(run_dir)
+    return checkpoints[-1] if checkpoints else None
+
+
+def _read_meta(path: Path) -> dict[str, Any]:
+    if not path.is_dir():
+        raise _Invalid("it is not a directory")
+    try:
+        meta = _parse_json((path / META_FILE).read_bytes(), META_FILE)
+    except FileNotFoundError:
+        raise _Invalid(f"{META_FILE} is missing, so its save never finished") from None
+    if not isinstance(meta, dict) or meta.get("complete") is not True:
+        raise _Invalid(f'{META_FILE} lacks "complete": true, so its save never finished')
+    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
+        raise _Invalid(
+            f"it has format {meta.get('format')!r} version {meta.get('format_version')!r}, "
+            f"this trainlab reads {FORMAT!r} version {FORMAT_VERSION} (load it with the "
+            "trainlab that wrote it)"
+        )
+    files = meta.get("files")
+    step = meta.get("step")
+    valid = (
+        isinstance(files, dict)
+        and all(isinstance(files.get(name), dict) for name in DATA_FILES)
+        and (step is None or (isinstance(step, int) and not isinstance(step, bool)))
+        and isinstance(meta.get("saved_at"), (int, float))
+    )
+    if not valid:
+        raise _Invalid(f"{META_FILE} lacks entries it must have (files, step, saved_at)")
+    return meta
+
+
+def _read_verified(path: Path, filename: str, expected: dict[str, Any]) -> bytes:
+    try:
+        data = (path / filename).read_bytes()
+    except FileNotFoundError:
+        raise _Invalid(f"{filename} is missing") from None
+    digest = hashlib.sha256(data).hexdigest()
+    if digest != expected.get("sha256"):
+        size = expected.get("bytes")
+        detail = f"{len(data)} of {size} bytes" if len(data) != size else f"got {digest}"
+        raise _Invalid(f"{filename} fails its SHA-256 check ({detail}): it is corrupt")
+    return data
+
+
+def _parse_json(data: bytes, filename: str) -> Any:
+    try:
+        return json.loads(data)
+    except (UnicodeDecodeError, json.JSONDecodeError) as error:
+        raise _Invalid(f"{filename} is not valid JSON ({error})") from None
+
+
+def _parse_safetensors(data: bytes, filename: str) -> dict[str, Tensor]:
+    try:
+        return safetensors.torch.load(data)
+    except SafetensorError as error:
+        raise _Invalid(f"{filename} is not a valid safetensors file ({error})") from None
+
+
+def _alternatives(path: Path) -> str:
+    if path.parent.name != CHECKPOINTS_DIR:
+        return "(none found)"
+    others = [str(p) for p in list_checkpoints(path.parent.parent) if p.name != path.name]
+    return ", ".join(others) or "(none found)"
+
+
+# --- retention ------------------------------------------------------------------------------
+
+
+def prune_checkpoints(run_dir: Path, keep_last: int, best: str | None = None) -> list[Path]:
+    """Delete all complete checkpoints but the last ``keep_last`` (by step) and ``best``.
+
+    Also deletes stale ``.tmp-*`` directories — left by crashed saves — that are older
+    than the newest complete checkpoint (younger ones may be a save in progress).
+    Directories that are neither are left alone. Returns the paths deleted.
+
+    Args:
+        run_dir: the run's directory.
+        keep_last: how many of the most recent checkpoints to keep (at least 1, so the
+            newest complete checkpoint always survives).
+        best: the name of a checkpoint to keep as well, e.g. the best by validation loss
+            (default: None).
+    """
+    _checks.positive_int("keep_last", keep_last)
+    directory = Path(run_dir) / CHECKPOINTS_DIR
+    complete = list_checkpoints(run_dir)
+    names = [p.name for p in complete]
+    if best is not None and best not in names:
+        raise CheckpointError(
+            f"Invalid best checkpoint: {best!r} (must be one of the complete checkpoints in "
+            f"{directory}: {names})"
+        )
+    if not complete:
+        return []
+    newest = max((p / META_FILE).stat().st_mtime for p in complete)
+    keep = {*names[-keep_last:], best}
+    deleted = [p for p in complete if p.name not in keep]
+    for path in deleted:
+        aside = _hidden_name(path, "deleted")
+        os.replace(path, aside)  # never a half-deleted directory under a final name
+        _remove_tree(aside)
+    for child in directory.iterdir():
+        stale = child.name.startswith(TEMP_PREFIX) and child.stat().st_mtime < newest
+        if stale and child.is_dir():
+            _remove_tree(child)
+            deleted.append(child)
+    _fsync_dir(directory)
+    return deleted
+
+
+# --- weights for init_from ------------------------------------------------------------------
+
+
+def load_weights_file(path: Path) -> dict[str, Tensor]:
+    """Load model weights from a ``.safetensors`` file, a run directory or a checkpoint.
+
+    A run directory gives its ``model.safetensors``; a checkpoint directory (one with a
+    ``meta.json``) its verified weights. Any other format is refused without being
+    unpickled: loading pickle-based files (.pt, .pth, .bin, .ckpt) can run arbitrary code.
+    """
+    path = Path(path)
+    if path.is_dir():
+        if (path / META_FILE).exists():
+            return load_checkpoint(path).weights
+        if not (path / RUN_WEIGHTS_FILE).is_file():
+            raise CheckpointError(
+                f"Cannot load weights from {path}: the directory has no {RUN_WEIGHTS_FILE} "
+                "(pass a .safetensors file, a finished run's directory or a checkpoint)"
+            )
+        path = path / RUN_WEIGHTS_FILE
+    try:
+        data = path.read_bytes()
+    except OSError as error:
+        raise CheckpointError(f"Cannot load weights from {path}: {error.strerror}") from None
+    problem = _not_safetensors(data)
+    if problem is None:
+        try:
+            return safetensors.torch.load(data)
+        except SafetensorError as error:
+            problem = f"its safetensors header does not parse ({error})"
+    raise CheckpointError(
+        f"Cannot load weights from {path}: {problem}. Only safetensors files are accepted, "
+        "because loading a pickle-based file (.pt, .pth, .bin, .ckpt) can run arbitrary "
+        "code. Fix: convert it once, in a Python session you trust: "
+        "safetensors.torch.save_file({k: v.contiguous() for k, v in "
+        "torch.load(path, weights_only=True).items()}, 'model.safetensors')"
+    )
+
+
+def _not_safetensors(data: bytes) -> str | None:
+    """Why ``data`` cannot be a safetensors file, judged from its first bytes, or None."""
+    if data.startswith(b"PK\x03\x04"):
+        return "it is a zip archive (the format of torch.save)"
+    if data.startswith(b"\x80"):
+        return "it is a pickle file"
+    if len(data) < 8:
+        return f"it is too short to be a safetensors file ({len(data)} bytes)"
+    header_size = int.from_bytes(data[:8], "little")
+    if header_size > len(data) - 8 or data[8:9] != b"{":
+        return "it does not start with a safetensors header"
+    return None

@@ -1,0 +1,249 @@
+"""Reduce-on-plateau and the one adapter that applies schedules to an optimizer.
+
+``ReduceOnPlateau`` is the lecture's "drop η by 10× when the loss is stuck; wait a bit
+before dropping", as a multiplicative factor that can start watching only after a warmup
+phase. ``LRController`` sets every parameter group's learning rate to
+base_lr × schedule(step) × plateau factor; schedules are pure, so its state is the base
+rates and the plateau's counters, and a resumed run sees the same rate at every step.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+import torch
+
+from .._checks import fail, nonnegative, one_of, unit_closed, unit_half_open
+from .schedules import _check_step, _integer_at_least, _unit_open
+
+
+@dataclass
+class PlateauState:
+    """What ``ReduceOnPlateau`` remembers between reports; plain JSON values."""
+
+    best: float | None = None  # best metric so far; None before the first counted report
+    num_bad_epochs: int = 0  # reports in a row without a significant improvement
+    cooldown_counter: int = 0  # reports left in which bad reports are not counted
+    factor: float = 1.0  # the current factor of the learning rate
+
+
+def improves(metric: float, best: float | None, mode: str, threshold: float, rel: bool) -> bool:
+    """Whether ``metric`` is a significant improvement on ``best`` (torch's rule).
+
+        min: metric < best·(1 − threshold)  (rel)   or   metric < best − threshold  (abs)
+        max: metric > best·(1 + threshold)  (rel)   or   metric > best + threshold  (abs)
+
+    The first finite metric always improves on ``best = None``; a NaN or infinite metric
+    never does (torch lets ±inf become the best, after which nothing can improve).
+    """
+    if not math.isfinite(metric):
+        return False
+    if best is None:
+        return True
+    if mode == "min":
+        return metric < (best * (1.0 - threshold) if rel else best - threshold)
+    return metric > (best * (threshold + 1.0) if rel else best + threshold)
+
+
+class ReduceOnPlateau:
+    """Drop the learning rate by ``factor`` when the watched metric stops improving.
+
+    For each report after ``start_step``::
+
+        improves(metric, best) → best ← metric, bad ← 0;   else bad ← bad + 1
+        cooldown > 0           → cooldown ← cooldown − 1, bad ← 0
+        bad > patience         → f ← max(f·factor, min_factor), cooldown ← cooldown, bad ← 0
+
+    The learning rate is multiplied by the current f (``.factor``: 1 → 0.1 → 0.01 ...).
+
+    Args:
+        mode: "min" for a loss, "max" for an accuracy (default: "min").
+        factor: the multiplier of each drop, in (0, 1) (default: 0.1).
+        patience: bad reports tolerated before a drop, an integer >= 0 (default: 10).
+        threshold: how much better counts as better, >= 0 and < 1 in "rel" mode
+            (default: 1e-4).
+        threshold_mode: "rel" (relative to best) or "abs" (default: "rel").
+        cooldown: reports ignored after a drop, an integer >= 0 (default: 0).
+        min_factor: the lowest f, in [0, 1] (default: 0.0).
+        start_step: reports before this step are ignored, e.g. the warmup length, an
+            integer >= 0 (default: 0).
+
+    Same decisions as ``torch.optim.lr_scheduler.ReduceLROnPlateau`` with the same
+    arguments (``min_lr = min_factor·lr``); it has no ``eps`` (the factor stops at
+    ``min_factor`` instead) and treats a non-finite metric as a bad report.
+
+    References: torch.optim.lr_scheduler.ReduceLROnPlateau; Keras ``ReduceLROnPlateau``.
+    """
+
+    def __init__(
+        self,
+        mode: str = "min",
+        factor: float = 0.1,
+        patience: int = 10,
+        threshold: float = 1e-4,
+        threshold_mode: str = "rel",
+        cooldown: int = 0,
+        min_factor: float = 0.0,
+        start_step: int = 0,
+    ) -> None:
+        one_of("min", "max")("mode", mode)
+        _unit_open("factor", factor)
+        _integer_at_least("patience", patience, 0)
+        one_of("rel", "abs")("threshold_mode", threshold_mode)
+        (unit_half_open if threshold_mode == "rel" else nonnegative)("threshold", threshold)
+        _integer_at_least("cooldown", cooldown, 0)
+        unit_closed("min_factor", min_factor)
+        _integer_at_least("start_step", start_step, 0)
+        self.mode = mode
+        self.reduce_factor = float(factor)  # the multiplier of a drop; .factor is the current f
+        self.patience = int(patience)
+        self.threshold = float(threshold)
+        self.threshold_mode = threshold_mode
+        self.cooldown = int(cooldown)
+        self.min_factor = float(min_factor)
+        self.start_step = int(start_step)
+        self.state = PlateauState()
+
+    @property
+    def factor(self) -> float:
+        """The current factor of the learning rate."""
+        return self.state.factor
+
+    def update(self, metric: float, step: int) -> float:
+        """Count one report of the metric made at ``step``; return the current factor."""
+        _check_step(step)
+        try:
+            value = float(metric)
+        except (TypeError, ValueError, RuntimeError):
+            raise fail("metric", metric, "must be a real number") from None
+        if step < self.start_step:  # e.g. during warmup, where the loss says little
+            return self.state.factor
+        state = self.state
+        if improves(value, state.best, self.mode, self.threshold, self.threshold_mode == "rel"):
+            state.best, state.num_bad_epochs = value, 0
+        else:
+            state.num_bad_epochs += 1
+        if state.cooldown_counter > 0:
+            state.cooldown_counter -= 1
+            state.num_bad_epochs = 0  # bad reports during cooldown do not count
+        if state.num_bad_epochs > self.patience:
+            state.factor = max(state.factor * self.reduce_factor, self.min_factor)
+            state.cooldown_counter = self.cooldown
+            state.num_bad_epochs = 0
+        return state.factor
+
+    def state_dict(self) -> dict[str, Any]:
+        """best, num_bad_epochs, cooldown_counter and factor, as plain JSON values."""
+        return asdict(self.state)
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Continue exactly where the run that saved ``state`` stopped."""
+        keys = [f.name for f in fields(PlateauState)]
+        if not isinstance(state, dict) or sorted(state) != sorted(keys):
+            raise fail("plateau state", state, "must be a dict with keys " + ", ".join(keys))
+        if state["best"] is not None:
+            _finite("best", state["best"])
+        _integer_at_least("num_bad_epochs", state["num_bad_epochs"], 0)
+        _integer_at_least("cooldown_counter", state["cooldown_counter"], 0)
+        unit_closed("factor", state["factor"])
+        best = state["best"]
+        self.state = PlateauState(
+            best=None if best is None else float(best),
+            num_bad_epochs=int(state["num_bad_epochs"]),
+            cooldown_counter=int(state["cooldown_counter"]),
+            factor=float(state["factor"]),
+        )
+
+
+def _finite(name: str, value: Any) -> None:
+    allowed = "must be a finite number"
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise fail(name, value, allowed)
+    if not math.isfinite(value):
+        raise fail(name, value, allowed)
+
+
+class LRController:
+    """The one adapter from schedules to an optimizer; call ``step(t)`` before each update.
+
+        η_g(t) = base_lr_g · s(t) · f_plateau       for every param group g
+
+    Args:
+        optimizer: any ``torch.optim``-style optimizer; each group's lr at construction is
+            its base lr (the peak for ``OneCycle``).
+        schedule: a pure ``step -> factor`` callable, usually a ``Schedule``.
+        plateau: a ``ReduceOnPlateau`` fed through ``report``, or None (default: None).
+
+    A drop decided by ``report`` applies from the next ``step``. ``state_dict`` holds the
+    base lrs and the plateau state, all a resume needs: load it after any optimizer state,
+    whose lrs are already scheduled values and must not become the base.
+    """
+
+    def __init__(
+        self,
+        optimizer: torch.optim.Optimizer,
+        schedule: Callable[[int], float],
+        plateau: ReduceOnPlateau | None = None,
+    ) -> None:
+        groups = getattr(optimizer, "param_groups", None)
+        if not isinstance(groups, list) or not groups:
+            raise fail("optimizer", type(optimizer).__name__, "must have param_groups")
+        if not callable(schedule):
+            raise fail("schedule", schedule, "must be a callable step -> factor")
+        if plateau is not None and not isinstance(plateau, ReduceOnPlateau):
+            raise fail("plateau", plateau, "must be a ReduceOnPlateau or None")
+        for group in groups:
+            nonnegative("lr", group["lr"])
+        self.optimizer = optimizer
+        self.schedule = schedule
+        self.plateau = plateau
+        self.base_lrs = [float(group["lr"]) for group in groups]
+
+    def step(self, step: int) -> list[float]:
+        """Set every group's lr for optimizer step ``step``; return the lrs."""
+        _check_step(step)
+        groups = self.optimizer.param_groups
+        if len(groups) != len(self.base_lrs):
+            raise fail("number of param groups", len(groups), f"must stay {len(self.base_lrs)}")
+        scale = self.schedule(step)
+        nonnegative("schedule factor", scale)
+        plateau = 1.0 if self.plateau is None else self.plateau.factor
+        lrs = [base * scale * plateau for base in self.base_lrs]
+        for group, lr in zip(groups, lrs):
+            if isinstance(group["lr"], torch.Tensor):  # a tensor lr (capturable) stays a tensor
+                group["lr"].fill_(lr)
+            else:
+                group["lr"] = lr
+        return lrs
+
+    def report(self, metric: float, step: int) -> float:
+        """Give the watched metric to the plateau controller; return its factor."""
+        if self.plateau is None:
+            raise fail("plateau", None, "report needs a ReduceOnPlateau: LRController(plateau=)")
+        return self.plateau.update(metric, step)
+
+    def state_dict(self) -> dict[str, Any]:
+        """The base lrs and the plateau state; schedules are pure, so nothing else."""
+        plateau = None if self.plateau is None else self.plateau.state_dict()
+        return {"base_lrs": list(self.base_lrs), "plateau": plateau}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore the base lrs and plateau state saved by ``state_dict``."""
+        if not isinstance(state, dict) or sorted(state) != ["base_lrs", "plateau"]:
+            raise fail("controller state", state, "must be a dict with keys base_lrs, plateau")
+        base_lrs = state["base_lrs"]
+        n = len(self.optimizer.param_groups)
+        if not isinstance(base_lrs, list) or len(base_lrs) != n:
+            raise fail("base_lrs", base_lrs, f"must be a list of {n} lrs, one per param group")
+        for lr in base_lrs:
+            nonnegative("lr", lr)
+        if (state["plateau"] is None) != (self.plateau is None):
+            having = "no plateau" if self.plateau is None else "a plateau"
+            raise fail("plateau state", state["plateau"], f"must match a controller with {having}")
+        if self.plateau is not None:
+            self.plateau.load_state_dict(state["plateau"])
+        self.base_lrs = [float(lr) for lr in base_lrs]
