@@ -16,9 +16,9 @@ def test_optimizers_lists_the_registry(capsys):
         assert name in out and spec.equation in out
 
 
-def test_demo_prints_one_table_per_problem():
+def test_race_prints_one_table_per_problem():
     result = subprocess.run(
-        [sys.executable, "-m", "trainlab", "demo", "--budget", "20"],
+        [sys.executable, "-m", "trainlab", "race", "--budget", "20"],
         capture_output=True,
         text=True,
         check=True,
@@ -31,5 +31,5 @@ def test_demo_prints_one_table_per_problem():
 
 
 def test_bad_budget_exits_2(capsys):
-    assert main(["demo", "--budget", "0"]) == 2
+    assert main(["race", "--budget", "0"]) == 2
     assert "Invalid --budget: 0" in capsys.readouterr().err

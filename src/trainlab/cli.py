@@ -5,15 +5,38 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from pathlib import Path
 
 import torch
 
+# `trainlab demo`: the lectures' recipe for MNIST-1D — Adam (with decoupled weight decay),
+# Kaiming init, batch norm, dropout, a one-cycle schedule, per-epoch shuffling, and the
+# shift augmentation that suits translated 1-D digits — as overrides of the defaults.
+DEMO_SETTINGS = [
+    "data.val_fraction=0.1",
+    'data.augment=[{name="shift1d", p=0.5, max_shift=3}]',
+    "model.channels=[32, 32, 32]",
+    "model.kernel_size=5",
+    "model.dropout=0.1",
+    "model.global_pool=true",
+    "optimizer.name=adamw",
+    "optimizer.lr=0.01",
+    "optimizer.options={weight_decay=0.001}",
+    # 20 epochs of ceil(3600 / 128) = 29 steps
+    'schedule.phases=[{name="one_cycle", total=580}]',
+    "run.epochs=20",
+    "run.threads=2",
+]
 
-def _demo(args: argparse.Namespace) -> int:
+
+def _race(args: argparse.Namespace) -> int:
     from .lab import format_table, race_all
 
+    if args.budget < 1:
+        print(f"trainlab: error: Invalid --budget: {args.budget} (must be >= 1)", file=sys.stderr)
+        return 2
     torch.set_num_threads(1)  # 2-D problems: threads only add overhead
-    print("trainlab demo — every optimizer on the lectures' 2-D problems", flush=True)
+    print("trainlab race — every optimizer on the lectures' 2-D problems", flush=True)
     print(f"(best learning rate per optimizer from a grid; {args.budget} steps per run)\n")
     start = time.perf_counter()
     print(format_table(race_all(budget=args.budget), budget=args.budget))
@@ -31,23 +54,115 @@ def _optimizers(args: argparse.Namespace) -> int:
     return 0
 
 
+def _default_run_dir(stem: str) -> Path:
+    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
+
+
+def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
+    from .train.config import dump_toml, fingerprint, load_config
+    from .train.report import ProgressLine, summary_table
+    from .train.trainer import Trainer
+
+    if args.resume:
+        run_dir = Path(args.resume)
+        saved = run_dir / "config.toml"
+        if not saved.exists():
+            raise ValueError(
+                f"Invalid --resume: {str(run_dir)!r} has no config.toml (it is not a trainlab "
+                "run folder; pass the folder a previous `trainlab train` created)"
+            )
+        config = load_config(saved, overrides)
+        if fingerprint(config) != fingerprint(load_config(saved)):
+            raise ValueError(
+                f"Invalid --resume: the --set values change the run in {str(run_dir)!r} "
+                "(a resumed run must have the config it started with; start a new run "
+                "with --run-dir, or drop the --set values)"
+            )
+    else:
+        config = load_config(args.config, overrides)
+        run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(stem)
+        if (run_dir / "checkpoints").exists() or (run_dir / "summary.json").exists():
+            raise ValueError(
+                f"Invalid --run-dir: {str(run_dir)!r} already holds a run (nothing was "
+                f"overwritten; continue it with `trainlab train --resume {run_dir}` or "
+                "choose another --run-dir)"
+            )
+        run_dir.mkdir(parents=True, exist_ok=True)
+        (run_dir / "config.toml").write_text(dump_toml(config))
+    progress = ProgressLine()
+    trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=progress)
+    try:
+        summary = trainer.fit()
+    finally:
+        progress.close()
+    print(summary_table(summary, str(run_dir)))
+    return 0
+
+
+def _train_command(args: argparse.Namespace) -> int:
+    if args.config and args.resume:
+        raise ValueError(
+            "Invalid arguments: both a CONFIG.toml and --resume (a resumed run keeps the "
+            "config saved in its folder; pass only --resume DIR)"
+        )
+    stem = Path(args.config).stem if args.config else "run"
+    return _train(args, list(args.set or []), stem)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    args.config, args.resume = None, None
+    print("trainlab demo — a CNN on MNIST-1D with the lectures' recipe", flush=True)
+    print("  " + " ".join(DEMO_SETTINGS) + "\n", flush=True)
+    return _train(args, [*DEMO_SETTINGS, *(args.set or [])], "demo")
+
+
 def build_parser() -> argparse.ArgumentParser:
+    from .train.config import describe
+
     parser = argparse.ArgumentParser(
         prog="trainlab",
-        description="Train neural networks well: the lectures' optimizers and experiments.",
+        description="Train neural networks well: the lectures' optimizers, data, models and "
+        "training recipe.",
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
     demo = commands.add_parser(
         "demo",
-        help="race every optimizer on the 2-D test problems and print the table",
-        description="Race every optimizer on the lectures' 2-D test problems (ill-conditioned "
-        "'taco shell' quadratic, Rosenbrock, a saddle) and print steps to converge and final "
-        "distance per optimizer.",
+        help="train a CNN on MNIST-1D with the lectures' recipe (what `make demo` runs)",
+        description="Train a CNN on MNIST-1D: Adam, Kaiming init, batch norm, dropout, a "
+        "one-cycle schedule, per-epoch shuffling; prints a live progress line and a summary.",
     )
-    demo.add_argument(
+    demo.add_argument("--run-dir", help="run folder (default: runs/demo-<time>)")
+    demo.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
+    demo.set_defaults(run=_demo)
+
+    train = commands.add_parser(
+        "train",
+        help="train from a TOML config, or resume a run",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Train the model a TOML config describes (every setting has a default; "
+        "--set section.key=value overrides one), or continue a run with --resume.\n\n"
+        "Settings (section.key = default  # meaning):\n\n" + describe(),
+    )
+    train.add_argument(
+        "config", nargs="?", help="the TOML config file (default: every setting's default)"
+    )
+    train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
+    train.add_argument("--run-dir", help="run folder (default: runs/<config>-<time>)")
+    train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    train.set_defaults(run=_train_command)
+
+    race = commands.add_parser(
+        "race",
+        help="race every optimizer on the lectures' 2-D test problems",
+        description="Race every optimizer on the ill-conditioned 'taco shell' quadratic, "
+        "Rosenbrock and a saddle; prints steps to converge and final distance.",
+    )
+    race.add_argument(
         "--budget", type=int, default=1000, help="optimizer steps per run (default: 1000)"
     )
-    demo.set_defaults(run=_demo)
+    race.set_defaults(run=_race)
+
     listing = commands.add_parser("optimizers", help="list the optimizers and their update rules")
     listing.set_defaults(run=_optimizers)
     return parser
@@ -55,10 +170,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
-    if getattr(args, "budget", 1) < 1:
-        print(f"trainlab: error: Invalid --budget: {args.budget} (must be >= 1)", file=sys.stderr)
+    try:
+        return args.run(args)
+    except ValueError as error:  # bad input, named: config, data, checkpoints, non-finite
+        print(f"trainlab: error: {error}", file=sys.stderr)
         return 2
-    return args.run(args)
 
 
 if __name__ == "__main__":

@@ -19,6 +19,7 @@ from .checkpoint import (
     prune_checkpoints,
     save_checkpoint,
 )
+from .config import Config, describe, dump_toml, fingerprint, load_config
 from .plateau import LRController, PlateauState, ReduceOnPlateau
 from .regularize import clip_grad_norm_, clip_grad_value_, penalty
 from .schedules import (
@@ -34,30 +35,39 @@ from .schedules import (
     StepDecay,
     build_schedule,
 )
+from .trainer import NonFiniteError, Trainer, TrainingError
 
 __all__ = [
     "EMA",
     "SCHEDULES",
     "Checkpoint",
     "CheckpointError",
+    "Config",
     "Constant",
     "Cosine",
     "Exponential",
     "InverseTime",
     "LRController",
     "LinearWarmup",
+    "NonFiniteError",
     "OneCycle",
     "Phases",
     "PlateauState",
     "ReduceOnPlateau",
     "Schedule",
     "StepDecay",
+    "Trainer",
+    "TrainingError",
     "build_schedule",
     "clip_grad_norm_",
     "clip_grad_value_",
+    "describe",
+    "dump_toml",
+    "fingerprint",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
+    "load_config",
     "load_weights_file",
     "penalty",
     "prune_checkpoints",

@@ -1,0 +1,972 @@
+"""The configuration of ``trainlab train CONFIG.toml [--set section.key=value ...]``.
+
+A run is described by a TOML file of sections, each a frozen dataclass below::
+
+    [data]
+    name = "mnist1d"
+    augment = [{name = "shift1d", p = 0.5, max_shift = 4}]
+
+    [optimizer]
+    name = "adamw"
+    lr = 3e-3
+
+    [optimizer.options]
+    betas = [0.9, 0.99]
+
+Every setting has a default (the lectures' recipe for MNIST-1D), so an empty file, or no
+file, is a complete config. ``load_config`` reads the file, applies the ``--set`` overrides
+and validates everything *before* anything trains: types come from the annotations, ranges
+from each field's check, and the registries (datasets, activations, init schemes,
+optimizers, schedules, augmentations) validate their own entries by building them. Every
+error has one form, ``Invalid <key>: <value> (<what is allowed>)``, naming the config key.
+
+TOML has no null: the string ``"none"`` spells None for the settings that may be None
+(``run.steps = "none"``, ``--set run.init_from=none``).
+
+``dump_toml`` writes the fully resolved config into the run folder, ``fingerprint`` hashes it
+so that ``--resume`` refuses a folder made with a different config, and ``config_keys`` /
+``describe`` list every setting with its default and one line of help.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import inspect
+import json
+import math
+import numbers
+import re
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import MISSING, dataclass, field, fields
+from functools import cache
+from pathlib import Path
+from types import UnionType
+from typing import Any, ClassVar, Literal, Union, get_args, get_origin, get_type_hints
+
+try:
+    import tomllib
+except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package
+    import tomli as tomllib  # type: ignore[no-redef]
+
+from .. import _checks
+from .._checks import fail
+
+Check = Callable[[str, Any], None]
+
+# Augmentation names in configs -> classes of trainlab.data (looked up lazily).
+AUGMENTATIONS: dict[str, str] = {
+    "hflip": "HorizontalFlip",
+    "vflip": "VerticalFlip",
+    "translate": "Translate",
+    "rotate": "Rotate",
+    "crop": "RandomResizedCrop",
+    "jitter": "ColorJitter",
+    "noise": "GaussianNoise",
+    "shift1d": "Shift1d",
+    "scale1d": "Scale1d",
+    "noise1d": "Noise1d",
+}
+
+# Keys left out of the fingerprint: where and how a run executes and what it logs, not what
+# it computes, so a resumed run may change them. run.epochs and run.steps are *in* it: the
+# schedule spans the whole run, so a longer run is a different run (start a new one from
+# the old weights with run.init_from instead).
+NOT_FINGERPRINTED = (
+    "run.checkpoint_every",
+    "run.device",
+    "run.keep_last",
+    "run.tensorboard",
+    "run.threads",
+)
+
+_PLATEAU_METRICS = {"val_loss": "min", "val_accuracy": "max"}
+_PLATEAU_RENAMED = {"start_step": "after_step"}  # ReduceOnPlateau keyword -> config key
+
+
+# --------------------------------------------------------------------------- checks
+
+
+def _at_least(low: int) -> Check:
+    def check(name: str, value: Any) -> None:
+        if value < low:
+            raise fail(name, value, f"must be an integer >= {low}")
+
+    return check
+
+
+def _between(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Check:
+    allowed = (
+        f"must be a number in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    )
+
+    def check(name: str, value: Any) -> None:
+        below = value <= low if open_low else value < low
+        above = value >= high if open_high else value > high
+        if math.isnan(value) or below or above:
+            raise fail(name, value, allowed)
+
+    return check
+
+
+def _odd(name: str, value: Any) -> None:
+    if value < 1 or value % 2 == 0:
+        raise fail(name, value, "must be an odd integer >= 1, for padding='same'")
+
+
+def _each(check: Check) -> Check:
+    def check_all(name: str, values: Any) -> None:
+        for i, value in enumerate(values):
+            check(f"{name}[{i}]", value)
+
+    return check_all
+
+
+def _pattern(name: str, value: Any) -> None:
+    if not value:
+        raise fail(name, value, "must be a non-empty fnmatch pattern such as '*.bias'")
+
+
+def _unknown(name: str, value: Any, allowed: Iterable[str]) -> ValueError:
+    """An unknown key or name, with the closest allowed one and the full list."""
+    allowed = list(allowed)
+    close = difflib.get_close_matches(value, allowed, n=1) if isinstance(value, str) else []
+    hint = f"did you mean {close[0]!r}? " if close else ""
+    return fail(name, value, f"unknown; {hint}allowed: {', '.join(allowed)}")
+
+
+def _check_keys(
+    name: str,
+    given: Mapping[str, Any],
+    allowed: Iterable[str],
+    required: Iterable[str] = (),
+    shown: Any = None,
+) -> None:
+    """Every key of ``given`` allowed, every required one present (``shown`` in the message)."""
+    allowed = list(allowed)
+    for key in given:
+        if key not in allowed:
+            raise _unknown(f"{name} key", key, allowed)
+    missing = [key for key in required if key not in given]
+    if missing:
+        shown = dict(given) if shown is None else shown
+        raise fail(name, shown, f"missing {', '.join(map(repr, missing))}")
+
+
+def _check_signature(
+    name: str,
+    given: Mapping[str, Any],
+    function: Callable[..., Any],
+    skip: Sequence[str] = (),
+    shown: Any = None,
+) -> None:
+    """``given`` as keyword arguments of ``function``: known names, nothing required missing."""
+    parameters = [
+        p
+        for p in inspect.signature(function).parameters.values()
+        if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD) and p.name not in skip
+    ]
+    required = [p.name for p in parameters if p.default is p.empty]
+    _check_keys(name, given, [p.name for p in parameters], required, shown)
+
+
+def _within(error: Exception, name: str, value: Any, inner: Mapping[str, str]) -> ValueError:
+    """The error of a nested validator, re-raised under the config key ``name``.
+
+    ``inner`` maps the validator's argument names to suffixes of ``name``:
+    "Invalid betas: (0.9, 1.5) (...)" becomes "Invalid optimizer.options.betas: (0.9, 1.5)
+    (...)" with ``{"betas": ".betas"}``. Other names stay in parentheses:
+    "Invalid schedule.phases[0] (schedule name): 'cosin' (...)".
+    """
+    match = re.match(r"Invalid (.+?): (.*)", str(error), re.DOTALL)
+    if match is None:
+        return fail(name, value, str(error))
+    head, tail = match.groups()
+    for argument, suffix in inner.items():
+        if head == argument or head.endswith(f"({argument})"):
+            return ValueError(f"Invalid {name}{suffix}: {tail}")
+    return ValueError(f"Invalid {name} ({head}): {tail}")
+
+
+def _suffixes(keys: Iterable[str]) -> dict[str, str]:
+    return {key: f".{key}" for key in keys}
+
+
+# --------------------------------------------------------------------------- types
+
+
+def _is_optional(kind: Any) -> bool:
+    return get_origin(kind) in (Union, UnionType) and type(None) in get_args(kind)
+
+
+def _expected(kind: Any) -> str:
+    """The type ``kind`` in words, for messages."""
+    origin, args = get_origin(kind), get_args(kind)
+    if _is_optional(kind):
+        inner = next(arg for arg in args if arg is not type(None))
+        return f'{_expected(inner)} or "none"'
+    if origin is Literal:
+        return "one of " + ", ".join(map(repr, args))
+    if origin is tuple:
+        return "a list of " + {int: "integers", str: "strings"}.get(args[0], "tables")
+    if origin is dict:
+        return "a table {key = value, ...}"
+    words = {bool: "true or false", int: "an integer", float: "a float", str: "a string"}
+    return words.get(kind, "any value")
+
+
+def _plain(value: Any) -> Any:
+    """A deep copy in TOML's shapes: tables as dicts, tuples as lists."""
+    if isinstance(value, Mapping):
+        return {key: _plain(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(item) for item in value]
+    return value
+
+
+def _coerce(name: str, value: Any, kind: Any, expected: str | None = None) -> Any:
+    """``value`` as the annotated type ``kind`` (ints widen to floats, lists to tuples)."""
+    expected = expected or _expected(kind)
+    origin, args = get_origin(kind), get_args(kind)
+    if _is_optional(kind):
+        if value is None or (isinstance(value, str) and value.lower() == "none"):
+            return None
+        inner = next(arg for arg in args if arg is not type(None))
+        return _coerce(name, value, inner, expected)
+    if origin is Literal:
+        if isinstance(value, bool) or value not in args:
+            raise fail(name, value, f"must be {expected}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)):
+            raise fail(name, value, f"must be {expected}")
+        return tuple(_coerce(f"{name}[{i}]", item, args[0]) for i, item in enumerate(value))
+    if origin is dict:
+        if not isinstance(value, Mapping) or not all(isinstance(key, str) for key in value):
+            raise fail(name, value, f"must be {expected}")
+        return _plain(value)
+    if kind is bool:
+        ok = isinstance(value, bool)
+    elif kind is int:
+        ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
+        value = int(value) if ok else value
+    elif kind is float:
+        ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+        value = float(value) if ok else value
+    elif kind is str:
+        ok = isinstance(value, str)
+    else:
+        ok = True
+    if not ok:
+        raise fail(name, value, f"must be {expected}")
+    return value
+
+
+# --------------------------------------------------------------------------- sections
+
+
+def _about(text: str, check: Check | None = None) -> dict[str, Any]:
+    """A field's metadata: its one line of help and its range check (after the type check)."""
+    return {"help": text, "check": check}
+
+
+@cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+class _Section:
+    """Validation shared by the sections: each field's type, its check, then ``_validate``."""
+
+    section: ClassVar[str] = ""
+
+    def __post_init__(self) -> None:
+        hints = _hints(type(self))
+        for f in fields(self):  # type: ignore[arg-type]
+            name = f"{self.section}.{f.name}"
+            value = _coerce(name, getattr(self, f.name), hints[f.name])
+            check = f.metadata["check"]
+            if check is not None and value is not None:
+                check(name, value)
+            object.__setattr__(self, f.name, value)
+        self._validate()
+
+    def _validate(self) -> None:
+        """Checks between fields and against the registries; sections override it."""
+
+    def _set(self, name: str, value: Any) -> None:
+        object.__setattr__(self, name, value)  # normalized values of a frozen section
+
+
+@dataclass(frozen=True)
+class DataConfig(_Section):
+    """[data]: the dataset, its validation split, normalization, batches and augmentation."""
+
+    section: ClassVar[str] = "data"
+    name: str = field(
+        default="mnist1d", metadata=_about("dataset: a key of trainlab.data.DATASETS")
+    )
+    options: dict[str, Any] = field(
+        default_factory=dict, metadata=_about("keyword arguments of data.load, e.g. root or path")
+    )
+    val_fraction: float = field(
+        default=0.2,
+        metadata=_about("fraction of the training set held out for validation", _between(0, 0.5)),
+    )
+    stratify: bool = field(
+        default=True, metadata=_about("keep the class proportions in the validation split")
+    )
+    normalize: Literal["feature", "channel", "mean", "none"] = field(
+        default="feature",
+        metadata=_about("statistics fitted on the training split only: per feature, channel, mean"),
+    )
+    batch_size: int = field(default=128, metadata=_about("examples per mini-batch", _at_least(1)))
+    shuffle: Literal["epoch", "once", "none", "replacement"] = field(
+        default="epoch",
+        metadata=_about("example order: reshuffled every epoch, once, never, or with replacement"),
+    )
+    drop_last: bool = field(
+        default=False, metadata=_about("drop the last, incomplete batch of every epoch")
+    )
+    augment: tuple[dict[str, Any], ...] = field(
+        default=(),
+        metadata=_about(
+            "train-time augmentations [{name = ..., p = ..., ...}]; " + ", ".join(AUGMENTATIONS)
+        ),
+    )
+
+    def _validate(self) -> None:
+        from trainlab.data import DATASETS
+
+        spec = DATASETS.get(self.name)
+        if spec is None:
+            raise _unknown("data.name", self.name, DATASETS)
+        _check_keys("data.options", self.options, spec.options, spec.required)
+        self.augmentations()
+
+    def augmentations(self) -> list[Any]:
+        """The ``trainlab.data`` augmentation objects ``augment`` lists, in order."""
+        from trainlab import data
+
+        built = []
+        for i, entry in enumerate(self.augment):
+            name = f"data.augment[{i}]"
+            kind = entry.get("name")
+            if kind not in AUGMENTATIONS:
+                raise _unknown(f"{name}.name", kind, AUGMENTATIONS)
+            cls = getattr(data, AUGMENTATIONS[kind])
+            options = {key: value for key, value in entry.items() if key != "name"}
+            _check_signature(name, options, cls, shown=entry)
+            try:
+                built.append(cls(**options))
+            except (ValueError, TypeError) as error:
+                raise _within(error, name, entry, _suffixes(options)) from None
+        return built
+
+
+@dataclass(frozen=True)
+class ModelConfig(_Section):
+    """[model]: the network (trainlab.models.cnn or mlp) and its initialization."""
+
+    section: ClassVar[str] = "model"
+    kind: Literal["cnn", "mlp"] = field(
+        default="cnn", metadata=_about("convolutional network or multilayer perceptron")
+    )
+    channels: tuple[int, ...] = field(
+        default=(32, 64),
+        metadata=_about("output channels of each conv block (cnn)", _each(_at_least(1))),
+    )
+    hidden: tuple[int, ...] = field(
+        default=(),
+        metadata=_about("widths of the dense hidden layers before the head", _each(_at_least(1))),
+    )
+    kernel_size: int = field(default=5, metadata=_about("conv kernel size, odd (cnn)", _odd))
+    activation: str = field(
+        default="relu", metadata=_about("nonlinearity, e.g. relu, gelu, leaky_relu(0.1)")
+    )
+    batch_norm: bool = field(default=True, metadata=_about("BatchNorm before each nonlinearity"))
+    dropout: float = field(
+        default=0.2,
+        metadata=_about(
+            "inverted-dropout probability before the classifier's Linear layers",
+            _between(0, 1, open_high=True),
+        ),
+    )
+    global_pool: bool = field(
+        default=True, metadata=_about("average each channel over space before the head (cnn)")
+    )
+    init: str = field(
+        default="kaiming_normal",
+        metadata=_about("weight init: a key of trainlab.models.INIT_SCHEMES"),
+    )
+    init_options: dict[str, Any] = field(
+        default_factory=dict, metadata=_about("keywords of the init scheme, e.g. gain or mode")
+    )
+
+    def _validate(self) -> None:
+        import torch
+
+        from trainlab import models
+
+        if self.kind == "cnn" and not self.channels:
+            raise fail("model.channels", [], "must list at least one conv block for a cnn")
+        try:
+            models.parse_activation(self.activation)
+        except ValueError as error:
+            raise _within(error, "model.activation", self.activation, {"activation": ""}) from None
+        scheme = models.INIT_SCHEMES.get(self.init)
+        if scheme is None:
+            raise _unknown("model.init", self.init, models.INIT_SCHEMES)
+        _check_keys("model.init_options", self.init_options, scheme.keywords)
+        try:
+            models.init_(torch.nn.Linear(2, 2), self.init, **self.init_options)
+        except (ValueError, TypeError) as error:
+            options = self.init_options
+            raise _within(error, "model.init_options", options, _suffixes(options)) from None
+
+
+@dataclass(frozen=True)
+class OptimizerConfig(_Section):
+    """[optimizer]: a trainlab.optim optimizer and the parameters exempt from weight decay."""
+
+    section: ClassVar[str] = "optimizer"
+    name: str = field(
+        default="adamw", metadata=_about("a key of trainlab.optim.OPTIMIZERS (not lbfgs or newton)")
+    )
+    lr: float = field(
+        default=1e-3,
+        metadata=_about("base learning rate, scaled by the schedule", _checks.positive),
+    )
+    options: dict[str, Any] = field(
+        default_factory=dict, metadata=_about("the optimizer's other keywords, e.g. betas")
+    )
+    no_decay: tuple[str, ...] = field(
+        default=("*.bias", "*.norm.*"),
+        metadata=_about(
+            "parameter-name patterns put in a second group with weight_decay = 0", _each(_pattern)
+        ),
+    )
+    backend: Literal["auto", "eager", "fused"] = field(
+        default="auto",
+        metadata=_about("eager: one update per parameter; fused: one compiled update per group"),
+    )
+
+    def _validate(self) -> None:
+        import torch
+
+        from trainlab.optim import OPTIMIZERS
+
+        spec = OPTIMIZERS.get(self.name)
+        if spec is None:
+            raise _unknown("optimizer.name", self.name, OPTIMIZERS)
+        if spec.closure:
+            usable = ", ".join(name for name, s in OPTIMIZERS.items() if not s.closure)
+            raise fail(
+                "optimizer.name",
+                self.name,
+                "a full-batch method: its step needs a closure that re-evaluates the loss on "
+                f"the whole training set, which mini-batch training has not; use one of {usable}",
+            )
+        for own in ("lr", "backend"):
+            if own in self.options:
+                raise fail("optimizer.options key", own, f"is a setting: use optimizer.{own}")
+        _check_signature("optimizer.options", self.options, spec.cls, ("params", "lr", "backend"))
+        probe = [torch.zeros(1, requires_grad=True)]
+        try:  # the constructor checks values and combinations (Nesterov needs momentum)
+            spec.cls(probe, lr=self.lr, backend="eager", **self.options)
+        except (ValueError, TypeError) as error:
+            options = self.options
+            raise _within(error, "optimizer.options", options, _suffixes(options)) from None
+
+
+@dataclass(frozen=True)
+class LossConfig(_Section):
+    """[loss]: the data loss (penalties are in [penalty])."""
+
+    section: ClassVar[str] = "loss"
+    name: Literal["cross_entropy", "mse"] = field(
+        default="cross_entropy",
+        metadata=_about("softmax cross-entropy, or squared error against one-hot targets"),
+    )
+    label_smoothing: float = field(
+        default=0.0,
+        metadata=_about(
+            "cross-entropy target: 1 - ε on the class, ε/K spread", _between(0, 1, open_high=True)
+        ),
+    )
+
+
+@dataclass(frozen=True)
+class PenaltyConfig(_Section):
+    """[penalty]: explicit regularization added to the loss, λ₂·‖W‖² + λ₁·‖W‖₁."""
+
+    section: ClassVar[str] = "penalty"
+    l2: float = field(
+        default=0.0,
+        metadata=_about("λ₂ of the L2 penalty (no ½: gradient 2·λ₂·W)", _checks.nonnegative),
+    )
+    l1: float = field(default=0.0, metadata=_about("λ₁ of the L1 penalty", _checks.nonnegative))
+    exclude: tuple[str, ...] = field(
+        default=("*.bias", "*.norm.*"),
+        metadata=_about("parameter-name patterns the penalties leave out", _each(_pattern)),
+    )
+
+
+def _plateau_defaults() -> dict[str, Any]:
+    """The keys of [schedule] plateau and their defaults, from ReduceOnPlateau's signature."""
+    from .plateau import ReduceOnPlateau
+
+    defaults: dict[str, Any] = {"metric": "val_loss"}
+    for name, parameter in inspect.signature(ReduceOnPlateau).parameters.items():
+        if name != "mode":  # follows from the metric
+            defaults[_PLATEAU_RENAMED.get(name, name)] = parameter.default
+    return defaults
+
+
+@dataclass(frozen=True)
+class ScheduleConfig(_Section):
+    """[schedule]: the learning-rate factor per step, and reduce-on-plateau."""
+
+    section: ClassVar[str] = "schedule"
+    phases: tuple[dict[str, Any], ...] = field(
+        default=(),
+        metadata=_about(
+            'phases for train.build_schedule, e.g. [{name = "cosine", total = 1000}]; [] = constant'
+        ),
+    )
+    plateau: dict[str, Any] | None = field(
+        default=None,
+        metadata=_about(
+            "reduce-on-plateau {metric, patience, factor, cooldown, threshold, after_step}"
+        ),
+    )
+
+    def _validate(self) -> None:
+        self.schedule()
+        if self.plateau is not None:
+            self._set("plateau", {**_plateau_defaults(), **self.plateau})
+            self.reduce_on_plateau()
+
+    def schedule(self) -> Any:
+        """The ``trainlab.train`` schedule of ``phases``; None for [] (a constant rate)."""
+        from .schedules import build_schedule
+
+        if not self.phases:
+            return None
+        for i, phase in enumerate(self.phases):  # alone first, to name the phase at fault
+            try:
+                build_schedule([phase])
+            except (ValueError, TypeError) as error:
+                raise _within(error, f"schedule.phases[{i}]", phase, _suffixes(phase)) from None
+        try:
+            return build_schedule(list(self.phases))
+        except (ValueError, TypeError) as error:
+            raise _within(error, "schedule.phases", list(self.phases), {}) from None
+
+    def reduce_on_plateau(self) -> Any:
+        """The ``ReduceOnPlateau`` of ``plateau``, or None."""
+        from .plateau import ReduceOnPlateau
+
+        if self.plateau is None:
+            return None
+        defaults = _plateau_defaults()
+        _check_keys("schedule.plateau", self.plateau, defaults)
+        plateau = {**defaults, **self.plateau}
+        metric = plateau.pop("metric")
+        if not isinstance(metric, str) or metric not in _PLATEAU_METRICS:
+            allowed = "must be one of " + ", ".join(map(repr, _PLATEAU_METRICS))
+            raise fail("schedule.plateau.metric", metric, allowed)
+        argument = {key: name for name, key in _PLATEAU_RENAMED.items()}  # config key -> keyword
+        keywords = {argument.get(key, key): value for key, value in plateau.items()}
+        inner = {argument.get(key, key): f".{key}" for key in plateau}
+        try:
+            return ReduceOnPlateau(mode=_PLATEAU_METRICS[metric], **keywords)
+        except (ValueError, TypeError) as error:
+            raise _within(error, "schedule.plateau", self.plateau, inner) from None
+
+
+@dataclass(frozen=True)
+class ClipConfig(_Section):
+    """[clip]: gradient clipping before each step."""
+
+    section: ClassVar[str] = "clip"
+    mode: Literal["none", "norm", "value"] = field(
+        default="none", metadata=_about("none, rescale by the global norm, or clamp each element")
+    )
+    max_norm: float = field(
+        default=1.0, metadata=_about("largest global gradient norm (mode = norm)", _checks.positive)
+    )
+    value: float = field(
+        default=1.0,
+        metadata=_about("largest gradient element magnitude (mode = value)", _checks.positive),
+    )
+
+
+@dataclass(frozen=True)
+class AveragingConfig(_Section):
+    """[averaging]: an exponential moving average of the weights, evaluated beside them."""
+
+    section: ClassVar[str] = "averaging"
+    ema: bool = field(default=False, metadata=_about("keep EMA weights and evaluate them too"))
+    decay: float = field(
+        default=0.995,
+        metadata=_about(
+            "EMA decay β: θ̄ ← β·θ̄ + (1 − β)·θ", _between(0, 1, open_low=True, open_high=True)
+        ),
+    )
+    bias_correction: bool = field(
+        default=False, metadata=_about("divide by 1 − βᵗ, as Adam does for its moments")
+    )
+
+
+_EARLY_STOPPING = {"patience": 10, "restore_best": True}
+
+
+@dataclass(frozen=True)
+class RunConfig(_Section):
+    """[run]: length, seed, device, evaluation, checkpoints and warm starts.
+
+    Length: ``steps``, when set, wins; otherwise the run lasts ``epochs`` epochs.
+    """
+
+    section: ClassVar[str] = "run"
+    epochs: int = field(
+        default=30, metadata=_about("epochs to train, unless steps is set", _at_least(1))
+    )
+    steps: int | None = field(
+        default=None, metadata=_about("optimizer steps to train; overrides epochs", _at_least(1))
+    )
+    seed: int = field(
+        default=0,
+        metadata=_about("seed of every random choice (split, init, order, dropout)", _at_least(0)),
+    )
+    device: Literal["auto", "cpu", "cuda"] = field(
+        default="auto", metadata=_about("auto: cuda when available")
+    )
+    threads: int | None = field(
+        default=None, metadata=_about("torch CPU threads; none: torch's default", _at_least(1))
+    )
+    eval_every: int | None = field(
+        default=None, metadata=_about("steps between evaluations; none: every epoch", _at_least(1))
+    )
+    checkpoint_every: int | None = field(
+        default=None, metadata=_about("steps between checkpoints; none: every epoch", _at_least(1))
+    )
+    keep_last: int = field(
+        default=2, metadata=_about("checkpoints kept, besides the best", _at_least(1))
+    )
+    keep_best_by: Literal["val_accuracy", "val_loss"] | None = field(
+        default="val_accuracy",
+        metadata=_about("metric that picks the best checkpoint; none: keep no best"),
+    )
+    early_stopping: dict[str, Any] | None = field(
+        default=None,
+        metadata=_about("{patience, restore_best}: stop when keep_best_by (or val_loss) stalls"),
+    )
+    nonfinite: Literal["raise", "skip", "rollback"] = field(
+        default="raise",
+        metadata=_about(
+            "on a NaN/inf loss or gradient: stop, skip the step, or reload the last checkpoint"
+        ),
+    )
+    init_from: str | None = field(
+        default=None, metadata=_about("weights file (.safetensors) to start from")
+    )
+    init_skip: tuple[str, ...] = field(
+        default=(),
+        metadata=_about(
+            'weight-name patterns not loaded from init_from, e.g. ["head.*"]', _each(_pattern)
+        ),
+    )
+    freeze: tuple[str, ...] = field(
+        default=(),
+        metadata=_about(
+            "parameter-name patterns kept fixed (requires_grad = False)", _each(_pattern)
+        ),
+    )
+    tensorboard: bool = field(default=False, metadata=_about("also write TensorBoard event files"))
+
+    def _validate(self) -> None:
+        if self.early_stopping is not None:
+            _check_keys("run.early_stopping", self.early_stopping, _EARLY_STOPPING)
+            stopping = {**_EARLY_STOPPING, **self.early_stopping}
+            patience = _coerce("run.early_stopping.patience", stopping["patience"], int)
+            _at_least(0)("run.early_stopping.patience", patience)
+            _coerce("run.early_stopping.restore_best", stopping["restore_best"], bool)
+            self._set("early_stopping", stopping)
+        if self.init_skip and self.init_from is None:
+            raise fail("run.init_skip", list(self.init_skip), "needs run.init_from")
+
+    def total_steps(self, steps_per_epoch: int) -> int:
+        """The run's length in optimizer steps: ``steps`` when set, else epochs × steps/epoch."""
+        return self.steps if self.steps is not None else self.epochs * steps_per_epoch
+
+
+SECTIONS: dict[str, type[_Section]] = {
+    cls.section: cls
+    for cls in (
+        DataConfig,
+        ModelConfig,
+        OptimizerConfig,
+        LossConfig,
+        PenaltyConfig,
+        ScheduleConfig,
+        ClipConfig,
+        AveragingConfig,
+        RunConfig,
+    )
+}
+
+
+def _section(cls: type[_Section], raw: Any) -> _Section:
+    """A section from its TOML table, refusing unknown keys."""
+    if not isinstance(raw, Mapping):
+        raise fail(cls.section, raw, f"must be a table [{cls.section}]")
+    keys = [f"{cls.section}.{f.name}" for f in fields(cls)]  # type: ignore[arg-type]
+    for key in raw:
+        if f"{cls.section}.{key}" not in keys:
+            raise _unknown("config key", f"{cls.section}.{key}", keys)
+    return cls(**raw)
+
+
+@dataclass(frozen=True)
+class Config:
+    """Every setting of a training run, validated; one frozen section per TOML table."""
+
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optimizer: OptimizerConfig = field(default_factory=OptimizerConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    penalty: PenaltyConfig = field(default_factory=PenaltyConfig)
+    schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
+    clip: ClipConfig = field(default_factory=ClipConfig)
+    averaging: AveragingConfig = field(default_factory=AveragingConfig)
+    run: RunConfig = field(default_factory=RunConfig)
+
+    def __post_init__(self) -> None:
+        for name, cls in SECTIONS.items():  # tables may be given as dicts
+            value = getattr(self, name)
+            if not isinstance(value, cls):
+                object.__setattr__(self, name, _section(cls, value))
+
+    @classmethod
+    def from_dict(cls, tree: Mapping[str, Any]) -> Config:
+        """The config a parsed TOML document describes; missing sections and keys default."""
+        if not isinstance(tree, Mapping):
+            raise fail("config", tree, "must be a table of sections")
+        for name in tree:
+            if name not in SECTIONS:
+                raise _unknown("config section", name, SECTIONS)
+        return cls(**{name: _section(SECTIONS[name], raw) for name, raw in tree.items()})
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        """Every setting as plain values: {section: {key: value}}, lists for tuples."""
+        return {
+            name: {f.name: _plain(getattr(section, f.name)) for f in fields(section)}
+            for name in SECTIONS
+            for section in [getattr(self, name)]
+        }
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise fail("config file", str(path), "no such file") from None
+    except UnicodeDecodeError:
+        raise fail("config file", str(path), "not UTF-8 text") from None
+    except OSError as error:
+        raise fail("config file", str(path), error.strerror or str(error)) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as error:  # its message ends "(at line L, column C)"
+        raise fail("config file", str(path), f"TOML syntax error: {error}") from None
+
+
+def _parse_value(text: str) -> Any:
+    """A ``--set`` value: a TOML value, else the bare text as a string (``run.device=cpu``)."""
+    try:
+        return tomllib.loads(f"value = {text}")["value"]
+    except tomllib.TOMLDecodeError:
+        return text.strip()
+
+
+def _apply_override(tree: dict[str, Any], item: str) -> None:
+    """Set ``section.key[.subkey...]=value`` in the parsed document ``tree``."""
+    allowed = "must be section.key=value, e.g. optimizer.lr=3e-3"
+    if not isinstance(item, str):
+        raise fail("--set", item, allowed)
+    key, equals, text = item.partition("=")
+    parts = key.strip().split(".")
+    if not equals or len(parts) < 2 or not all(parts) or "\n" in text or "\r" in text:
+        raise fail("--set", item, allowed)
+    node = tree
+    for depth, part in enumerate(parts[:-1]):
+        node = node.setdefault(part, {})
+        if not isinstance(node, dict):
+            raise fail("--set", item, f"{'.'.join(parts[: depth + 1])} is not a table")
+    node[parts[-1]] = _parse_value(text)
+
+
+def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Config:
+    """Read a TOML config, apply ``--set`` overrides in order, validate.
+
+    Args:
+        path: the TOML file, or None for the defaults.
+        overrides: ``"section.key=value"`` strings; the value is parsed as TOML
+            (``optimizer.lr=3e-3``, ``model.channels=[32,64]``), or taken as a string when it
+            does not parse (``run.device=cpu``). A longer key reaches into a table:
+            ``optimizer.options.betas=[0.9,0.99]``. Overrides win over the file.
+
+    Raises:
+        ValueError: ``Invalid <key>: <value> (<allowed>)`` for a missing or malformed file,
+            a malformed override, an unknown section or key, a wrong type or a bad value.
+    """
+    tree = {} if path is None else _read_toml(Path(path))
+    for item in overrides:
+        _apply_override(tree, item)
+    return Config.from_dict(tree)
+
+
+# --------------------------------------------------------------------------- TOML writer
+
+_ESCAPES = {
+    '"': '\\"',
+    "\\": "\\\\",
+    "\b": "\\b",
+    "\t": "\\t",
+    "\n": "\\n",
+    "\f": "\\f",
+    "\r": "\\r",
+}
+
+
+def _toml_string(text: str) -> str:
+    out = []
+    for char in text:
+        if char in _ESCAPES:
+            out.append(_ESCAPES[char])
+        elif ord(char) < 0x20 or ord(char) == 0x7F:  # control characters must be escaped
+            out.append(f"\\u{ord(char):04X}")
+        else:
+            out.append(char)
+    return '"' + "".join(out) + '"'
+
+
+def _toml_key(key: Any) -> str:
+    if not isinstance(key, str):
+        raise fail("TOML key", key, "must be a string")
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
+
+
+def _toml_value(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, numbers.Integral):
+        if not -(2**63) <= int(value) < 2**63:
+            raise fail("TOML value", value, "integers must fit in 64 bits")
+        return str(int(value))
+    if isinstance(value, numbers.Real):
+        value = float(value)
+        if math.isnan(value):
+            return "nan"
+        if math.isinf(value):
+            return "inf" if value > 0 else "-inf"
+        return repr(value)  # shortest form that reads back to the same float
+    if isinstance(value, str):
+        return _toml_string(value)
+    if isinstance(value, Mapping):
+        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
+        return "{" + items + "}"
+    if isinstance(value, (list, tuple)):
+        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+    allowed = "must be a bool, integer, float, string, list or table (TOML has no null)"
+    raise fail("TOML value", value, allowed)
+
+
+def _write_table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
+    """Key/value lines of ``table``, then its non-empty sub-tables as [path.key] tables."""
+    subtables = {k: v for k, v in table.items() if isinstance(v, Mapping) and v}
+    values = {k: v for k, v in table.items() if k not in subtables}
+    if path and (values or not subtables):
+        lines += ["", "[" + ".".join(map(_toml_key, path)) + "]"]
+    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items()]
+    for key, subtable in subtables.items():
+        _write_table(lines, (*path, key), subtable)
+
+
+def dump_toml(config: Config | Mapping[str, Any]) -> str:
+    """TOML text of a config (None written as "none") or of any table of TOML values.
+
+    ``load_config`` of the text of a ``Config`` gives an equal ``Config``. Dicts are nested
+    tables, dicts inside lists inline tables; floats include inf and nan.
+    """
+    if isinstance(config, Config):
+        tree: Mapping[str, Any] = {
+            name: {key: "none" if value is None else value for key, value in table.items()}
+            for name, table in config.to_dict().items()
+        }
+    else:
+        tree = config
+    lines: list[str] = []
+    _write_table(lines, (), tree)
+    return "\n".join(lines).lstrip("\n") + "\n"
+
+
+# --------------------------------------------------------------------------- docs, hashing
+
+
+def config_keys() -> list[str]:
+    """Every setting as "section.key", in file order."""
+    return [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in fields(cls)]  # type: ignore[arg-type]
+
+
+def describe() -> str:
+    """Every setting with its default and its help: a commented TOML file of the defaults."""
+    lines = ["# trainlab train: every setting, its default and what it does"]
+    for name, cls in SECTIONS.items():
+        lines += ["", f"# {(cls.__doc__ or '').splitlines()[0]}", f"[{name}]"]
+        for f in fields(cls):  # type: ignore[arg-type]
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            value = _toml_value("none" if default is None else _plain(default))
+            lines.append(f"{f'{f.name} = {value}':<40} # {f.metadata['help']}")
+    return "\n".join(lines) + "\n"
+
+
+def fingerprint(config: Config) -> str:
+    """SHA-256 (hex) of the resolved config, less ``NOT_FINGERPRINTED``.
+
+    ``--resume`` compares it with the run folder's to refuse continuing a run under a
+    different config.
+    """
+    tree = config.to_dict()
+    for key in NOT_FINGERPRINTED:
+        section, name = key.split(".")
+        del tree[section][name]
+    text = json.dumps(tree, sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+__all__ = [
+    "AUGMENTATIONS",
+    "NOT_FINGERPRINTED",
+    "SECTIONS",
+    "AveragingConfig",
+    "ClipConfig",
+    "Config",
+    "DataConfig",
+    "LossConfig",
+    "ModelConfig",
+    "OptimizerConfig",
+    "PenaltyConfig",
+    "RunConfig",
+    "ScheduleConfig",
+    "config_keys",
+    "describe",
+    "dump_toml",
+    "fingerprint",
+    "load_config",
+]

@@ -1,0 +1,513 @@
+"""The training loop: the lectures' recipe, checkpointed so that a killed run resumes exactly.
+
+One ``Trainer`` owns a run folder::
+
+    config.toml        the fully resolved config
+    metrics.jsonl      one JSON object per logged step and per evaluation
+    checkpoints/       crash-safe checkpoints (safetensors + JSON), the last k plus the best
+    model.safetensors  final raw weights            (at the end)
+    ema.safetensors    final averaged weights, if averaging is on
+    summary.json       final metrics                (at the end)
+
+Each optimizer step: shuffled mini-batch → forward → loss + explicit penalties → backward →
+clipping → non-finite check → step → learning rate of the next step. Every epoch (or
+``eval_every`` steps): validation loss and accuracy, for the raw and the averaged weights;
+the plateau controller, the keep-best checkpoint and early stopping all read them.
+Everything a step depends on — weights, optimizer state, batch order position, RNG
+states, averaged weights, counters, learning-rate state — is in the checkpoint, so a run
+killed at any point and resumed from its last checkpoint ends bit-identical (on CPU).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from fnmatch import fnmatch
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import Tensor, nn
+
+from .. import data as data_lib
+from .. import models as models_lib
+from ..optim import OPTIMIZERS
+from .averaging import EMA
+from .checkpoint import (
+    latest_checkpoint,
+    load_checkpoint,
+    load_weights_file,
+    prune_checkpoints,
+    save_checkpoint,
+)
+from .plateau import LRController, ReduceOnPlateau
+from .regularize import clip_grad_norm_, clip_grad_value_, penalty
+from .schedules import Constant, Schedule
+from .state_tree import rng_state, set_rng_state
+
+MAX_ROLLBACKS = 5
+
+
+class TrainingError(ValueError):
+    """A run that cannot start or continue; the message names the cause and the fix."""
+
+
+class NonFiniteError(TrainingError):
+    """The loss or the gradients became NaN/Inf under ``nonfinite = "raise"``."""
+
+
+@dataclass
+class Prepared:
+    """The data of a run after splitting and normalization."""
+
+    x: Tensor
+    y: Tensor
+    x_val: Tensor
+    y_val: Tensor
+    x_test: Tensor
+    y_test: Tensor
+    classes: int
+    feature_shape: tuple[int, ...]
+
+
+@dataclass
+class Progress:
+    """The counters and history a checkpoint carries besides tensors."""
+
+    step: int = 0
+    epoch: int = 0
+    skipped: int = 0
+    rollbacks: int = 0
+    best_metric: float | None = None
+    best_checkpoint: str | None = None
+    bad_evaluations: int = 0
+    history: list[dict[str, Any]] = field(default_factory=list)
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    random.seed(seed)
+
+
+def matches(name: str, patterns: list[str]) -> bool:
+    return any(fnmatch(name, pattern) for pattern in patterns)
+
+
+class Trainer:
+    """Train the configured model in ``run_dir``; ``resume=True`` continues its last checkpoint.
+
+    ``progress`` is called with a dict after every logged step (the CLI draws its bar with
+    it); ``log_every`` is in optimizer steps.
+    """
+
+    def __init__(
+        self,
+        config: Any,
+        run_dir: str | Path,
+        *,
+        resume: bool = False,
+        progress: Callable[[dict[str, Any]], None] | None = None,
+        log_every: int = 10,
+    ) -> None:
+        self.config = config
+        self.run_dir = Path(run_dir)
+        self.progress_callback = progress
+        self.log_every = log_every
+        run = config.run
+        if run.threads is not None:
+            torch.set_num_threads(run.threads)
+        self.device = self._device(run.device)
+        seed_everything(run.seed)
+        self.data = self._prepare_data()
+        self.batches = self._batches()
+        self.model = self._model().to(self.device)
+        self.optimizer = self._optimizer()
+        self.steps_total = self._total_steps()
+        self.lr = LRController(self.optimizer, self._schedule(), self._plateau())
+        self.ema = EMA(self.model, config.averaging.decay) if config.averaging.ema else None
+        if self.ema is not None and config.averaging.bias_correction:
+            self.ema = EMA(self.model, config.averaging.decay, bias_correction=True)
+        self.loss_fn = self._loss()
+        self.state = Progress()
+        self._metrics_file = self.run_dir / "metrics.jsonl"
+        if resume:
+            self._resume()
+
+    # -- set-up ------------------------------------------------------------------------------
+    def _device(self, choice: str) -> torch.device:
+        if choice == "cuda" and not torch.cuda.is_available():
+            raise TrainingError(
+                "Invalid run.device: 'cuda' (no CUDA device is available here; use "
+                'run.device="auto" or "cpu")'
+            )
+        if choice == "auto":
+            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        return torch.device(choice)
+
+    def _prepare_data(self) -> Prepared:
+        cfg = self.config.data
+        ds = data_lib.load(cfg.name, **cfg.options)
+        x, y = ds.x, ds.y
+        for name, tensor in (("training", x), ("test", ds.x_test)):
+            if tensor is not None and not bool(torch.isfinite(tensor).all()):
+                raise TrainingError(
+                    f"Invalid data: the {name} features of {cfg.name!r} hold NaN or Inf "
+                    "values (clean the data before training)"
+                )
+        seed = self.config.run.seed
+        if ds.x_test is None:  # no fixed test split: carve both from the data
+            val = test = cfg.val_fraction if cfg.val_fraction > 0 else 0.2
+            parts = data_lib.split(
+                x, y, (1 - val - test, val, test), stratify=cfg.stratify, seed=seed
+            )
+            (x, y), (x_val, y_val), (x_test, y_test) = parts.train, parts.val, parts.test
+        else:
+            x_test, y_test = ds.x_test, ds.y_test
+            if cfg.val_fraction > 0:
+                (x, y), (x_val, y_val) = data_lib.carve_validation(
+                    x, y, cfg.val_fraction, stratify=cfg.stratify, seed=seed
+                )
+            else:
+                x_val, y_val = x[:0], y[:0]
+        if cfg.normalize != "none":
+            normalizer = data_lib.Normalizer(cfg.normalize).fit(x)  # training split only
+            x, x_val, x_test = normalizer(x), normalizer(x_val), normalizer(x_test)
+        return Prepared(x, y, x_val, y_val, x_test, y_test, ds.classes, ds.feature_shape)
+
+    def _batches(self) -> data_lib.Batches:
+        cfg = self.config.data
+        ops = cfg.augmentations()
+        return data_lib.Batches(
+            self.data.x,
+            self.data.y,
+            cfg.batch_size,
+            shuffle=cfg.shuffle,
+            drop_last=cfg.drop_last,
+            seed=self.config.run.seed,
+            augment=data_lib.Compose(ops) if ops else None,
+        )
+
+    def _model(self) -> nn.Module:
+        cfg = self.config.model
+        common = dict(activation=cfg.activation, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
+        shape = self.data.feature_shape
+        if cfg.kind == "cnn":
+            model = models_lib.cnn(
+                shape,
+                cfg.channels,
+                self.data.classes,
+                kernel_size=cfg.kernel_size,
+                hidden=tuple(cfg.hidden),
+                global_pool=cfg.global_pool,
+                **common,
+            )
+        else:
+            model = models_lib.mlp(shape, tuple(cfg.hidden), self.data.classes, **common)
+        models_lib.init_(model, cfg.init, **cfg.init_options)
+        run = self.config.run
+        if run.init_from:
+            self._warm_start(model, run.init_from, run.init_skip)
+        for name, param in model.named_parameters():
+            if matches(name, run.freeze):
+                param.requires_grad_(False)
+        return model
+
+    @staticmethod
+    def _warm_start(model: nn.Module, source: str, skip: list[str]) -> None:
+        weights = load_weights_file(Path(source))
+        own = model.state_dict()
+        loaded = {k: v for k, v in weights.items() if not matches(k, skip)}
+        for key, value in loaded.items():
+            if key not in own:
+                raise TrainingError(
+                    f"Invalid run.init_from: {source!r} has weight {key!r}, which this model "
+                    "lacks (same architecture needed; list the layers to leave out in "
+                    'run.init_skip, e.g. ["head.*"])'
+                )
+            if own[key].shape != value.shape:
+                raise TrainingError(
+                    f"Invalid run.init_from: {key!r} has shape {tuple(value.shape)} in "
+                    f"{source!r} but {tuple(own[key].shape)} here (leave it out with "
+                    "run.init_skip, e.g. the classifier when the class count differs)"
+                )
+        model.load_state_dict(loaded, strict=False)
+
+    def _optimizer(self) -> torch.optim.Optimizer:
+        cfg = self.config.optimizer
+        spec = OPTIMIZERS[cfg.name]
+        decay, no_decay = [], []
+        for name, param in self.model.named_parameters():
+            if param.requires_grad:
+                (no_decay if matches(name, cfg.no_decay) else decay).append(param)
+        groups = [{"params": decay}]
+        if no_decay:
+            groups.append({"params": no_decay, "weight_decay": 0.0})
+        return spec.cls(groups, lr=cfg.lr, backend=cfg.backend, **cfg.options)
+
+    def _total_steps(self) -> int:
+        return self.config.run.total_steps(len(self.batches))
+
+    def _schedule(self) -> Schedule:
+        return self.config.schedule.schedule() or Constant()
+
+    def _plateau(self) -> ReduceOnPlateau | None:
+        return self.config.schedule.reduce_on_plateau()
+
+    def _loss(self) -> Callable[[Tensor, Tensor], Tensor]:
+        cfg = self.config.loss
+        if cfg.name == "mse":
+            classes = self.data.classes
+
+            def mse(logits: Tensor, y: Tensor) -> Tensor:
+                target = torch.nn.functional.one_hot(y, classes).to(logits.dtype)
+                return torch.nn.functional.mse_loss(logits, target)
+
+            return mse
+        smoothing = cfg.label_smoothing
+        return lambda logits, y: torch.nn.functional.cross_entropy(
+            logits, y, label_smoothing=smoothing
+        )
+
+    # -- the loop ------------------------------------------------------------------------
+    def fit(self) -> dict[str, Any]:
+        """Train to the configured length; returns the summary (also in summary.json)."""
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        start = time.perf_counter()
+        run = self.config.run
+        eval_every = run.eval_every or len(self.batches)
+        checkpoint_every = run.checkpoint_every or eval_every
+        stopped_early = False
+        while self.state.step < self.steps_total and not stopped_early:
+            self.model.train()
+            for xb, yb in self.batches:
+                self._train_step(xb.to(self.device), yb.to(self.device))
+                step = self.state.step
+                if step % eval_every == 0 or step == self.steps_total:
+                    stopped_early = self._evaluate_and_select()
+                if step % checkpoint_every == 0 or step == self.steps_total or stopped_early:
+                    self.save()
+                if step >= self.steps_total or stopped_early:
+                    break
+            self.state.epoch = self.batches.epoch
+        return self._finish(time.perf_counter() - start)
+
+    def _train_step(self, xb: Tensor, yb: Tensor) -> None:
+        cfg = self.config
+        self.lr.step(self.state.step)
+        self.optimizer.zero_grad()
+        loss = self.loss_fn(self.model(xb), yb)
+        if cfg.penalty.l1 or cfg.penalty.l2:
+            loss = loss + penalty(
+                self.model, l2=cfg.penalty.l2, l1=cfg.penalty.l1, exclude=cfg.penalty.exclude
+            )
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            loss.backward()
+            params = [p for p in self.model.parameters() if p.grad is not None]
+            if cfg.clip.mode == "norm":
+                finite = bool(torch.isfinite(clip_grad_norm_(params, cfg.clip.max_norm)))
+            else:
+                if cfg.clip.mode == "value":
+                    clip_grad_value_(params, cfg.clip.value)
+                finite = all(bool(torch.isfinite(p.grad).all()) for p in params)
+        if not finite:
+            self._nonfinite(loss)
+            return
+        self.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        self.state.step += 1
+        if self.state.step % self.log_every == 0 or self.state.step == 1:
+            record = {
+                "step": self.state.step,
+                "epoch": self.batches.epoch,
+                "loss": loss.item(),
+                "lr": self.optimizer.param_groups[0]["lr"],
+                "accuracy": self._batch_accuracy(xb, yb),
+            }
+            self._log(record)
+
+    def _batch_accuracy(self, xb: Tensor, yb: Tensor) -> float:
+        with torch.no_grad():
+            was = self.model.training
+            self.model.eval()
+            accuracy = (self.model(xb).argmax(1) == yb).float().mean().item()
+            self.model.train(was)
+        return accuracy
+
+    def _nonfinite(self, loss: Tensor) -> None:
+        policy, step = self.config.run.nonfinite, self.state.step
+        self.optimizer.zero_grad()
+        if policy == "skip":
+            self.state.skipped += 1
+            self._log({"step": step, "event": "skipped non-finite step"})
+            return
+        if policy == "rollback":
+            if self.state.rollbacks >= MAX_ROLLBACKS:
+                raise NonFiniteError(
+                    f"Non-finite values again at step {step} after {MAX_ROLLBACKS} rollbacks, "
+                    "each cutting the learning rate by 10× (the problem is probably not the "
+                    "rate: check the data, the loss and the model's initialization)"
+                )
+            last = latest_checkpoint(self.run_dir)
+            if last is not None:
+                self._restore(load_checkpoint(last))
+            self.lr.base_lrs = [lr * 0.1 for lr in self.lr.base_lrs]
+            self.state.rollbacks += 1
+            self._log({"step": step, "event": "rollback", "to_step": self.state.step})
+            return
+        raise NonFiniteError(
+            f"Non-finite {'loss' if not bool(torch.isfinite(loss)) else 'gradient'} at "
+            f"step {step} (loss {loss.item()}). The learning rate "
+            f"({self.optimizer.param_groups[0]['lr']:.3g}) is probably too high: lower "
+            'optimizer.lr, or set run.nonfinite="rollback" to restore the last checkpoint '
+            "and continue with a 10× smaller rate. Checkpoints already saved are kept."
+        )
+
+    # -- evaluation and selection --------------------------------------------------------
+    @torch.no_grad()
+    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, float]:
+        """Loss and accuracy on (x, y) in eval mode, in batches."""
+        if len(x) == 0:
+            return {"loss": math.nan, "accuracy": math.nan}
+        was = self.model.training
+        self.model.eval()
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(x), 1024):
+            xb, yb = (
+                x[start : start + 1024].to(self.device),
+                y[start : start + 1024].to(self.device),
+            )
+            logits = self.model(xb)
+            total_loss += self.loss_fn(logits, yb).item() * len(xb)
+            correct += int((logits.argmax(1) == yb).sum())
+        self.model.train(was)
+        return {"loss": total_loss / len(x), "accuracy": correct / len(x)}
+
+    def _evaluate_and_select(self) -> bool:
+        """Evaluate on validation; plateau, keep-best and early stopping. True: stop."""
+        val = self.evaluate(self.data.x_val, self.data.y_val)
+        record = {"step": self.state.step, "epoch": self.batches.epoch}
+        record.update({f"val_{k}": v for k, v in val.items()})
+        if self.ema is not None and self.ema.num_updates > 0:
+            with self.ema.swapped(self.model):
+                ema_val = self.evaluate(self.data.x_val, self.data.y_val)
+            record.update({f"ema_val_{k}": v for k, v in ema_val.items()})
+        self._log(record)
+        self.state.history.append(record)
+        plateau = self.config.schedule.plateau
+        if plateau:
+            self.lr.report(record[plateau.get("metric", "val_loss")], self.state.step)
+        return self._select(record)
+
+    def _select(self, record: dict[str, Any]) -> bool:
+        run = self.config.run
+        key = run.keep_best_by or ("val_loss" if run.early_stopping else None)
+        if key is None or math.isnan(record[key]):
+            return False
+        better = self.state.best_metric is None or (
+            record[key] > self.state.best_metric
+            if key.endswith("accuracy")
+            else record[key] < self.state.best_metric
+        )
+        if better:
+            self.state.best_metric = record[key]
+            self.state.bad_evaluations = 0
+            self.state.best_checkpoint = f"step-{self.state.step:08d}"
+            return False
+        self.state.bad_evaluations += 1
+        stop = run.early_stopping
+        return bool(stop) and self.state.bad_evaluations >= stop["patience"]
+
+    # -- checkpoints -----------------------------------------------------------------------
+    def save(self) -> Path:
+        """Write a checkpoint of everything the next step depends on; prune old ones."""
+        name = f"step-{self.state.step:08d}"
+        state = {
+            "optimizer": self.optimizer.state_dict(),
+            "lr": self.lr.state_dict(),
+            "batches": self.batches.state_dict(),
+            "rng": rng_state(),
+            "ema": self.ema.state_dict() if self.ema is not None else None,
+            "progress": {k: v for k, v in vars(self.state).items()},
+        }
+        metrics = {"step": self.state.step}
+        path = save_checkpoint(
+            self.run_dir, name, weights=self.model.state_dict(), state=state, metrics=metrics
+        )
+        best = self.state.best_checkpoint
+        if best is not None and not (self.run_dir / "checkpoints" / best).exists():
+            best = None
+        prune_checkpoints(self.run_dir, self.config.run.keep_last, best)
+        return path
+
+    def _resume(self) -> None:
+        last = latest_checkpoint(self.run_dir)
+        if last is None:
+            raise TrainingError(
+                f"Invalid resume folder: {str(self.run_dir)!r} holds no complete checkpoint "
+                "(start a new run, or point --resume at the folder of an earlier run)"
+            )
+        self._restore(load_checkpoint(last))
+
+    def _restore(self, checkpoint: Any) -> None:
+        self.model.load_state_dict(checkpoint.weights)
+        state = checkpoint.state
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.lr.load_state_dict(state["lr"])
+        self.batches.load_state_dict(state["batches"])
+        if self.ema is not None and state["ema"] is not None:
+            self.ema.load_state_dict(state["ema"])
+        self.state = Progress(**state["progress"])
+        set_rng_state(state["rng"])
+
+    def _finish(self, seconds: float) -> dict[str, Any]:
+        import safetensors.torch
+
+        if self.config.run.early_stopping and self.config.run.early_stopping.get("restore_best"):
+            best = self.state.best_checkpoint
+            if best and (self.run_dir / "checkpoints" / best).exists():
+                self.model.load_state_dict(
+                    load_checkpoint(self.run_dir / "checkpoints" / best).weights
+                )
+        train = self.evaluate(self.data.x, self.data.y)
+        val = self.evaluate(self.data.x_val, self.data.y_val)
+        test = self.evaluate(self.data.x_test, self.data.y_test)
+        summary: dict[str, Any] = {
+            "steps": self.state.step,
+            "epochs": round(self.state.step / len(self.batches), 2),
+            "seconds": seconds,
+            "train_accuracy": train["accuracy"],
+            "val_accuracy": val["accuracy"],
+            "test_accuracy": test["accuracy"],
+            "train_loss": train["loss"],
+            "val_loss": val["loss"],
+            "test_loss": test["loss"],
+            "generalization_gap": train["accuracy"] - test["accuracy"],
+            "skipped_steps": self.state.skipped,
+            "rollbacks": self.state.rollbacks,
+        }
+        weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
+        safetensors.torch.save_file(weights, str(self.run_dir / "model.safetensors"))
+        if self.ema is not None and self.ema.num_updates > 0:
+            with self.ema.swapped(self.model):
+                summary["ema_test_accuracy"] = self.evaluate(self.data.x_test, self.data.y_test)[
+                    "accuracy"
+                ]
+            ema = {k: v.detach().contiguous().cpu() for k, v in self.ema.weights().items()}
+            safetensors.torch.save_file(ema, str(self.run_dir / "ema.safetensors"))
+        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+        return summary
+
+    def _log(self, record: dict[str, Any]) -> None:
+        self.run_dir.mkdir(parents=True, exist_ok=True)
+        with open(self._metrics_file, "a") as file:
+            file.write(json.dumps(record) + "\n")
+        if self.progress_callback is not None and "loss" in record:
+            self.progress_callback({**record, "total_steps": self.steps_total})

@@ -1,0 +1,227 @@
+"""The training loop end to end: CLI, exact resume after SIGKILL, non-finite, warm start."""
+
+from __future__ import annotations
+
+import functools
+import json
+import operator
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+from trainlab.cli import main
+from trainlab.train.config import load_config
+from trainlab.train.trainer import NonFiniteError, Trainer
+
+# A small, fast run: an MLP on scikit-learn's digits, a few epochs, checkpoint every 5 steps.
+TINY = [
+    "data.name=digits",
+    "data.batch_size=64",
+    "model.kind=mlp",
+    "model.hidden=[32]",
+    "model.dropout=0.1",
+    "optimizer.name=adam",
+    "optimizer.lr=0.01",
+    'schedule.phases=[{name="warmup", steps=5}, {name="cosine", total=40}]',
+    "averaging.ema=true",
+    "run.epochs=3",
+    "run.checkpoint_every=5",
+    "run.threads=1",
+]
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(str(run_dir / "model.safetensors"))
+
+
+def test_cli_train_writes_the_run_folder(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    args = ["train", "--run-dir", str(run_dir)]
+    assert main([*args, *functools.reduce(operator.iadd, (["--set", s] for s in TINY), [])]) == 0
+    out = capsys.readouterr().out
+    assert "test" in out and "generalization gap" in out and str(run_dir) in out
+    for name in ("config.toml", "metrics.jsonl", "model.safetensors", "ema.safetensors"):
+        assert (run_dir / name).exists(), name
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["test_accuracy"] > 0.8  # digits are easy: 3 epochs suffice
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert any("val_accuracy" in r for r in records) and any("loss" in r for r in records)
+    assert 1 <= len(list((run_dir / "checkpoints").iterdir())) <= 3  # keep_last 2 + best
+    # the saved config is the resolved one: it loads back to the same settings
+    assert load_config(run_dir / "config.toml") == load_config(None, TINY)
+
+
+def test_cli_refuses_to_overwrite_a_run_and_names_the_fix(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    sets = functools.reduce(operator.iadd, (["--set", s] for s in [*TINY, "run.epochs=1"]), [])
+    assert main(["train", "--run-dir", str(run_dir), *sets]) == 0
+    before = weights(run_dir)
+    assert main(["train", "--run-dir", str(run_dir), *sets]) == 2
+    assert "already holds a run" in capsys.readouterr().err
+    after = weights(run_dir)
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_cli_bad_config_exits_2_naming_the_key(tmp_path, capsys):
+    assert main(["train", "--run-dir", str(tmp_path / "r"), "--set", "optimizer.lrr=1"]) == 2
+    assert "optimizer.lrr" in capsys.readouterr().err
+
+
+def test_resume_with_a_changed_config_is_refused(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    sets = functools.reduce(operator.iadd, (["--set", s] for s in [*TINY, "run.epochs=1"]), [])
+    assert main(["train", "--run-dir", str(run_dir), *sets]) == 0
+    assert main(["train", "--resume", str(run_dir), "--set", "optimizer.lr=0.5"]) == 2
+    assert "change the run" in capsys.readouterr().err
+
+
+KILL_SCRIPT = """
+import sys, time
+from trainlab.train.config import load_config
+from trainlab.train import trainer as t
+
+config = load_config(None, sys.argv[2:])
+run = t.Trainer(config, sys.argv[1])
+original = run._train_step
+
+def slow_step(xb, yb):  # slow enough to be killed mid-epoch, after some checkpoints
+    original(xb, yb)
+    if run.state.step >= 12:
+        time.sleep(0.2)
+
+run._train_step = slow_step
+run.fit()
+"""
+
+
+def test_sigkill_then_resume_is_bit_identical(tmp_path):
+    reference = tmp_path / "reference"
+    config = load_config(None, TINY)
+    reference.mkdir()
+    Trainer(config, reference).fit()
+
+    killed = tmp_path / "killed"
+    killed.mkdir()
+    (killed / "config.toml").write_text(
+        (reference / "config.toml").read_text() if (reference / "config.toml").exists() else ""
+    )
+    env = {**os.environ, "PYTHONWARNINGS": "ignore"}
+    process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(killed), *TINY], env=env)
+    deadline = time.time() + 60
+    while time.time() < deadline and not list((killed / "checkpoints").glob("step-0000001*")):
+        time.sleep(0.05)
+    time.sleep(0.3)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert not (killed / "summary.json").exists(), "the run should have been killed mid-way"
+
+    Trainer(config, killed, resume=True).fit()
+    expected, got = weights(reference), weights(killed)
+    assert expected.keys() == got.keys()
+    for key in expected:
+        assert torch.equal(expected[key], got[key]), key
+
+
+def inject_nan_at(trainer: Trainer, step: int) -> None:
+    """Make the loss NaN once, at the first attempt of optimizer step ``step``."""
+    original = trainer.loss_fn
+    fired = []
+
+    def loss(logits, y):
+        value = original(logits, y)
+        if trainer.state.step == step and not fired:
+            fired.append(step)
+            return value * float("nan")
+        return value
+
+    trainer.loss_fn = loss
+
+
+def test_nonfinite_raise_names_the_step_and_keeps_checkpoints(tmp_path):
+    trainer = Trainer(load_config(None, TINY), tmp_path)
+    inject_nan_at(trainer, 7)
+    with pytest.raises(NonFiniteError, match=r"Non-finite loss at step 7 .*lower optimizer.lr"):
+        trainer.fit()
+    assert (tmp_path / "checkpoints" / "step-00000005").exists()
+
+
+def test_nonfinite_skip_counts_and_continues(tmp_path):
+    trainer = Trainer(load_config(None, [*TINY, "run.nonfinite=skip"]), tmp_path)
+    inject_nan_at(trainer, 7)
+    summary = trainer.fit()
+    assert summary["skipped_steps"] == 1
+    assert all(torch.isfinite(w).all() for w in weights(tmp_path).values())
+
+
+def test_nonfinite_rollback_restores_and_cuts_the_rate(tmp_path):
+    trainer = Trainer(load_config(None, [*TINY, "run.nonfinite=rollback"]), tmp_path)
+    base = list(trainer.lr.base_lrs)
+    inject_nan_at(trainer, 7)
+    summary = trainer.fit()
+    assert summary["rollbacks"] == 1
+    assert trainer.lr.base_lrs == pytest.approx([b * 0.1 for b in base])
+    events = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert {"step": 7, "event": "rollback", "to_step": 5} in events
+
+
+def test_nan_in_the_input_data_is_refused_before_training(tmp_path):
+    x = torch.randn(50, 4)
+    x[3, 1] = float("nan")
+    import numpy as np
+
+    np.savez(tmp_path / "d.npz", x=x.numpy(), y=np.arange(50) % 3)
+    with pytest.raises(ValueError, match=r"NaN"):
+        Trainer(
+            load_config(
+                None,
+                [
+                    "data.name=npz",
+                    f'data.options={{path="{tmp_path / "d.npz"}"}}',
+                    "model.kind=mlp",
+                ],
+            ),
+            tmp_path / "run",
+        )
+
+
+def test_init_from_all_but_the_classifier_and_freeze(tmp_path):
+    first = tmp_path / "first"
+    first.mkdir()
+    Trainer(load_config(None, [*TINY, "run.epochs=1"]), first).fit()
+    source = weights(first)
+    settings = [
+        *TINY,
+        "run.epochs=1",
+        f'run.init_from="{first}"',
+        'run.init_skip=["head.*"]',
+        'run.freeze=["block1.*"]',
+    ]
+    second = Trainer(load_config(None, settings), tmp_path / "second")
+    state = second.model.state_dict()
+    assert torch.equal(state["block1.fc.weight"], source["block1.fc.weight"])
+    assert not torch.equal(state["head.fc.weight"], source["head.fc.weight"])
+    second.fit()
+    after = weights(tmp_path / "second")
+    assert torch.equal(after["block1.fc.weight"], source["block1.fc.weight"])  # frozen
+
+
+def test_init_from_a_pickle_file_is_refused(tmp_path):
+    bad = tmp_path / "weights.pt"
+    bad.write_bytes(b"\x80\x04\x95not a safetensors file")
+    with pytest.raises(ValueError, match=r"safetensors"):
+        Trainer(load_config(None, [*TINY, f'run.init_from="{bad}"']), tmp_path / "run")
+
+
+def test_demo_runs_the_recipe(tmp_path, capsys):
+    assert main(["demo", "--run-dir", str(tmp_path / "demo"), "--set", "run.epochs=1"]) == 0
+    out = capsys.readouterr().out
+    assert "a CNN on MNIST-1D" in out and "generalization gap" in out
+    summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
+    assert summary["steps"] == 29 and summary["test_accuracy"] > 0.3
