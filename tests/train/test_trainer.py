@@ -225,3 +225,18 @@ def test_demo_runs_the_recipe(tmp_path, capsys):
     assert "a CNN on MNIST-1D" in out and "generalization gap" in out
     summary = json.loads((tmp_path / "demo" / "summary.json").read_text())
     assert summary["steps"] == 29 and summary["test_accuracy"] > 0.3
+
+
+def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch):
+    import builtins
+
+    real_import = builtins.__import__
+
+    def no_tensorboard(name, *args, **kwargs):
+        if name.startswith("torch.utils.tensorboard"):
+            raise ImportError(name)
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_tensorboard)
+    with pytest.raises(ValueError, match=r"tensorboard package is not installed"):
+        Trainer(load_config(None, [*TINY, "run.tensorboard=true"]), tmp_path)

@@ -136,8 +136,20 @@ class Trainer:
         self.loss_fn = self._loss()
         self.state = Progress()
         self._metrics_file = self.run_dir / "metrics.jsonl"
+        self._tensorboard = self._tensorboard_writer() if run.tensorboard else None
         if resume:
             self._resume()
+
+    def _tensorboard_writer(self) -> Any:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise TrainingError(
+                "Invalid run.tensorboard: true, but the tensorboard package is not installed "
+                "(pip install tensorboard, or set run.tensorboard=false; metrics.jsonl is "
+                "always written)"
+            ) from None
+        return SummaryWriter(str(self.run_dir / "tensorboard"))
 
     # -- set-up ------------------------------------------------------------------------------
     def _device(self, choice: str) -> torch.device:
@@ -509,5 +521,9 @@ class Trainer:
         self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self._metrics_file, "a") as file:
             file.write(json.dumps(record) + "\n")
+        if self._tensorboard is not None:
+            for key, value in record.items():
+                if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                    self._tensorboard.add_scalar(key, value, record["step"])
         if self.progress_callback is not None and "loss" in record:
             self.progress_callback({**record, "total_steps": self.steps_total})
