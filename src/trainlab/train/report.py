@@ -60,7 +60,7 @@ def summary_table(summary: dict[str, Any], run_dir: str) -> str:
     gap = summary["generalization_gap"] * 100
     rows.append(f"generalization gap (train − test accuracy): {gap:.1f} points")
     rows.append(
-        f"{summary['steps']} steps, {summary['epochs']} epochs in {summary['seconds']:.1f} s"
+        f"{summary['steps']} steps, {summary['epochs']:g} epochs in {summary['seconds']:.1f} s"
         + (
             f"; {summary['skipped_steps']} non-finite steps skipped"
             if summary["skipped_steps"]
