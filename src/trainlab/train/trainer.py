@@ -128,6 +128,7 @@ class Trainer:
         self.batches = self._batches()
         self.model = self._model().to(self.device)
         self.optimizer = self._optimizer()
+        self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.steps_total = self._total_steps()
         self.lr = LRController(self.optimizer, self._schedule(), self._plateau())
         self.ema = EMA(self.model, config.averaging.decay) if config.averaging.ema else None
@@ -313,7 +314,8 @@ class Trainer:
         cfg = self.config
         self.lr.step(self.state.step)
         self.optimizer.zero_grad()
-        loss = self.loss_fn(self.model(xb), yb)
+        logits = self.model(xb)
+        loss = self.loss_fn(logits, yb)
         if cfg.penalty.l1 or cfg.penalty.l2:
             loss = loss + penalty(
                 self.model, l2=cfg.penalty.l2, l1=cfg.penalty.l1, exclude=cfg.penalty.exclude
@@ -321,13 +323,15 @@ class Trainer:
         finite = bool(torch.isfinite(loss))
         if finite:
             loss.backward()
-            params = [p for p in self.model.parameters() if p.grad is not None]
+            params = [p for p in self._trainable if p.grad is not None]
             if cfg.clip.mode == "norm":
                 finite = bool(torch.isfinite(clip_grad_norm_(params, cfg.clip.max_norm)))
             else:
                 if cfg.clip.mode == "value":
                     clip_grad_value_(params, cfg.clip.value)
-                finite = all(bool(torch.isfinite(p.grad).all()) for p in params)
+                # one synchronisation for all gradients: their norms are finite iff they are
+                norms = torch._foreach_norm([p.grad for p in params])
+                finite = bool(torch.isfinite(torch.stack(norms)).all())
         if not finite:
             self._nonfinite(loss)
             return
@@ -341,17 +345,10 @@ class Trainer:
                 "epoch": self.batches.epoch,
                 "loss": loss.item(),
                 "lr": self.optimizer.param_groups[0]["lr"],
-                "accuracy": self._batch_accuracy(xb, yb),
+                # on the training batch, in train mode (no extra forward pass)
+                "accuracy": (logits.detach().argmax(1) == yb).float().mean().item(),
             }
             self._log(record)
-
-    def _batch_accuracy(self, xb: Tensor, yb: Tensor) -> float:
-        with torch.no_grad():
-            was = self.model.training
-            self.model.eval()
-            accuracy = (self.model(xb).argmax(1) == yb).float().mean().item()
-            self.model.train(was)
-        return accuracy
 
     def _nonfinite(self, loss: Tensor) -> None:
         policy, step = self.config.run.nonfinite, self.state.step
