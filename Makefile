@@ -28,6 +28,8 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(PY) benchmarks/optim_step.py
 	$(PY) benchmarks/data_batches.py
+	$(PY) benchmarks/trainer_overhead.py
+	$(PY) benchmarks/time_to_accuracy.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info
