@@ -240,3 +240,60 @@ def test_tensorboard_without_the_package_is_a_clear_error(tmp_path, monkeypatch)
     monkeypatch.setattr(builtins, "__import__", no_tensorboard)
     with pytest.raises(ValueError, match=r"tensorboard package is not installed"):
         Trainer(load_config(None, [*TINY, "run.tensorboard=true"]), tmp_path)
+
+
+def script_validation(trainer: Trainer, losses: list[float]) -> None:
+    """Make the first len(losses) validation evaluations report the given losses."""
+    real = trainer.evaluate
+    scripted = list(losses)
+
+    def evaluate(x, y):
+        result = real(x, y)
+        if x is trainer.data.x_val and scripted:
+            result["loss"] = scripted.pop(0)
+        return result
+
+    trainer.evaluate = evaluate
+
+
+def test_early_stopping_restores_the_best_weights(tmp_path):
+    settings = [
+        *TINY,
+        "averaging.ema=false",  # the EMA evaluation would consume scripted losses too
+        "run.epochs=10",
+        "run.checkpoint_every=none",
+        'run.keep_best_by="val_loss"',
+        "run.early_stopping={patience=2, restore_best=true}",
+    ]
+    trainer = Trainer(load_config(None, settings), tmp_path)
+    script_validation(trainer, [1.0, 0.5, 0.6, 0.7, 0.1])  # best at the 2nd evaluation
+    summary = trainer.fit()
+    per_epoch = len(trainer.batches)
+    assert summary["steps"] == 4 * per_epoch  # stopped after 2 evaluations without progress
+    best = load_checkpoint_weights(tmp_path / "checkpoints" / f"step-{2 * per_epoch:08d}")
+    final = weights(tmp_path)
+    assert all(torch.equal(best[k], final[k]) for k in final)
+
+
+def load_checkpoint_weights(path: Path) -> dict[str, torch.Tensor]:
+    from trainlab.train import load_checkpoint
+
+    return load_checkpoint(path).weights
+
+
+def test_plateau_starts_watching_after_the_warmup(tmp_path):
+    settings = [
+        *TINY,
+        "run.epochs=4",
+        "run.eval_every=2",
+        'schedule.phases=[{name="warmup", steps=10}]',
+        'schedule.plateau={metric="val_loss", patience=0, factor=0.5, after_step=10}',
+    ]
+    trainer = Trainer(load_config(None, settings), tmp_path)
+    script_validation(trainer, [1.0] * 100)  # never improves
+    trainer.fit()
+    records = [json.loads(x) for x in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    lr = {r["step"]: r["lr"] for r in records if "lr" in r}
+    base = trainer.lr.base_lrs[0]
+    assert lr[10] == pytest.approx(0.9 * base)  # step 10 ran at warmup factor 9/10: no drop yet
+    assert lr[20] < base * 0.5  # after the warmup the stalled loss halves it
