@@ -350,3 +350,23 @@ def test_backend_keyword_is_validated():
         r"'eager', 'fused'\)",
     ):
         optim.SGD([torch.zeros(1, requires_grad=True)], backend="triton")
+
+
+def test_a_switch_turned_on_mid_run_compiles_its_variant_and_matches_eager():
+    def run(backend):
+        params = make_params(torch.float64)[:3]
+        opt = optim.Adam(params, lr=0.01, backend=backend)
+        for step in range(8):
+            if step == 4:
+                opt.param_groups[0]["amsgrad"] = True
+            opt.zero_grad()
+            loss_of([*params, None], batch(torch.float64, step)).backward()
+            opt.step()
+        return params, opt
+
+    eager, _ = run("eager")
+    fused, opt = run("fused")
+    assert all_fused(opt)
+    assert all("max_exp_avg_sq" in opt.state[p] for p in fused)
+    for a, b in zip(eager, fused):
+        torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)

@@ -107,6 +107,11 @@ def compiler_available(device: torch.device) -> bool:
     return False
 
 
+def _is_switch(value: Any) -> bool:
+    """Flags and names (bools, strings, None) are baked into a compiled variant."""
+    return isinstance(value, bool) or not isinstance(value, Number)
+
+
 def _record_gradient(group: weakref.ref, i: int, _param: Tensor) -> None:
     flat = group()
     if flat is not None:
@@ -145,7 +150,7 @@ class FlatGroup:
         self.scalars: dict[str, Tensor] = {}  # one number per parameter (step, ...)
         self.step: int | None = 0  # the common step count; None once parameters differ
         self.fused_ok = True
-        self.compiled = False
+        self._compiled: set[Any] = set()  # the compiled variants this group has called
         self.needs_adopt = False
         self._scalar_inputs: dict[str, tuple[float, Tensor]] = {}
         self.stats: tuple[Tensor, ...] | None = None
@@ -267,28 +272,31 @@ class FlatGroup:
             # the eager loop does it, and the state moves into flat buffers next step.
             self.needs_adopt = True
             return False
-        saved = {k: v.clone() for k, v in self.scalars.items()}
+        # The switches (non-numbers) pick the compiled variant; numbers are tensor inputs.
+        flags = tuple((k, v) for k, v in h.items() if _is_switch(v))
+        update = compiled_update(type(opt), (*flags, self.dtype, self.device.type))
+        first_call = update not in self._compiled
+        # Only a compiling call can fail: snapshot the counters for it, not on every step.
+        saved = {k: v.clone() for k, v in self.scalars.items()} if first_call else {}
         step = None
         if "step" in self.scalars:
             self.scalars["step"].add_(1)
             step = float(self.step + 1)
         rule_h = {**h, **opt.coefficients(step, h, self.scalars), "first_step": False}
         inputs = {k: self._as_input(k, v) for k, v in rule_h.items()}
-        flags = tuple((k, v) for k, v in inputs.items() if not isinstance(v, Tensor))
-        update = compiled_update(type(opt), (*flags, self.dtype, self.device.type))
         if opt.track_stats and self.delta is None:
             self.delta = torch.empty_like(self.param)
         delta = self.delta if opt.track_stats else None
         args = (self.param, self.grad, self.state, inputs, opt.apply_rule, delta)
         try:
-            if self.compiled:
+            if not first_call:
                 update(*args)
-            else:  # the first call compiles: torch's own deprecation notices are not ours
+            else:  # this call compiles: torch's own deprecation notices are not ours
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)
                     warnings.simplefilter("ignore", FutureWarning)
                     update(*args)
-                self.compiled = True
+                self._compiled.add(update)
         except Exception as error:  # compilation failed: no buffer was written yet
             for key, value in saved.items():
                 self.scalars[key].copy_(value)
@@ -323,7 +331,7 @@ class FlatGroup:
 
     def _as_input(self, name: str, value: Any) -> Any:
         """Numbers become 0-dim tensors (updated in place), flags stay Python values."""
-        if isinstance(value, bool) or not isinstance(value, Number):
+        if _is_switch(value):
             return value
         cached = self._scalar_inputs.get(name)
         if cached is not None and cached[0] == value:
