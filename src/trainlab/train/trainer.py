@@ -131,9 +131,12 @@ class Trainer:
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self.steps_total = self._total_steps()
         self.lr = LRController(self.optimizer, self._schedule(), self._plateau())
-        self.ema = EMA(self.model, config.averaging.decay) if config.averaging.ema else None
-        if self.ema is not None and config.averaging.bias_correction:
-            self.ema = EMA(self.model, config.averaging.decay, bias_correction=True)
+        averaging = config.averaging
+        self.ema = (
+            EMA(self.model, averaging.decay, bias_correction=averaging.bias_correction)
+            if averaging.ema
+            else None
+        )
         self.loss_fn = self._loss()
         self.state = Progress()
         self._metrics_file = self.run_dir / "metrics.jsonl"
