@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import functools
 import json
-import operator
 import os
 import signal
 import subprocess
@@ -37,6 +35,11 @@ TINY = [
 ]
 
 
+def set_args(settings: list[str]) -> list[str]:
+    """["--set", s1, "--set", s2, ...] for the CLI."""
+    return [arg for setting in settings for arg in ("--set", setting)]
+
+
 def weights(run_dir: Path) -> dict[str, torch.Tensor]:
     return safetensors.torch.load_file(str(run_dir / "model.safetensors"))
 
@@ -44,7 +47,7 @@ def weights(run_dir: Path) -> dict[str, torch.Tensor]:
 def test_cli_train_writes_the_run_folder(tmp_path, capsys):
     run_dir = tmp_path / "run"
     args = ["train", "--run-dir", str(run_dir)]
-    assert main([*args, *functools.reduce(operator.iadd, (["--set", s] for s in TINY), [])]) == 0
+    assert main([*args, *set_args(TINY)]) == 0
     out = capsys.readouterr().out
     assert "test" in out and "generalization gap" in out and str(run_dir) in out
     for name in ("config.toml", "metrics.jsonl", "model.safetensors", "ema.safetensors"):
@@ -60,7 +63,7 @@ def test_cli_train_writes_the_run_folder(tmp_path, capsys):
 
 def test_cli_refuses_to_overwrite_a_run_and_names_the_fix(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    sets = functools.reduce(operator.iadd, (["--set", s] for s in [*TINY, "run.epochs=1"]), [])
+    sets = set_args([*TINY, "run.epochs=1"])
     assert main(["train", "--run-dir", str(run_dir), *sets]) == 0
     before = weights(run_dir)
     assert main(["train", "--run-dir", str(run_dir), *sets]) == 2
@@ -76,7 +79,7 @@ def test_cli_bad_config_exits_2_naming_the_key(tmp_path, capsys):
 
 def test_resume_with_a_changed_config_is_refused(tmp_path, capsys):
     run_dir = tmp_path / "run"
-    sets = functools.reduce(operator.iadd, (["--set", s] for s in [*TINY, "run.epochs=1"]), [])
+    sets = set_args([*TINY, "run.epochs=1"])
     assert main(["train", "--run-dir", str(run_dir), *sets]) == 0
     assert main(["train", "--resume", str(run_dir), "--set", "optimizer.lr=0.5"]) == 2
     assert "change the run" in capsys.readouterr().err
@@ -297,3 +300,22 @@ def test_plateau_starts_watching_after_the_warmup(tmp_path):
     base = trainer.lr.base_lrs[0]
     assert lr[10] == pytest.approx(0.9 * base)  # step 10 ran at warmup factor 9/10: no drop yet
     assert lr[20] < base * 0.5  # after the warmup the stalled loss halves it
+
+
+def test_resume_from_a_corrupt_checkpoint_exits_2_and_keeps_files(tmp_path, capsys):
+    run_dir = tmp_path / "run"
+    sets = set_args([*TINY, "run.epochs=1"])
+    assert main(["train", "--run-dir", str(run_dir), *sets]) == 0
+    latest = sorted((run_dir / "checkpoints").iterdir())[-1]
+    damaged = latest / "weights.safetensors"
+    data = bytearray(damaged.read_bytes())
+    data[-1] ^= 0xFF
+    damaged.write_bytes(bytes(data))
+    assert main(["train", "--resume", str(run_dir)]) == 2
+    assert "SHA-256" in capsys.readouterr().err
+    assert damaged.read_bytes() == bytes(data)  # nothing was deleted or rewritten
+
+
+def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
+    assert main(["train", "--resume", str(tmp_path)]) == 2
+    assert "has no config.toml" in capsys.readouterr().err
