@@ -295,33 +295,56 @@ def test_loading_state_into_a_running_fused_optimizer():
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 
 
-def test_track_stats_matches_a_direct_computation():
-    def run(backend, inject_nan=False):
-        params = make_params(torch.float64)[:3]
-        opt = optim.SGD(params, lr=0.1, momentum=0.9, backend=backend, track_stats=True)
-        for step in range(3):
-            before = [p.detach().clone() for p in params]
-            opt.zero_grad()
-            loss_of([*params, None], batch(torch.float64, step)).backward()
-            if inject_nan and step == 2:
-                params[0].grad[0, 0] = float("nan")
-            grads = [p.grad.clone() for p in params]
-            opt.step()
-        (stats,) = opt.stats
-        g = torch.cat([x.reshape(-1) for x in grads])
-        delta = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(params, before)])
-        theta = torch.cat([p.detach().reshape(-1) for p in params])
-        return stats, g, delta, theta
+def run_with_stats(backend, inject_nan=False, dtype=torch.float64, steps=3):
+    params = make_params(dtype)[:3]
+    opt = optim.SGD(params, lr=0.1, momentum=0.9, backend=backend, track_stats=True)
+    for step in range(steps):
+        before = [p.detach().clone() for p in params]
+        opt.zero_grad()
+        loss_of([*params, None], batch(dtype, step)).backward()
+        if inject_nan and step == steps - 1:
+            params[0].grad[0, 0] = float("nan")
+        grads = [p.grad.clone() for p in params]
+        opt.step()
+    (stats,) = opt.stats
+    g = torch.cat([x.reshape(-1) for x in grads]).double()
+    delta = torch.cat([(p.detach() - b).reshape(-1) for p, b in zip(params, before)]).double()
+    theta = torch.cat([p.detach().reshape(-1) for p in params]).double()
+    return opt, stats, g, delta, theta
 
-    for backend in ("eager", "fused"):
-        stats, g, delta, theta = run(backend)
-        torch.testing.assert_close(stats["grad_norm"], g.norm(), rtol=1e-6, atol=0)
-        torch.testing.assert_close(
-            stats["update_ratio"], delta.norm() / theta.norm(), rtol=1e-6, atol=0
-        )
-        assert stats["nonfinite"].item() == 0
-        stats, *_ = run(backend, inject_nan=True)
-        assert stats["nonfinite"].item() == 1
+
+def assert_stats(stats, g, delta, theta, rtol=1e-6):
+    torch.testing.assert_close(stats["grad_norm"], g.norm(), rtol=rtol, atol=0)
+    expected_ratio = delta.norm() / theta.norm()
+    torch.testing.assert_close(stats["update_ratio"], expected_ratio, rtol=rtol, atol=0)
+
+
+@pytest.mark.parametrize("backend", ["eager", "fused"])
+def test_track_stats_matches_a_direct_computation(backend):
+    _, stats, g, delta, theta = run_with_stats(backend)
+    assert_stats(stats, g, delta, theta)
+    assert stats["nonfinite"].item() == 0
+    _, stats, *_ = run_with_stats(backend, inject_nan=True)
+    assert stats["nonfinite"].item() == 1
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_track_stats_are_summed_inside_the_fused_update_once_checked(dtype):
+    opt, stats, g, delta, theta = run_with_stats("fused", dtype=dtype, steps=5)
+    assert_stats(stats, g, delta, theta, rtol=1e-6 if dtype == torch.float64 else 1e-4)
+    (info,) = opt.backend_info()
+    assert info["fused"] and info["stats"] == "twin"
+    assert opt._engine.groups[0][0].twin_checked
+
+
+def test_track_stats_fall_back_to_separate_passes_when_the_check_fails(monkeypatch):
+    # A compiler that wrote θ before reading it through the twin would sum the wrong
+    # Δθ; a twin that is not θ at all stands in for it here.
+    monkeypatch.setattr(_fused, "unaliased", torch.zeros_like)
+    opt, stats, g, delta, theta = run_with_stats("fused", steps=6)
+    assert_stats(stats, g, delta, theta)
+    (info,) = opt.backend_info()
+    assert info["fused"] and info["stats"] == "delta"
 
 
 def test_auto_uses_eager_for_small_groups_and_fused_for_large(monkeypatch):

@@ -231,6 +231,11 @@ class FirstOrderOptimizer(TrainlabOptimizer):
     lazy_state: ClassVar[tuple[str, ...]] = ()
     #: True when ``coefficients`` advances state (then it runs once per parameter).
     coefficients_update_state: ClassVar[bool] = False
+    #: ``track_stats`` on the fused backend: sum the statistics inside the compiled
+    #: update loop. False for rules whose θ update reads a state value the same step
+    #: overwrites (AdaDelta's E[Δθ²]): inductor then splits the loop and stages θ, which
+    #: costs more than summing in separate passes afterwards.
+    fused_stats_in_loop: ClassVar[bool] = True
 
     def __init__(self, params: Any, keywords: dict[str, Any]) -> None:
         from ._fused import FusedEngine
@@ -294,7 +299,9 @@ class FirstOrderOptimizer(TrainlabOptimizer):
 
         ``fused`` is True while that part is stepped by its compiled kernel, False once it
         fell back to the eager loop (compilation failed, or its parameters' step counts
-        diverged because some got no gradient in a step).
+        diverged because some got no gradient in a step). ``stats`` (with
+        ``track_stats=True``) is ``"twin"`` while the statistics are summed inside the
+        compiled update and ``"delta"`` where they take separate passes after it.
         """
         return self._engine.info()
 

@@ -26,6 +26,7 @@ from numbers import Number
 from typing import TYPE_CHECKING, Any
 
 import torch
+import torch.utils.dlpack
 from torch import Tensor
 
 if TYPE_CHECKING:
@@ -57,18 +58,50 @@ def _update(
     state: dict[str, Tensor],
     h: dict[str, Any],
     apply_rule: Any,
+    before: Tensor | None,
     delta: Tensor | None,
-) -> None:
-    """What gets compiled: the optimizer's rule over flat buffers.
+) -> tuple[Tensor, ...] | None:
+    """What gets compiled: the optimizer's rule over flat buffers, and its statistics.
 
-    With statistics on, the step also writes its update Δθ into ``delta`` — in the same
-    pass, while θ_old and θ_new are both at hand (a reduction here would make inductor
-    materialize θ_new in a temporary and copy it back, tripling the step's cost).
+    Without statistics (``before`` and ``delta`` None) it is the rule alone. With them it
+    also returns [Σg², Σ(Δθ)², Σθ²], in one of two ways:
+
+    * ``before`` — θ's memory seen through a second tensor that the compiler does not
+      know aliases ``param``. Inductor then emits one loop that loads θ_old (through
+      ``before``), computes θ_new and the three sums, and stores θ_new in place: the
+      statistics cost no extra pass over memory. This is correct only while the loop
+      reads each element before it writes it, so the first steps are checked against a
+      copy of θ (:meth:`FlatGroup._check_statistics`) and any mismatch switches the
+      group to the second way for good.
+    * ``delta`` — θ_old is cloned inside the compiled code and Δθ written to ``delta``
+      (a reduction over a clone of a mutated input makes inductor stage θ_new in a
+      temporary and copy it back, tripling the step's cost); the sums are then BLAS
+      passes over the flat buffers, outside.
     """
-    before = param.clone() if delta is not None else None
-    apply_rule(param, grad, state, h)
     if delta is not None:
-        delta.copy_(param - before)
+        old = param.clone()
+        apply_rule(param, grad, state, h)
+        delta.copy_(param - old)
+        return None
+    apply_rule(param, grad, state, h)
+    if before is None:
+        return None
+    return _square_sum(grad), _square_sum(param - before), _square_sum(param)
+
+
+def _square_sum(x: Tensor) -> Tensor:
+    """Σx², accumulated in float64 for float64 buffers and in float32 otherwise.
+
+    (Accumulating float32 in float64 costs more here: inductor then splits the loop.)
+    """
+    if x.dtype != torch.float64:
+        x = x.float()
+    return (x * x).sum()
+
+
+def unaliased(buffer: Tensor) -> Tensor:
+    """A second tensor over ``buffer``'s memory that torch does not know is an alias."""
+    return torch.utils.dlpack.from_dlpack(torch.utils.dlpack.to_dlpack(buffer))
 
 
 def sum_of_squares(x: Tensor) -> Tensor:
@@ -154,7 +187,12 @@ class FlatGroup:
         self.needs_adopt = False
         self._scalar_inputs: dict[str, tuple[float, Tensor]] = {}
         self.stats: tuple[Tensor, ...] | None = None
-        self.delta: Tensor | None = None  # Δθ of the last step, with track_stats
+        # track_stats: "twin" sums inside the update loop, "delta" writes Δθ and sums
+        # after it (see _update); a twin is trusted once a step has checked it.
+        self.stats_mode = "twin" if optimizer.fused_stats_in_loop else "delta"
+        self.twin_checked = False
+        self._twin: Tensor | None = None
+        self._delta: Tensor | None = None
         self.adopt_state()
 
     def _view(self, buffer: Tensor, i: int) -> Tensor:
@@ -274,7 +312,9 @@ class FlatGroup:
             return False
         # The switches (non-numbers) pick the compiled variant; numbers are tensor inputs.
         flags = tuple((k, v) for k, v in h.items() if _is_switch(v))
-        update = compiled_update(type(opt), (*flags, self.dtype, self.device.type))
+        stats_mode = self.stats_mode if opt.track_stats else None
+        variant = (*flags, ("stats", stats_mode), self.dtype, self.device.type)
+        update = compiled_update(type(opt), variant)
         first_call = update not in self._compiled
         # Only a compiling call can fail: snapshot the counters for it, not on every step.
         saved = {k: v.clone() for k, v in self.scalars.items()} if first_call else {}
@@ -284,18 +324,16 @@ class FlatGroup:
             step = float(self.step + 1)
         rule_h = {**h, **opt.coefficients(step, h, self.scalars), "first_step": False}
         inputs = {k: self._as_input(k, v) for k, v in rule_h.items()}
-        if opt.track_stats and self.delta is None:
-            self.delta = torch.empty_like(self.param)
-        delta = self.delta if opt.track_stats else None
-        args = (self.param, self.grad, self.state, inputs, opt.apply_rule, delta)
+        before, delta, check = self._statistics_buffers(stats_mode)
+        args = (self.param, self.grad, self.state, inputs, opt.apply_rule, before, delta)
         try:
             if not first_call:
-                update(*args)
+                sums = update(*args)
             else:  # this call compiles: torch's own deprecation notices are not ours
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)
                     warnings.simplefilter("ignore", FutureWarning)
-                    update(*args)
+                    sums = update(*args)
                 self._compiled.add(update)
         except Exception as error:  # compilation failed: no buffer was written yet
             for key, value in saved.items():
@@ -313,21 +351,51 @@ class FlatGroup:
             return False
         if step is not None:
             self.step += 1
-        if delta is not None:
-            self.stats = self._statistics(delta)
+        if stats_mode is not None:
+            self.stats = self._statistics(sums, check)
         return True
 
-    def _statistics(self, delta: Tensor) -> tuple[Tensor, ...]:
-        """[Σg², Σ(Δθ)², Σθ², non-finite count]: three BLAS passes over flat buffers.
+    # -- statistics ----------------------------------------------------------------------
+    def _statistics_buffers(self, mode: str | None) -> tuple[Tensor | None, ...]:
+        """(before, delta, check) for ``_update``: see its docstring."""
+        if mode is None:
+            return None, None, None
+        if mode == "delta":
+            if self._delta is None:
+                self._delta = torch.empty_like(self.param)
+            return None, self._delta, None
+        if self._twin is None:
+            self._twin = unaliased(self.param)
+        check = None if self.twin_checked else self.param.clone()
+        return self._twin, None, check
 
-        The count is exact: Σg² is finite exactly when every g is finite, unless squares
-        overflow, and only then are the elements counted one by one.
+    def _statistics(self, sums: tuple[Tensor, ...] | None, check: Tensor | None):
+        """[Σg², Σ(Δθ)², Σθ², non-finite count] of the step just taken.
+
+        In "twin" mode the sums come from the update loop itself; until one step with a
+        nonzero update has confirmed Σ(Δθ)² against a copy of θ taken before the step,
+        each step is checked, and a mismatch (a compiler that split the loop, so θ was
+        written before the twin was read) moves the group to "delta" mode for good. The
+        non-finite count is exact: Σg² is finite exactly when every g is finite, unless
+        squares overflow, and only then are the elements counted one by one.
         """
-        grad_sq = sum_of_squares(self.grad)
+        if sums is None and self._delta is not None:  # "delta": three BLAS passes
+            sums = (sum_of_squares(self.grad), sum_of_squares(self._delta))
+            sums = (*sums, sum_of_squares(self.param))
+        grad_sq, update_sq, param_sq = sums
+        if check is not None:
+            wide = torch.float64 if self.dtype == torch.float64 else torch.float32
+            expected = sum_of_squares(self.param.to(wide) - check.to(wide))
+            if bool(expected > 0):
+                if bool(torch.isclose(update_sq.to(wide), expected, rtol=1e-3, atol=0)):
+                    self.twin_checked = True
+                else:
+                    self.stats_mode, self._twin = "delta", None
+                    update_sq = expected
         nonfinite = grad_sq.new_zeros(())
         if not bool(torch.isfinite(grad_sq)):
             nonfinite = (~torch.isfinite(self.grad)).sum()
-        return grad_sq, sum_of_squares(delta), sum_of_squares(self.param), nonfinite
+        return grad_sq, update_sq, param_sq, nonfinite
 
     def _as_input(self, name: str, value: Any) -> Any:
         """Numbers become 0-dim tensors (updated in place), flags stay Python values."""
@@ -408,6 +476,7 @@ class FusedEngine:
                 "params": len(flat.params),
                 "numel": flat.param.numel(),
                 "fused": flat.fused_ok and flat.step is not None,
+                "stats": flat.stats_mode if self.optimizer.track_stats else None,
             }
             for index, flats in sorted(self.groups.items())
             for flat in flats

@@ -61,6 +61,7 @@ class Adadelta(FirstOrderOptimizer):
     """
 
     checks = first_order_checks(rho=_checks.unit_closed, eps=_checks.positive)
+    fused_stats_in_loop = False  # Δθ reads E[Δθ²] before the step overwrites it
 
     def __init__(
         self,
