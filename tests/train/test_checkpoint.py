@@ -24,6 +24,7 @@ import trainlab.optim
 from trainlab.train import checkpoint
 from trainlab.train.checkpoint import (
     CheckpointError,
+    CheckpointWriter,
     latest_checkpoint,
     list_checkpoints,
     load_checkpoint,
@@ -350,6 +351,46 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch, cleanup):
     assert len(list(directory.glob(".tmp-step-2-*"))) == (0 if cleanup else 1)
     assert names(list_checkpoints(tmp_path)) == ["step-1"]
     assert load_checkpoint(latest_checkpoint(tmp_path)).weights["w"][0] == 1.0
+
+
+def test_background_writer_saves_the_tensors_as_they_were_at_submit(tmp_path):
+    writer = CheckpointWriter()
+    w, m = torch.ones(1000), torch.zeros(3)
+    ran = []
+    path = writer.submit(
+        tmp_path,
+        "step-1",
+        weights={"w": w},
+        state={"m": m, "history": [1, 2]},
+        metrics={"step": 1},
+        then=lambda: ran.append(latest_checkpoint(tmp_path)),
+    )
+    w.add_(5.0)  # training goes on while the checkpoint is written
+    m.fill_(7.0)
+    writer.wait()
+    saved = load_checkpoint(path)
+    assert torch.equal(saved.weights["w"], torch.ones(1000))
+    assert torch.equal(saved.state["m"], torch.zeros(3)) and saved.state["history"] == [1, 2]
+    assert ran == [path]  # ``then`` ran after the checkpoint was complete
+
+
+def test_background_writer_checks_inputs_at_once_and_reraises_write_errors(tmp_path, monkeypatch):
+    writer = CheckpointWriter()
+    with pytest.raises(CheckpointError, match="Invalid checkpoint name"):
+        writer.submit(tmp_path, ".hidden", weights={}, state={})
+    writer.submit(tmp_path, "step-1", weights={"w": torch.ones(2)}, state={}, metrics={"step": 1})
+    writer.wait()
+
+    def full_disk(path, data):
+        raise OSError("No space left on device")
+
+    monkeypatch.setattr(checkpoint, "_write_file", full_disk)
+    writer.submit(tmp_path, "step-2", weights={"w": torch.zeros(2)}, state={}, metrics={"step": 2})
+    with pytest.raises(OSError, match="No space left"):
+        writer.wait()
+    writer.wait()  # reported once
+    assert names(list_checkpoints(tmp_path)) == ["step-1"]
+    assert not list((tmp_path / "checkpoints").glob(".tmp-*"))
 
 
 KILLED_SAVE = """

@@ -31,6 +31,7 @@ TINY = [
     "averaging.ema=true",
     "run.epochs=3",
     "run.checkpoint_every=5",
+    "run.checkpoint_seconds=0",
     "run.threads=1",
 ]
 
@@ -153,6 +154,59 @@ def test_nonfinite_raise_names_the_step_and_keeps_checkpoints(tmp_path):
     with pytest.raises(NonFiniteError, match=r"Non-finite loss at step 7 .*lower optimizer.lr"):
         trainer.fit()
     assert (tmp_path / "checkpoints" / "step-00000005").exists()
+
+
+def test_a_checkpoint_write_failing_in_the_background_stops_training(tmp_path, monkeypatch):
+    from trainlab.train import checkpoint
+
+    real_write = checkpoint._write_snapshot
+
+    def write(run_dir, snapshot):
+        if snapshot.step == 10:
+            raise OSError("No space left on device")
+        return real_write(run_dir, snapshot)
+
+    monkeypatch.setattr(checkpoint, "_write_snapshot", write)
+    trainer = Trainer(load_config(None, TINY), tmp_path)
+    with pytest.raises(OSError, match="No space left"):
+        trainer.fit()
+    # reported at the next save (step 15), which was not started; step 5's is intact
+    assert trainer.state.step == 15
+    saved = sorted(p.name for p in (tmp_path / "checkpoints").iterdir())
+    assert saved == ["step-00000005"]
+
+
+def test_periodic_checkpoints_wait_checkpoint_seconds_but_bests_and_the_end_do_not(tmp_path):
+    def saved_steps(settings):
+        run_dir = tmp_path / str(len(list(tmp_path.iterdir())))
+        trainer = Trainer(load_config(None, [*TINY, *settings, "run.keep_last=100"]), run_dir)
+        steps = []
+        real_save = trainer.save
+
+        def save(**options):
+            steps.append(trainer.state.step)
+            return real_save(**options)
+
+        trainer.save = save
+        trainer.fit()
+        assert sorted(p.name for p in (run_dir / "checkpoints").iterdir()) == [
+            f"step-{step:08d}" for step in steps
+        ]
+        return steps, trainer.steps_total, trainer.state.history
+
+    steps, total, _ = saved_steps(["run.keep_best_by=none"])
+    assert steps == sorted({*range(5, total + 1, 5), total})  # checkpoint_seconds=0
+    steps, _, _ = saved_steps(["run.keep_best_by=none", "run.checkpoint_seconds=3600"])
+    assert steps == [5, total]  # the first periodic one, then only the end
+    steps, _, history = saved_steps(["run.checkpoint_seconds=3600"])
+    accuracy = [record["val_accuracy"] for record in history]
+    bests = [
+        r["step"]
+        for i, r in enumerate(history)
+        if r["val_accuracy"] > max(accuracy[:i], default=-1)
+    ]
+    assert len(bests) >= 2
+    assert steps == sorted({5, *bests, total})  # each new best is saved when it is found
 
 
 def test_nonfinite_skip_counts_and_continues(tmp_path):

@@ -26,7 +26,9 @@ import json
 import os
 import secrets
 import shutil
+import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -93,35 +95,26 @@ def save_checkpoint(
         metrics: plain numbers and strings to record in ``meta.json``; its ``"step"``
             (an int) orders the checkpoints (default: None).
     """
+    return _write_snapshot(Path(run_dir), _snapshot(name, weights, state, metrics))
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """A checkpoint's contents, copied: later training steps cannot change it."""
+
+    name: str
+    weights: dict[str, Tensor]
+    state_tensors: dict[str, Tensor]
+    skeleton: Any
+    metrics: Any
+    step: int | None
+
+
+def _snapshot(
+    name: str, weights: dict[str, Tensor], state: dict[str, Any], metrics: dict[str, Any] | None
+) -> _Snapshot:
+    """Check the inputs and copy every tensor (the only part that must block training)."""
     _check_name(name)
-    files = _serialize(weights, state)
-    meta = _meta(name, metrics, files)
-    directory = Path(run_dir) / CHECKPOINTS_DIR
-    _make_dir(directory)
-    temp = directory / f"{TEMP_PREFIX}{name}-{os.getpid()}-{secrets.token_hex(4)}"
-    temp.mkdir()
-    try:
-        for filename, data in files.items():
-            _write_file(temp / filename, data)
-        _write_file(temp / META_FILE, _json_bytes(meta))  # last: its presence means complete
-        _fsync_dir(temp)
-        _move_into_place(temp, directory / name)
-    except BaseException:
-        _remove_tree(temp)
-        raise
-    return directory / name
-
-
-def _check_name(name: str) -> None:
-    if not isinstance(name, str) or not name or name.startswith(".") or {"/", os.sep} & {*name}:
-        raise CheckpointError(
-            f"Invalid checkpoint name: {name!r} (must be a non-empty str without '/' "
-            "that does not start with '.')"
-        )
-
-
-def _serialize(weights: dict[str, Tensor], state: dict[str, Any]) -> dict[str, bytes]:
-    """The data files' bytes, computed before anything touches the disk."""
     if not isinstance(weights, dict) or not all(
         isinstance(k, str) and isinstance(v, Tensor) for k, v in weights.items()
     ):
@@ -130,18 +123,9 @@ def _serialize(weights: dict[str, Tensor], state: dict[str, Any]) -> dict[str, b
         )
     if not isinstance(state, dict):
         raise CheckpointError(f"Invalid state: a {type(state).__name__} (must be a dict)")
-    state_tensors, skeleton = flatten(state)
-    return {
-        WEIGHTS_FILE: safetensors.torch.save({k: _compact_copy(v, k) for k, v in weights.items()}),
-        STATE_TENSORS_FILE: safetensors.torch.save(state_tensors),
-        STATE_JSON_FILE: _json_bytes(skeleton),
-    }
-
-
-def _meta(name: str, metrics: dict[str, Any] | None, files: dict[str, bytes]) -> dict[str, Any]:
     metrics = {} if metrics is None else metrics
-    tensors, encoded = flatten(metrics) if isinstance(metrics, dict) else ({}, None)
-    if not isinstance(metrics, dict) or tensors:
+    metric_tensors, encoded = flatten(metrics) if isinstance(metrics, dict) else ({}, None)
+    if not isinstance(metrics, dict) or metric_tensors:
         raise CheckpointError(
             f"Invalid metrics: {metrics!r} (must be a dict of plain numbers and strings; "
             "convert tensors with .item())"
@@ -149,19 +133,105 @@ def _meta(name: str, metrics: dict[str, Any] | None, files: dict[str, bytes]) ->
     step = metrics.get("step")
     if step is not None and (isinstance(step, bool) or not isinstance(step, int) or step < 0):
         raise CheckpointError(f"Invalid step in metrics: {step!r} (must be an int >= 0)")
-    return {
+    state_tensors, skeleton = flatten(state)  # tensors come out as compact copies
+    copies = {k: _compact_copy(v, k) for k, v in weights.items()}
+    return _Snapshot(name, copies, state_tensors, skeleton, encoded, step)
+
+
+def _write_snapshot(run_dir: Path, snapshot: _Snapshot) -> Path:
+    """Serialize and write a snapshot: temp directory, fsync, rename."""
+    files = {
+        WEIGHTS_FILE: safetensors.torch.save(snapshot.weights),
+        STATE_TENSORS_FILE: safetensors.torch.save(snapshot.state_tensors),
+        STATE_JSON_FILE: _json_bytes(snapshot.skeleton),
+    }
+    meta = {
         "format": FORMAT,
         "format_version": FORMAT_VERSION,
-        "name": name,
-        "step": step,
+        "name": snapshot.name,
+        "step": snapshot.step,
         "saved_at": time.time(),
-        "metrics": encoded,
+        "metrics": snapshot.metrics,
         "files": {
             filename: {"sha256": hashlib.sha256(data).hexdigest(), "bytes": len(data)}
             for filename, data in files.items()
         },
         "complete": True,
     }
+    directory = run_dir / CHECKPOINTS_DIR
+    _make_dir(directory)
+    temp = directory / f"{TEMP_PREFIX}{snapshot.name}-{os.getpid()}-{secrets.token_hex(4)}"
+    temp.mkdir()
+    try:
+        for filename, data in files.items():
+            _write_file(temp / filename, data)
+        _write_file(temp / META_FILE, _json_bytes(meta))  # last: its presence means complete
+        _fsync_dir(temp)
+        _move_into_place(temp, directory / snapshot.name)
+    except BaseException:
+        _remove_tree(temp)
+        raise
+    return directory / snapshot.name
+
+
+class CheckpointWriter:
+    """Writes checkpoints on a background thread, so training does not wait for the disk.
+
+    :meth:`submit` checks its inputs and copies every tensor before it returns (a few
+    milliseconds for a small model); serializing, hashing, writing, fsyncing and renaming
+    happen on the writer thread, one checkpoint at a time, in order. A crash while a
+    checkpoint is in flight leaves the previous ones complete, as with
+    :func:`save_checkpoint`. Call :meth:`wait` before reading checkpoints back; it
+    re-raises an error from the writer thread.
+    """
+
+    def __init__(self) -> None:
+        self._thread: threading.Thread | None = None
+        self._error: BaseException | None = None
+
+    def submit(
+        self,
+        run_dir: Path,
+        name: str,
+        *,
+        weights: dict[str, Tensor],
+        state: dict[str, Any],
+        metrics: dict[str, Any] | None = None,
+        then: Callable[[], Any] | None = None,
+    ) -> Path:
+        """Start writing a checkpoint (after the previous one is done); ``then`` runs after."""
+        snapshot = _snapshot(name, weights, state, metrics)
+        self.wait()
+        run_dir = Path(run_dir)
+
+        def write() -> None:
+            try:
+                _write_snapshot(run_dir, snapshot)
+                if then is not None:
+                    then()
+            except BaseException as error:  # re-raised on the training thread by wait()
+                self._error = error
+
+        self._thread = threading.Thread(target=write, name="trainlab-checkpoint")
+        self._thread.start()
+        return run_dir / CHECKPOINTS_DIR / name
+
+    def wait(self, *, raise_errors: bool = True) -> None:
+        """Block until the checkpoint in flight is on disk; raise what writing it raised."""
+        if self._thread is not None:
+            self._thread.join()
+            self._thread = None
+        error, self._error = self._error, None
+        if error is not None and raise_errors:
+            raise error
+
+
+def _check_name(name: str) -> None:
+    if not isinstance(name, str) or not name or name.startswith(".") or {"/", os.sep} & {*name}:
+        raise CheckpointError(
+            f"Invalid checkpoint name: {name!r} (must be a non-empty str without '/' "
+            "that does not start with '.')"
+        )
 
 
 def _json_bytes(tree: Any) -> bytes:

@@ -74,6 +74,7 @@ AUGMENTATIONS: dict[str, str] = {
 # the old weights with run.init_from instead).
 NOT_FINGERPRINTED = (
     "run.checkpoint_every",
+    "run.checkpoint_seconds",
     "run.device",
     "run.keep_last",
     "run.tensorboard",
@@ -651,6 +652,14 @@ class RunConfig(_Section):
     )
     checkpoint_every: int | None = field(
         default=None, metadata=_about("steps between checkpoints; none: every epoch", _at_least(1))
+    )
+    checkpoint_seconds: float = field(
+        default=30.0,
+        metadata=_about(
+            "skip a checkpoint_every checkpoint while the last one is younger than this "
+            "(a new best, early stopping and the end are always saved); 0: never skip",
+            _checks.nonnegative,
+        ),
     )
     keep_last: int = field(
         default=2, metadata=_about("checkpoints kept, besides the best", _at_least(1))

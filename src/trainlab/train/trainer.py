@@ -39,11 +39,11 @@ from .. import models as models_lib
 from ..optim import OPTIMIZERS
 from .averaging import EMA
 from .checkpoint import (
+    CheckpointWriter,
     latest_checkpoint,
     load_checkpoint,
     load_weights_file,
     prune_checkpoints,
-    save_checkpoint,
 )
 from .plateau import LRController, ReduceOnPlateau
 from .regularize import clip_grad_norm_, clip_grad_value_, penalty
@@ -141,6 +141,8 @@ class Trainer:
         self.state = Progress()
         self._metrics_file = self.run_dir / "metrics.jsonl"
         self._tensorboard = self._tensorboard_writer() if run.tensorboard else None
+        self._writer = CheckpointWriter()
+        self._last_save = -math.inf  # time.monotonic() of the last checkpoint
         if resume:
             self._resume()
 
@@ -299,18 +301,29 @@ class Trainer:
         eval_every = run.eval_every or len(self.batches)
         checkpoint_every = run.checkpoint_every or eval_every
         stopped_early = False
-        while self.state.step < self.steps_total and not stopped_early:
-            self.model.train()
-            for xb, yb in self.batches:
-                self._train_step(xb.to(self.device), yb.to(self.device))
-                step = self.state.step
-                if step % eval_every == 0 or step == self.steps_total:
-                    stopped_early = self._evaluate_and_select()
-                if step % checkpoint_every == 0 or step == self.steps_total or stopped_early:
-                    self.save()
-                if step >= self.steps_total or stopped_early:
-                    break
-            self.state.epoch = self.batches.epoch
+        try:
+            while self.state.step < self.steps_total and not stopped_early:
+                self.model.train()
+                for xb, yb in self.batches:
+                    self._train_step(xb.to(self.device), yb.to(self.device))
+                    step = self.state.step
+                    new_best = False
+                    if step % eval_every == 0 or step == self.steps_total:
+                        stopped_early = self._evaluate_and_select()
+                        new_best = self.state.best_checkpoint == f"step-{step:08d}"
+                    due = step % checkpoint_every == 0 and (
+                        time.monotonic() - self._last_save >= run.checkpoint_seconds
+                    )
+                    if due or new_best or stopped_early or step == self.steps_total:
+                        self.save(background=True)
+                    if step >= self.steps_total or stopped_early:
+                        break
+                self.state.epoch = self.batches.epoch
+        except BaseException:
+            # The checkpoint in flight holds a good state: let it reach the disk.
+            self._writer.wait(raise_errors=False)
+            raise
+        self._writer.wait()
         return self._finish(time.perf_counter() - start)
 
     def _train_step(self, xb: Tensor, yb: Tensor) -> None:
@@ -356,6 +369,7 @@ class Trainer:
     def _nonfinite(self, loss: Tensor) -> None:
         policy, step = self.config.run.nonfinite, self.state.step
         self.optimizer.zero_grad()
+        self._writer.wait()  # the last good checkpoint is complete before anything else
         if policy == "skip":
             self.state.skipped += 1
             self._log({"step": step, "event": "skipped non-finite step"})
@@ -438,9 +452,15 @@ class Trainer:
         return bool(stop) and self.state.bad_evaluations >= stop["patience"]
 
     # -- checkpoints -----------------------------------------------------------------------
-    def save(self) -> Path:
-        """Write a checkpoint of everything the next step depends on; prune old ones."""
+    def save(self, *, background: bool = False) -> Path:
+        """Checkpoint everything the next step depends on, then prune old checkpoints.
+
+        With ``background=True`` (as ``fit`` does) the tensors are copied now and the files
+        written by a background thread while training goes on; the checkpoint is complete
+        once the next save, a rollback or the end of ``fit`` has waited for it.
+        """
         name = f"step-{self.state.step:08d}"
+        self._last_save = time.monotonic()
         state = {
             "optimizer": self.optimizer.state_dict(),
             "lr": self.lr.state_dict(),
@@ -449,14 +469,26 @@ class Trainer:
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "progress": {k: v for k, v in vars(self.state).items()},
         }
-        metrics = {"step": self.state.step}
-        path = save_checkpoint(
-            self.run_dir, name, weights=self.model.state_dict(), state=state, metrics=metrics
+        best, keep_last, run_dir = (
+            self.state.best_checkpoint,
+            self.config.run.keep_last,
+            self.run_dir,
         )
-        best = self.state.best_checkpoint
-        if best is not None and not (self.run_dir / "checkpoints" / best).exists():
-            best = None
-        prune_checkpoints(self.run_dir, self.config.run.keep_last, best)
+
+        def prune() -> None:
+            kept = best if best and (run_dir / "checkpoints" / best).exists() else None
+            prune_checkpoints(run_dir, keep_last, kept)
+
+        path = self._writer.submit(
+            run_dir,
+            name,
+            weights=self.model.state_dict(),
+            state=state,
+            metrics={"step": self.state.step},
+            then=prune,
+        )
+        if not background:
+            self._writer.wait()
         return path
 
     def _resume(self) -> None:
