@@ -337,6 +337,24 @@ def test_track_stats_are_summed_inside_the_fused_update_once_checked(dtype):
     assert opt._engine.groups[0][0].twin_checked
 
 
+@pytest.mark.parametrize(("spec", "options"), CASES)
+def test_fused_statistics_match_eager_for_every_rule_and_variant(spec, options):
+    runs = {}
+    for backend in ("eager", "fused"):
+        runs[backend] = train(
+            spec.cls, {**options, "backend": backend, "track_stats": True}, torch.float64, 6
+        )
+    (eager_params, eager), (fused_params, fused) = runs["eager"], runs["fused"]
+    assert all_fused(fused)
+    for a, b in zip(eager_params, fused_params):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    for group_eager, group_fused in zip(eager.stats, fused.stats):
+        for key in ("grad_norm", "update_ratio", "nonfinite"):
+            torch.testing.assert_close(group_fused[key], group_eager[key], rtol=1e-9, atol=0)
+    modes = {part["stats"] for part in fused.backend_info()}
+    assert modes == {"twin" if spec.cls.fused_stats_in_loop else "delta"}
+
+
 def test_track_stats_fall_back_to_separate_passes_when_the_check_fails(monkeypatch):
     # A compiler that wrote θ before reading it through the twin would sum the wrong
     # Δθ; a twin that is not θ at all stands in for it here.
