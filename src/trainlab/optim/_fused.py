@@ -73,16 +73,16 @@ def _update(
       reads each element before it writes it, so the first steps are checked against a
       copy of θ (:meth:`FlatGroup._check_statistics`) and any mismatch switches the
       group to the second way for good.
-    * ``delta`` — θ_old is cloned inside the compiled code and Δθ written to ``delta``
-      (a reduction over a clone of a mutated input makes inductor stage θ_new in a
-      temporary and copy it back, tripling the step's cost); the sums are then BLAS
-      passes over the flat buffers, outside.
+    * ``delta`` — θ_old is cloned inside the compiled code, Δθ written to ``delta`` and
+      only [Σg²] returned (a reduction over a clone of a mutated input makes inductor
+      stage θ_new in a temporary and copy it back, tripling the step's cost); Σ(Δθ)² and
+      Σθ² are then BLAS passes over the flat buffers, outside.
     """
     if delta is not None:
         old = param.clone()
         apply_rule(param, grad, state, h)
         delta.copy_(param - old)
-        return None
+        return (_square_sum(grad),)
     apply_rule(param, grad, state, h)
     if before is None:
         return None
@@ -369,7 +369,7 @@ class FlatGroup:
         check = None if self.twin_checked else self.param.clone()
         return self._twin, None, check
 
-    def _statistics(self, sums: tuple[Tensor, ...] | None, check: Tensor | None):
+    def _statistics(self, sums: tuple[Tensor, ...], check: Tensor | None):
         """[Σg², Σ(Δθ)², Σθ², non-finite count] of the step just taken.
 
         In "twin" mode the sums come from the update loop itself; until one step with a
@@ -379,9 +379,8 @@ class FlatGroup:
         non-finite count is exact: Σg² is finite exactly when every g is finite, unless
         squares overflow, and only then are the elements counted one by one.
         """
-        if sums is None and self._delta is not None:  # "delta": three BLAS passes
-            sums = (sum_of_squares(self.grad), sum_of_squares(self._delta))
-            sums = (*sums, sum_of_squares(self.param))
+        if len(sums) == 1 and self._delta is not None:  # "delta" mode: [Σg²] so far
+            sums = (sums[0], sum_of_squares(self._delta), sum_of_squares(self.param))
         grad_sq, update_sq, param_sq = sums
         if check is not None:
             wide = torch.float64 if self.dtype == torch.float64 else torch.float32
