@@ -355,6 +355,25 @@ def test_fused_statistics_match_eager_for_every_rule_and_variant(spec, options):
     assert modes == {"twin" if spec.cls.fused_stats_in_loop else "delta"}
 
 
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_low_precision_statistics_report_the_update_actually_stored(dtype):
+    # A step too small to change a bfloat16/float16 θ is a stalled update: ratio 0.
+    runs = {}
+    for backend in ("eager", "fused"):
+        params = [torch.ones(300, dtype=dtype, requires_grad=True) for _ in range(2)]
+        opt = optim.SGD(params, lr=1e-5, backend=backend, track_stats=True)
+        for _ in range(3):
+            for p in params:
+                p.grad = torch.full_like(p, 0.5)
+            opt.step()
+        runs[backend] = opt
+    fused = runs["fused"]
+    assert fused.backend_info()[0]["stats"] == "copy"
+    assert fused.stats[0]["update_ratio"].item() == 0.0
+    assert runs["eager"].stats[0]["update_ratio"].item() == 0.0
+    torch.testing.assert_close(fused.stats[0]["grad_norm"], runs["eager"].stats[0]["grad_norm"])
+
+
 def test_track_stats_fall_back_to_separate_passes_when_the_check_fails(monkeypatch):
     # A compiler that wrote θ before reading it through the twin would sum the wrong
     # Δθ; a twin that is not θ at all stands in for it here.

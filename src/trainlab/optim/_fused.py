@@ -71,7 +71,7 @@ def _update(
       ``before``), computes θ_new and the three sums, and stores θ_new in place: the
       statistics cost no extra pass over memory. This is correct only while the loop
       reads each element before it writes it, so the first steps are checked against a
-      copy of θ (:meth:`FlatGroup._check_statistics`) and any mismatch switches the
+      copy of θ (:meth:`FlatGroup._statistics`) and any mismatch switches the
       group to the second way for good.
     * ``delta`` — θ_old is cloned inside the compiled code, Δθ written to ``delta`` and
       only [Σg²] returned (a reduction over a clone of a mutated input makes inductor
@@ -189,8 +189,15 @@ class FlatGroup:
         self.stats: tuple[Tensor, ...] | None = None
         # track_stats: "twin" sums inside the update loop, "delta" writes Δθ and sums
         # after it (see _update); a twin is trusted once a step has checked it.
-        self.stats_mode = "twin" if optimizer.fused_stats_in_loop else "delta"
-        self.twin_checked = False
+        if self.dtype not in (torch.float32, torch.float64):
+            # bfloat16/float16: the compiled loop sees θ_new before it is rounded to the
+            # stored precision, so Δθ is taken from copies of the stored values instead.
+            self.stats_mode = "copy"
+        elif optimizer.fused_stats_in_loop:
+            self.stats_mode = "twin"
+        else:
+            self.stats_mode = "delta"
+        self.twin_checked: set[Any] = set()  # compiled variants whose sums were confirmed
         self._twin: Tensor | None = None
         self._delta: Tensor | None = None
         self.adopt_state()
@@ -313,7 +320,8 @@ class FlatGroup:
         # The switches (non-numbers) pick the compiled variant; numbers are tensor inputs.
         flags = tuple((k, v) for k, v in h.items() if _is_switch(v))
         stats_mode = self.stats_mode if opt.track_stats else None
-        variant = (*flags, ("stats", stats_mode), self.dtype, self.device.type)
+        in_kernel = stats_mode if stats_mode != "copy" else None
+        variant = (*flags, ("stats", in_kernel), self.dtype, self.device.type)
         update = compiled_update(type(opt), variant)
         first_call = update not in self._compiled
         # Only a compiling call can fail: snapshot the counters for it, not on every step.
@@ -324,7 +332,7 @@ class FlatGroup:
             step = float(self.step + 1)
         rule_h = {**h, **opt.coefficients(step, h, self.scalars), "first_step": False}
         inputs = {k: self._as_input(k, v) for k, v in rule_h.items()}
-        before, delta, check = self._statistics_buffers(stats_mode)
+        before, delta, check = self._statistics_buffers(stats_mode, update)
         args = (self.param, self.grad, self.state, inputs, opt.apply_rule, before, delta)
         try:
             if not first_call:
@@ -352,42 +360,50 @@ class FlatGroup:
         if step is not None:
             self.step += 1
         if stats_mode is not None:
-            self.stats = self._statistics(sums, check)
+            self.stats = self._statistics(sums, check, update)
         return True
 
     # -- statistics ----------------------------------------------------------------------
-    def _statistics_buffers(self, mode: str | None) -> tuple[Tensor | None, ...]:
+    def _statistics_buffers(self, mode: str | None, update: Any) -> tuple[Tensor | None, ...]:
         """(before, delta, check) for ``_update``: see its docstring."""
         if mode is None:
             return None, None, None
+        if mode == "copy":
+            return None, None, self.param.clone()
         if mode == "delta":
             if self._delta is None:
                 self._delta = torch.empty_like(self.param)
             return None, self._delta, None
         if self._twin is None:
             self._twin = unaliased(self.param)
-        check = None if self.twin_checked else self.param.clone()
+        check = None if update in self.twin_checked else self.param.clone()
         return self._twin, None, check
 
-    def _statistics(self, sums: tuple[Tensor, ...], check: Tensor | None):
+    def _statistics(self, sums: tuple[Tensor, ...] | None, check: Tensor | None, update: Any):
         """[Σg², Σ(Δθ)², Σθ², non-finite count] of the step just taken.
 
         In "twin" mode the sums come from the update loop itself; until one step with a
         nonzero update has confirmed Σ(Δθ)² against a copy of θ taken before the step,
-        each step is checked, and a mismatch (a compiler that split the loop, so θ was
-        written before the twin was read) moves the group to "delta" mode for good. The
-        non-finite count is exact: Σg² is finite exactly when every g is finite, unless
-        squares overflow, and only then are the elements counted one by one.
+        each step of that compiled variant is checked, and a mismatch (a compiler that
+        split the loop, so θ was written before the twin was read) moves the group to
+        "delta" mode for good. In "copy" mode (bfloat16, float16) all three come from
+        the stored values. The non-finite count is exact: Σg² is finite exactly when every
+        g is finite, unless squares overflow, and only then are the elements counted one
+        by one.
         """
-        if len(sums) == 1 and self._delta is not None:  # "delta" mode: [Σg²] so far
+        if self.stats_mode == "copy" and check is not None:
+            wide = self.param.float()
+            sums = (_square_sum(self.grad), _square_sum(wide - check.float()), _square_sum(wide))
+            check = None
+        elif len(sums) == 1 and self._delta is not None:  # "delta" mode: [Σg²] so far
             sums = (sums[0], sum_of_squares(self._delta), sum_of_squares(self.param))
         grad_sq, update_sq, param_sq = sums
         if check is not None:
-            wide = torch.float64 if self.dtype == torch.float64 else torch.float32
-            expected = sum_of_squares(self.param.to(wide) - check.to(wide))
+            wide_dtype = torch.float64 if self.dtype == torch.float64 else torch.float32
+            expected = sum_of_squares(self.param.to(wide_dtype) - check.to(wide_dtype))
             if bool(expected > 0):
-                if bool(torch.isclose(update_sq.to(wide), expected, rtol=1e-3, atol=0)):
-                    self.twin_checked = True
+                if bool(torch.isclose(update_sq.to(wide_dtype), expected, rtol=1e-3, atol=0)):
+                    self.twin_checked.add(update)
                 else:
                     self.stats_mode, self._twin = "delta", None
                     update_sq = expected
@@ -475,7 +491,11 @@ class FusedEngine:
                 "params": len(flat.params),
                 "numel": flat.param.numel(),
                 "fused": flat.fused_ok and flat.step is not None,
-                "stats": flat.stats_mode if self.optimizer.track_stats else None,
+                "stats": (
+                    flat.stats_mode
+                    if self.optimizer.track_stats and flat.fused_ok and flat.step is not None
+                    else None
+                ),
             }
             for index, flats in sorted(self.groups.items())
             for flat in flats

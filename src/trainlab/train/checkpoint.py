@@ -28,6 +28,7 @@ import secrets
 import shutil
 import threading
 import time
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -217,13 +218,29 @@ class CheckpointWriter:
         return run_dir / CHECKPOINTS_DIR / name
 
     def wait(self, *, raise_errors: bool = True) -> None:
-        """Block until the checkpoint in flight is on disk; raise what writing it raised."""
+        """Block until the checkpoint in flight is on disk; raise what writing it raised.
+
+        With ``raise_errors=False`` (while another exception is on its way) a write error
+        becomes a RuntimeWarning instead, so that it is not lost.
+        """
         if self._thread is not None:
             self._thread.join()
             self._thread = None
         error, self._error = self._error, None
-        if error is not None and raise_errors:
+        if error is None:
+            return
+        if raise_errors:
             raise error
+        warnings.warn(
+            f"trainlab: writing a checkpoint failed too ({type(error).__name__}: {error})",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+
+    def raise_if_failed(self) -> None:
+        """Raise a write error as soon as it happened (without waiting for a write)."""
+        if self._error is not None:
+            self.wait()
 
 
 def _check_name(name: str) -> None:

@@ -115,7 +115,8 @@ def _compact_copy(tensor: Tensor, key: str) -> Tensor:
         raise CheckpointError(
             f"Invalid tensor at {key!r}: layout {tensor.layout} (must be dense; use .to_dense())"
         )
-    return tensor.detach().cpu().clone(memory_format=torch.contiguous_format)
+    copy = torch.empty(tensor.shape, dtype=tensor.dtype, device="cpu")
+    return copy.copy_(tensor.detach())  # one copy, also from another device
 
 
 def _decode(node: Any, tensors: dict[str, Tensor], used: set[str]) -> Any:

@@ -305,7 +305,9 @@ class Trainer:
             while self.state.step < self.steps_total and not stopped_early:
                 self.model.train()
                 for xb, yb in self.batches:
-                    self._train_step(xb.to(self.device), yb.to(self.device))
+                    self._writer.raise_if_failed()
+                    if not self._train_step(xb.to(self.device), yb.to(self.device)):
+                        continue  # a skipped or rolled-back step: nothing new to evaluate
                     step = self.state.step
                     new_best = False
                     if step % eval_every == 0 or step == self.steps_total:
@@ -326,7 +328,8 @@ class Trainer:
         self._writer.wait()
         return self._finish(time.perf_counter() - start)
 
-    def _train_step(self, xb: Tensor, yb: Tensor) -> None:
+    def _train_step(self, xb: Tensor, yb: Tensor) -> bool:
+        """One optimizer step on (xb, yb); False when non-finite values prevented it."""
         cfg = self.config
         self.lr.step(self.state.step)
         self.optimizer.zero_grad()
@@ -350,7 +353,7 @@ class Trainer:
                 finite = bool(torch.isfinite(torch.stack(norms)).all())
         if not finite:
             self._nonfinite(loss)
-            return
+            return False
         self.optimizer.step()
         if self.ema is not None:
             self.ema.update(self.model)
@@ -365,11 +368,11 @@ class Trainer:
                 "accuracy": (logits.detach().argmax(1) == yb).float().mean().item(),
             }
             self._log(record)
+        return True
 
     def _nonfinite(self, loss: Tensor) -> None:
         policy, step = self.config.run.nonfinite, self.state.step
         self.optimizer.zero_grad()
-        self._writer.wait()  # the last good checkpoint is complete before anything else
         if policy == "skip":
             self.state.skipped += 1
             self._log({"step": step, "event": "skipped non-finite step"})
@@ -381,13 +384,18 @@ class Trainer:
                     "each cutting the learning rate by 10× (the problem is probably not the "
                     "rate: check the data, the loss and the model's initialization)"
                 )
+            self._writer.wait()  # the last good checkpoint is on disk before it is read
             last = latest_checkpoint(self.run_dir)
             if last is not None:
                 self._restore(load_checkpoint(last))
             self.lr.base_lrs = [lr * 0.1 for lr in self.lr.base_lrs]
             self.state.rollbacks += 1
             self._log({"step": step, "event": "rollback", "to_step": self.state.step})
+            # Save the cut rate and the count now, whatever run.checkpoint_seconds says: a
+            # later rollback must start from them, not from the checkpoint restored here.
+            self.save(background=True)
             return
+        self._writer.wait()  # the last good checkpoint is complete before the run stops
         raise NonFiniteError(
             f"Non-finite {'loss' if not bool(torch.isfinite(loss)) else 'gradient'} at "
             f"step {step} (loss {loss.item()}). The learning rate "
