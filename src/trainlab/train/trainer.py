@@ -13,7 +13,9 @@ Each optimizer step: shuffled mini-batch → forward → loss + explicit penalti
 clipping → non-finite check → step → learning rate of the next step. Every epoch (or
 ``eval_every`` steps): validation loss and accuracy, for the raw and the averaged weights;
 the plateau controller, the keep-best checkpoint and early stopping all read them.
-Everything a step depends on — weights, optimizer state, batch order position, RNG
+Checkpoints: every ``checkpoint_every`` steps unless the last is younger than
+``checkpoint_seconds``, and always at a new best, an early stop and the end; written by a
+background thread from copies of the tensors. Everything a step depends on — weights, optimizer state, batch order position, RNG
 states, averaged weights, counters, learning-rate state — is in the checkpoint, so a run
 killed at any point and resumed from its last checkpoint ends bit-identical (on CPU).
 """
