@@ -15,9 +15,10 @@ clipping → non-finite check → step → learning rate of the next step. Every
 the plateau controller, the keep-best checkpoint and early stopping all read them.
 Checkpoints: every ``checkpoint_every`` steps unless the last is younger than
 ``checkpoint_seconds``, and always at a new best, an early stop and the end; written by a
-background thread from copies of the tensors. Everything a step depends on — weights, optimizer state, batch order position, RNG
-states, averaged weights, counters, learning-rate state — is in the checkpoint, so a run
-killed at any point and resumed from its last checkpoint ends bit-identical (on CPU).
+background thread from copies of the tensors. Everything a step depends on — weights,
+optimizer state, batch order position, RNG states, averaged weights, counters,
+learning-rate state — is in the checkpoint, so a run killed at any point and resumed from
+its last checkpoint ends bit-identical (on CPU).
 """
 
 from __future__ import annotations
