@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .. import _checks
 from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
-from ._ops import add_product_, add_quotient_, add_scaled_
+from ._ops import add_product_, add_quotient_
 
 
 def adam(
@@ -37,7 +37,7 @@ def adam(
     replaces v by its running maximum. ε is added after the square root of v̂, as in the
     paper and torch.optim.
     """
-    add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
+    exp_avg.lerp_(grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
     add_product_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)  # v ← β2·v + (1 − β2)·g²
     v = exp_avg_sq
     if max_exp_avg_sq is not None:

@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .. import _checks
 from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
-from ._ops import add_quotient_, add_scaled_
+from ._ops import add_quotient_
 
 
 def adamax(
@@ -32,7 +32,7 @@ def adamax(
     ``step_size`` is η/(1 − β1ᵗ); u needs no bias correction (it is a max, not an average
     started at 0). ε sits inside the max, as in torch.optim, keeping u > 0.
     """
-    add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
+    exp_avg.lerp_(grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
     torch.maximum(exp_inf.mul_(beta2), grad.abs().add_(eps), out=exp_inf)  # u
     add_quotient_(param, exp_avg, exp_inf, -step_size)  # θ ← θ − η/(1 − β1ᵗ)·m/u
 

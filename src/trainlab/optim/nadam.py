@@ -9,7 +9,7 @@ from torch import Tensor
 
 from .. import _checks
 from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
-from ._ops import add_product_, add_quotient_, add_scaled_
+from ._ops import add_product_, add_quotient_
 
 
 def nadam(
@@ -35,7 +35,7 @@ def nadam(
     The Nesterov look-ahead is the μ_{t+1}·m term: the momentum part of the *next* step
     is applied now, as in the change-of-variables form of Nesterov momentum.
     """
-    add_scaled_(exp_avg.mul_(beta1), grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
+    exp_avg.lerp_(grad, 1 - beta1)  # m ← β1·m + (1 − β1)·g
     add_product_(exp_avg_sq.mul_(beta2), grad, grad, 1 - beta2)  # v ← β2·v + (1 − β2)·g²
     # √v̂ + ε = (√v + ε·√(1 − β2ᵗ))/√(1 − β2ᵗ): multiply the steps instead of dividing v.
     denom = exp_avg_sq.sqrt().add_(eps * bias2_sqrt)
