@@ -64,11 +64,11 @@ def _update(
     """What gets compiled: the optimizer's rule over flat buffers, and its statistics.
 
     Without statistics (``before`` and ``delta`` None) it is the rule alone. With them it
-    also returns [Σg², Σ(Δθ)², Σθ²], in one of two ways:
+    also returns sums of squares, in one of two ways:
 
     * ``before`` — θ's memory seen through a second tensor that the compiler does not
       know aliases ``param``. Inductor then emits one loop that loads θ_old (through
-      ``before``), computes θ_new and the three sums, and stores θ_new in place: the
+      ``before``), computes θ_new and [Σg², Σ(Δθ)², Σθ²], and stores θ_new in place: the
       statistics cost no extra pass over memory. This is correct only while the loop
       reads each element before it writes it, so the first steps are checked against a
       copy of θ (:meth:`FlatGroup._statistics`) and any mismatch switches the
