@@ -570,6 +570,17 @@ def test_load_weights_file_refuses_torch_save_and_garbage(tmp_path):
     garbage.write_bytes((5).to_bytes(8, "little") + b"{oops")
     with pytest.raises(CheckpointError, match=r"header does not parse"):
         load_weights_file(garbage)
+    garbage.write_bytes(b"abc")
+    with pytest.raises(CheckpointError, match=r"too short to be a safetensors file \(3 bytes\)"):
+        load_weights_file(garbage)
+    garbage.write_bytes(b"plain text, not weights")  # no header length followed by "{"
+    with pytest.raises(CheckpointError, match=r"does not start with a safetensors header"):
+        load_weights_file(garbage)
+
+
+def test_two_tensors_at_one_path_are_refused():
+    with pytest.raises(CheckpointError, match=r"two tensors at path '1'"):
+        flatten({1: torch.zeros(1), "1": torch.ones(1)})
 
 
 def test_load_weights_file_accepts_safetensors_run_dir_and_checkpoint(tmp_path):

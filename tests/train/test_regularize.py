@@ -11,6 +11,7 @@ from trainlab.train.regularize import (
     clip_grad_value_,
     l1_penalty,
     l2_penalty,
+    name_matches,
     penalty,
 )
 
@@ -136,6 +137,12 @@ def test_a_leading_star_dot_also_matches_top_level_names():
     assert penalized_names(wrapped, ["*.bias", "*.1.*"]) == {"0.weight"}
 
 
+def test_name_patterns_are_case_sensitive_and_reach_top_level_names():
+    assert name_matches("bias", ["*.bias"]) and name_matches("block1.linear.bias", ["*.bias"])
+    assert not name_matches("block1.linear.Bias", ["*.bias"])
+    assert not name_matches("block1.linear.weight", ["*.bias", "*.norm.*"])
+
+
 def test_exclude_callable_gets_name_and_parameter():
     model, seen = net(), []
 
@@ -184,6 +191,15 @@ def test_clip_grad_value_matches_torch_and_counts_the_clipped(dtype, limit):
         if a.grad is not None:
             assert torch.equal(a.grad, b.grad)
             assert a.grad.abs().max() <= limit
+
+
+def test_clip_grad_value_without_counting_clips_the_same():
+    p, q = (torch.zeros(4, requires_grad=True) for _ in range(2))
+    p.grad = torch.tensor([-3.0, 0.5, 2.0, float("inf")])
+    q.grad = p.grad.clone()
+    assert clip_grad_value_(p, 1.0, count=False) is None
+    assert clip_grad_value_(q, 1.0) == 3
+    assert torch.equal(p.grad, q.grad)
 
 
 def test_clip_grad_value_on_one_tensor_and_without_gradients():

@@ -16,7 +16,7 @@ import torch
 
 from trainlab.cli import main
 from trainlab.train.config import load_config
-from trainlab.train.trainer import NonFiniteError, Trainer
+from trainlab.train.trainer import NonFiniteError, Trainer, TrainingError
 
 # A small, fast run: an MLP on scikit-learn's digits, a few epochs, checkpoint every 5 steps.
 TINY = [
@@ -114,9 +114,6 @@ def test_sigkill_then_resume_is_bit_identical(tmp_path):
 
     killed = tmp_path / "killed"
     killed.mkdir()
-    (killed / "config.toml").write_text(
-        (reference / "config.toml").read_text() if (reference / "config.toml").exists() else ""
-    )
     env = {**os.environ, "PYTHONWARNINGS": "ignore"}
     process = subprocess.Popen([sys.executable, "-c", KILL_SCRIPT, str(killed), *TINY], env=env)
     deadline = time.time() + 60
@@ -269,6 +266,42 @@ def test_a_skipped_step_is_not_evaluated_twice(tmp_path):
     assert len(steps) == len(set(steps)) == 3
 
 
+def test_value_clipping_does_not_hide_an_infinite_gradient(tmp_path):
+    settings = [*TINY, "clip.mode=value", "clip.value=1.0"]
+    trainer = Trainer(load_config(None, settings), tmp_path)
+
+    def infinite_at_step_7(grad):
+        if trainer.state.step == 7:
+            grad = grad.clone()
+            grad.view(-1)[0] = float("inf")
+        return grad
+
+    next(trainer.model.parameters()).register_hook(infinite_at_step_7)
+    with pytest.raises(NonFiniteError, match=r"Non-finite gradient at step 7 .*lower"):
+        trainer.fit()
+    assert (tmp_path / "checkpoints" / "step-00000005").exists()
+
+
+def test_the_penalty_reaches_the_gradients_of_all_but_the_excluded(tmp_path):
+    settings = [*TINY, "penalty.l2=0.5", "model.dropout=0"]
+    trainer = Trainer(load_config(None, settings), tmp_path)
+    model, (xb, yb) = trainer.model, next(iter(trainer.batches))
+    trainer.loss_fn(model(xb), yb).backward()
+    plain = {name: p.grad.clone() for name, p in model.named_parameters()}
+    captured = {}
+
+    def capture(*args, **kwargs):
+        captured.update({name: p.grad.clone() for name, p in model.named_parameters()})
+
+    trainer.optimizer.step = capture
+    assert trainer._train_step(xb, yb)
+    excluded = [name for name in plain if name.endswith(".bias") or ".norm." in name]
+    assert excluded and len(excluded) < len(plain)
+    for name, p in model.named_parameters():
+        extra = 0.0 if name in excluded else 2 * 0.5 * p.detach()
+        torch.testing.assert_close(captured[name], plain[name] + extra)
+
+
 def test_nan_in_the_input_data_is_refused_before_training(tmp_path):
     x = torch.randn(50, 4)
     x[3, 1] = float("nan")
@@ -308,6 +341,36 @@ def test_init_from_all_but_the_classifier_and_freeze(tmp_path):
     second.fit()
     after = weights(tmp_path / "second")
     assert torch.equal(after["block1.fc.weight"], source["block1.fc.weight"])  # frozen
+
+
+def test_init_from_another_architecture_names_the_weight_and_the_fix(tmp_path):
+    source = tmp_path / "weights.safetensors"
+    wider = {"block1.fc.weight": torch.zeros(48, 64)}
+    safetensors.torch.save_file(wider, str(source))
+    settings = [*TINY, f'run.init_from="{source}"']
+    with pytest.raises(TrainingError, match=r"'block1.fc.weight' has shape \(48, 64\).*init_skip"):
+        Trainer(load_config(None, settings), tmp_path / "a")
+    safetensors.torch.save_file({"other.weight": torch.zeros(2)}, str(source))
+    with pytest.raises(TrainingError, match=r"has weight 'other.weight', which this model lacks"):
+        Trainer(load_config(None, settings), tmp_path / "b")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="needs a machine without CUDA")
+def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
+    with pytest.raises(TrainingError, match=r"run.device: 'cuda' \(no CUDA device"):
+        Trainer(load_config(None, [*TINY, "run.device=cuda"]), tmp_path)
+
+
+def test_resuming_a_folder_without_checkpoints_is_refused(tmp_path):
+    with pytest.raises(TrainingError, match=r"holds no complete checkpoint"):
+        Trainer(load_config(None, TINY), tmp_path, resume=True)
+
+
+def test_cli_refuses_a_config_together_with_resume(tmp_path, capsys):
+    config = tmp_path / "run.toml"
+    config.write_text("")
+    assert main(["train", str(config), "--resume", str(tmp_path)]) == 2
+    assert "both a CONFIG.toml and --resume" in capsys.readouterr().err
 
 
 def test_init_from_a_pickle_file_is_refused(tmp_path):

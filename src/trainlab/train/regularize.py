@@ -117,8 +117,15 @@ def _exclusion(exclude: Exclude) -> Callable[[str, Tensor], bool]:
     patterns = list(exclude)
     if not all(isinstance(p, str) and p.strip() for p in patterns):
         raise fail("exclude", patterns, allowed)
-    # Matching "." + name too lets "*.bias" catch a top-level "bias".
-    return lambda name, w: any(fnmatchcase(name, p) or fnmatchcase("." + name, p) for p in patterns)
+    return lambda name, w: name_matches(name, patterns)
+
+
+def name_matches(name: str, patterns: Iterable[str]) -> bool:
+    """Does a dotted parameter name match one of the ``fnmatch`` patterns (case-sensitive)?
+
+    Matching "." + name too lets "*.bias" catch a top-level "bias" (a bare Linear's).
+    """
+    return any(fnmatchcase(name, p) or fnmatchcase("." + name, p) for p in patterns)
 
 
 def _stack(terms: Iterable[Tensor]) -> Tensor:
@@ -135,7 +142,9 @@ def _total(terms: Iterable[Tensor]) -> Tensor:
 # --- gradient clipping -------------------------------------------------------------------
 
 
-def clip_grad_value_(params: Tensor | Iterable[Tensor], limit: float) -> int:
+def clip_grad_value_(
+    params: Tensor | Iterable[Tensor], limit: float, *, count: bool = True
+) -> int | None:
     """Clamp every gradient element to [−limit, limit]:  g ← min(max(g, −G), G).
 
     The lecture's g ← max(g, G_max), on both sides. Parameters without a gradient are
@@ -144,22 +153,25 @@ def clip_grad_value_(params: Tensor | Iterable[Tensor], limit: float) -> int:
     Args:
         params: a tensor or tensors whose ``.grad`` is clipped in place.
         limit: the largest magnitude G > 0 a gradient element may keep.
+        count: count the clipped elements (a pass over the gradients and, on a GPU, a
+            synchronisation); False skips it (default: True).
 
     Returns:
-        How many elements were clipped (|g| > G).
+        How many elements were clipped (|g| > G); None when ``count`` is False.
 
     References: Pascanu et al., "On the difficulty of training recurrent neural networks"
     (2013); ``torch.nn.utils.clip_grad_value_``.
     """
     _checks.positive("limit", limit)
+    _checks.flag("count", count)
     grads = _grads(params)
     if not grads:
-        return 0
+        return 0 if count else None
     limit = float(limit)
-    clipped = [torch.count_nonzero(a > limit) for a in torch._foreach_abs(grads)]
+    clipped = [torch.count_nonzero(a > limit) for a in torch._foreach_abs(grads)] if count else []
     torch._foreach_clamp_min_(grads, -limit)
     torch._foreach_clamp_max_(grads, limit)
-    return int(torch.stack(clipped).sum())
+    return int(torch.stack(clipped).sum()) if count else None
 
 
 def clip_grad_norm_(

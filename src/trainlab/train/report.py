@@ -25,7 +25,7 @@ class ProgressLine:
         self.calls += 1
         if self.first_step is None:
             self.first_step, self.start = record["step"], time.perf_counter()
-        if not self.live and self.calls % self.every != 1:
+        if not self.live and (self.calls - 1) % self.every:  # calls 1, 1 + every, ...
             return
         total = max(record["total_steps"], 1)
         done = min(record["step"] / total, 1.0)

@@ -29,7 +29,6 @@ import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from fnmatch import fnmatch
 from pathlib import Path
 from typing import Any
 
@@ -49,7 +48,7 @@ from .checkpoint import (
     prune_checkpoints,
 )
 from .plateau import LRController, ReduceOnPlateau
-from .regularize import clip_grad_norm_, clip_grad_value_, penalty
+from .regularize import clip_grad_norm_, clip_grad_value_, name_matches, penalty
 from .schedules import Constant, Schedule
 from .state_tree import rng_state, set_rng_state
 
@@ -98,10 +97,6 @@ def seed_everything(seed: int) -> None:
     random.seed(seed)
 
 
-def matches(name: str, patterns: list[str]) -> bool:
-    return any(fnmatch(name, pattern) for pattern in patterns)
-
-
 class Trainer:
     """Train the configured model in ``run_dir``; ``resume=True`` continues its last checkpoint.
 
@@ -132,6 +127,10 @@ class Trainer:
         self.model = self._model().to(self.device)
         self.optimizer = self._optimizer()
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        exclude = config.penalty.exclude
+        self._penalized = [
+            p for name, p in self.model.named_parameters() if not name_matches(name, exclude)
+        ]
         self.steps_total = self._total_steps()
         self.lr = LRController(self.optimizer, self._schedule(), self._plateau())
         averaging = config.averaging
@@ -235,7 +234,7 @@ class Trainer:
         if run.init_from:
             self._warm_start(model, run.init_from, run.init_skip)
         for name, param in model.named_parameters():
-            if matches(name, run.freeze):
+            if name_matches(name, run.freeze):
                 param.requires_grad_(False)
         return model
 
@@ -243,7 +242,7 @@ class Trainer:
     def _warm_start(model: nn.Module, source: str, skip: list[str]) -> None:
         weights = load_weights_file(Path(source))
         own = model.state_dict()
-        loaded = {k: v for k, v in weights.items() if not matches(k, skip)}
+        loaded = {k: v for k, v in weights.items() if not name_matches(k, skip)}
         for key, value in loaded.items():
             if key not in own:
                 raise TrainingError(
@@ -265,7 +264,7 @@ class Trainer:
         decay, no_decay = [], []
         for name, param in self.model.named_parameters():
             if param.requires_grad:
-                (no_decay if matches(name, cfg.no_decay) else decay).append(param)
+                (no_decay if name_matches(name, cfg.no_decay) else decay).append(param)
         groups = [{"params": decay}]
         if no_decay:
             groups.append({"params": no_decay, "weight_decay": 0.0})
@@ -339,21 +338,18 @@ class Trainer:
         logits = self.model(xb)
         loss = self.loss_fn(logits, yb)
         if cfg.penalty.l1 or cfg.penalty.l2:
-            loss = loss + penalty(
-                self.model, l2=cfg.penalty.l2, l1=cfg.penalty.l1, exclude=cfg.penalty.exclude
-            )
-        finite = bool(torch.isfinite(loss))
-        if finite:
-            loss.backward()
-            params = [p for p in self._trainable if p.grad is not None]
-            if cfg.clip.mode == "norm":
-                finite = bool(torch.isfinite(clip_grad_norm_(params, cfg.clip.max_norm)))
-            else:
-                if cfg.clip.mode == "value":
-                    clip_grad_value_(params, cfg.clip.value)
-                # one synchronisation for all gradients: their norms are finite iff they are
-                norms = torch._foreach_norm([p.grad for p in params])
-                finite = bool(torch.isfinite(torch.stack(norms)).all())
+            loss = loss + penalty(self._penalized, l2=cfg.penalty.l2, l1=cfg.penalty.l1)
+        loss.backward()
+        params = [p for p in self._trainable if p.grad is not None]
+        if cfg.clip.mode == "norm":  # scales nothing when the norm is not finite
+            norms = [clip_grad_norm_(params, cfg.clip.max_norm)]
+        else:  # gradients are finite iff their norms are
+            norms = list(torch._foreach_norm([p.grad for p in params]))
+        # One synchronisation for the loss and all gradients, before value clipping
+        # (which would turn ±inf into ±limit).
+        finite = bool(torch.isfinite(torch.stack([loss.detach(), *norms])).all())
+        if finite and cfg.clip.mode == "value":
+            clip_grad_value_(params, cfg.clip.value, count=False)
         if not finite:
             self._nonfinite(loss)
             return False
@@ -561,7 +557,6 @@ class Trainer:
         return summary
 
     def _log(self, record: dict[str, Any]) -> None:
-        self.run_dir.mkdir(parents=True, exist_ok=True)
         with open(self._metrics_file, "a") as file:
             file.write(json.dumps(record) + "\n")
         if self._tensorboard is not None:
