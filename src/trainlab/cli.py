@@ -59,6 +59,7 @@ def _default_run_dir(stem: str) -> Path:
 
 
 def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
+    from .train.checkpoint import CHECKPOINTS_DIR
     from .train.config import dump_toml, fingerprint, load_config
     from .train.report import ProgressLine, summary_table
     from .train.trainer import Trainer
@@ -81,7 +82,7 @@ def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
     else:
         config = load_config(args.config, overrides)
         run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(stem)
-        if (run_dir / "checkpoints").exists() or (run_dir / "summary.json").exists():
+        if (run_dir / CHECKPOINTS_DIR).exists() or (run_dir / "summary.json").exists():
             raise ValueError(
                 f"Invalid --run-dir: {str(run_dir)!r} already holds a run (nothing was "
                 f"overwritten; continue it with `trainlab train --resume {run_dir}` or "

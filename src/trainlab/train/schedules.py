@@ -1,9 +1,10 @@
-"""Learning-rate schedules: pure ``step -> factor`` functions, a plateau controller, one adapter.
+"""Learning-rate schedules: pure ``step -> factor`` functions.
 
 "Start fast, slow down later." A schedule is a pure function of the optimizer step t
 (counted from 0) that returns a factor s(t) of the base learning rate. ``ReduceOnPlateau``
-is the one stateful piece ("drop η by 10× when the loss is stuck; wait a bit before
-dropping"), and ``LRController`` applies both to every param group g of an optimizer::
+(in ``plateau.py``) is the one stateful piece ("drop η by 10× when the loss is stuck; wait
+a bit before dropping"), and ``plateau.LRController`` applies both to every param group g
+of an optimizer::
 
     η_g(t) = base_lr_g · s(t) · plateau_factor
 

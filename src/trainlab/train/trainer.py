@@ -41,6 +41,8 @@ from .. import models as models_lib
 from ..optim import OPTIMIZERS
 from .averaging import EMA
 from .checkpoint import (
+    CHECKPOINTS_DIR,
+    RUN_WEIGHTS_FILE,
     CheckpointWriter,
     latest_checkpoint,
     load_checkpoint,
@@ -483,7 +485,7 @@ class Trainer:
         )
 
         def prune() -> None:
-            kept = best if best and (run_dir / "checkpoints" / best).exists() else None
+            kept = best if best and (run_dir / CHECKPOINTS_DIR / best).exists() else None
             prune_checkpoints(run_dir, keep_last, kept)
 
         path = self._writer.submit(
@@ -523,9 +525,9 @@ class Trainer:
 
         if self.config.run.early_stopping and self.config.run.early_stopping.get("restore_best"):
             best = self.state.best_checkpoint
-            if best and (self.run_dir / "checkpoints" / best).exists():
+            if best and (self.run_dir / CHECKPOINTS_DIR / best).exists():
                 self.model.load_state_dict(
-                    load_checkpoint(self.run_dir / "checkpoints" / best).weights
+                    load_checkpoint(self.run_dir / CHECKPOINTS_DIR / best).weights
                 )
         train = self.evaluate(self.data.x, self.data.y)
         val = self.evaluate(self.data.x_val, self.data.y_val)
@@ -545,7 +547,7 @@ class Trainer:
             "rollbacks": self.state.rollbacks,
         }
         weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        safetensors.torch.save_file(weights, str(self.run_dir / "model.safetensors"))
+        safetensors.torch.save_file(weights, str(self.run_dir / RUN_WEIGHTS_FILE))
         if self.ema is not None and self.ema.num_updates > 0:
             with self.ema.swapped(self.model):
                 summary["ema_test_accuracy"] = self.evaluate(self.data.x_test, self.data.y_test)[
