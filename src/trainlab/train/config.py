@@ -81,7 +81,6 @@ NOT_FINGERPRINTED = (
     "run.threads",
 )
 
-_PLATEAU_METRICS = {"val_loss": "min", "val_accuracy": "max"}
 _PLATEAU_RENAMED = {"start_step": "after_step"}  # ReduceOnPlateau keyword -> config key
 
 
@@ -566,7 +565,7 @@ class ScheduleConfig(_Section):
 
     def reduce_on_plateau(self) -> Any:
         """The ``ReduceOnPlateau`` of ``plateau``, or None."""
-        from .plateau import ReduceOnPlateau
+        from .plateau import METRIC_MODES, ReduceOnPlateau
 
         if self.plateau is None:
             return None
@@ -574,14 +573,14 @@ class ScheduleConfig(_Section):
         _check_keys("schedule.plateau", self.plateau, defaults)
         plateau = {**defaults, **self.plateau}
         metric = plateau.pop("metric")
-        if not isinstance(metric, str) or metric not in _PLATEAU_METRICS:
-            allowed = "must be one of " + ", ".join(map(repr, _PLATEAU_METRICS))
+        if not isinstance(metric, str) or metric not in METRIC_MODES:
+            allowed = "must be one of " + ", ".join(map(repr, METRIC_MODES))
             raise fail("schedule.plateau.metric", metric, allowed)
         argument = {key: name for name, key in _PLATEAU_RENAMED.items()}  # config key -> keyword
         keywords = {argument.get(key, key): value for key, value in plateau.items()}
         inner = {argument.get(key, key): f".{key}" for key in plateau}
         try:
-            return ReduceOnPlateau(mode=_PLATEAU_METRICS[metric], **keywords)
+            return ReduceOnPlateau(mode=METRIC_MODES[metric], **keywords)
         except (ValueError, TypeError) as error:
             raise _within(error, "schedule.plateau", self.plateau, inner) from None
 

@@ -31,6 +31,10 @@ class PlateauState:
     factor: float = 1.0  # the current factor of the learning rate
 
 
+#: The validation metrics a run can monitor, and which way is better.
+METRIC_MODES = {"val_loss": "min", "val_accuracy": "max"}
+
+
 def improves(metric: float, best: float | None, mode: str, threshold: float, rel: bool) -> bool:
     """Whether ``metric`` is a significant improvement on ``best`` (torch's rule).
 

@@ -49,7 +49,7 @@ from .checkpoint import (
     load_weights_file,
     prune_checkpoints,
 )
-from .plateau import LRController, ReduceOnPlateau
+from .plateau import METRIC_MODES, LRController, ReduceOnPlateau, improves
 from .regularize import clip_grad_norm_, clip_grad_value_, name_matches, penalty
 from .schedules import Constant, Schedule
 from .state_tree import rng_state, set_rng_state
@@ -446,12 +446,7 @@ class Trainer:
         key = run.keep_best_by or ("val_loss" if run.early_stopping else None)
         if key is None or math.isnan(record[key]):
             return False
-        better = self.state.best_metric is None or (
-            record[key] > self.state.best_metric
-            if key.endswith("accuracy")
-            else record[key] < self.state.best_metric
-        )
-        if better:
+        if improves(record[key], self.state.best_metric, METRIC_MODES[key], 0.0, rel=False):
             self.state.best_metric = record[key]
             self.state.bad_evaluations = 0
             self.state.best_checkpoint = f"step-{self.state.step:08d}"
