@@ -110,6 +110,11 @@ def positive_int(name: str, value: Any) -> None:
         raise fail(name, value, "must be an integer >= 1")
 
 
+def nonnegative_int(name: str, value: Any) -> None:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
+        raise fail(name, value, "must be an integer >= 0")
+
+
 def optional_positive_int(name: str, value: Any) -> None:
     if value is not None:
         positive_int(name, value)

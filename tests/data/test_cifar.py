@@ -21,6 +21,7 @@ from trainlab.data.cifar import (
     TEST_BATCH,
     TRAIN_BATCHES,
     RestrictedUnpickler,
+    extract,
     read_batch,
     unpickle,
 )
@@ -104,15 +105,37 @@ def test_root_may_be_the_parent_of_the_batches_folder_and_meta_is_optional(tmp_p
     assert data.meta["class_names"] == CLASS_NAMES
 
 
-def test_missing_batches_name_the_files_the_folder_and_download(tmp_path):
+def test_missing_batches_name_only_the_absent_files_the_folder_and_download(tmp_path):
     write_cifar_dir(tmp_path)
     (tmp_path / "data_batch_3").unlink()
-    with pytest.raises(
-        DatasetError,
-        match=r"Invalid root for cifar10: '.*' \(missing data_batch_1, .*test_batch .*"
-        r"download=True",
-    ):
+    (tmp_path / TEST_BATCH).unlink()
+    with pytest.raises(DatasetError) as caught:
         load("cifar10", root=tmp_path)
+    assert str(caught.value) == (
+        f"Invalid root for cifar10: '{tmp_path}' (missing data_batch_3, test_batch; "
+        "place the files there, or pass download=True to fetch them)"
+    )
+
+
+def test_missing_batches_in_the_batches_folder_name_that_folder(tmp_path):
+    write_cifar_dir(tmp_path / FOLDER)
+    (tmp_path / FOLDER / "data_batch_5").unlink()
+    with pytest.raises(DatasetError) as caught:
+        load("cifar10", root=tmp_path)
+    assert str(caught.value) == (
+        f"Invalid root for cifar10: '{tmp_path}' (missing data_batch_5 (in {tmp_path / FOLDER}); "
+        "place the files there, or pass download=True to fetch them)"
+    )
+
+
+def test_no_batches_anywhere_lists_all_of_them_and_both_folders(tmp_path):
+    with pytest.raises(DatasetError) as caught:
+        load("cifar10", root=tmp_path)
+    listed = ", ".join((*TRAIN_BATCHES, TEST_BATCH))
+    assert str(caught.value) == (
+        f"Invalid root for cifar10: '{tmp_path}' (missing {listed} (in it or in "
+        f"{tmp_path / FOLDER}); place the files there, or pass download=True to fetch them)"
+    )
 
 
 def test_malicious_reduce_is_refused_without_running_it(tmp_path):
@@ -226,3 +249,28 @@ def test_archive_without_a_batch_is_refused(tmp_path, monkeypatch):
     monkeypatch.setitem(download_module.REMOTE_FILES, "cifar10", (remote,))
     with pytest.raises(DatasetError, match=r"Invalid CIFAR archive: .*corrupted or incomplete"):
         load("cifar10", root=tmp_path / "root", download=True)
+
+
+@pytest.mark.parametrize(
+    "kind", [tarfile.SYMTYPE, tarfile.LNKTYPE, tarfile.DIRTYPE], ids=["symlink", "hardlink", "dir"]
+)
+def test_archive_member_that_is_not_a_regular_file_is_refused(tmp_path, kind):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    outside = tmp_path / "outside"
+    with tarfile.open(archive, "w:gz") as tar:
+        for name in (*TRAIN_BATCHES, TEST_BATCH, META):
+            info = tarfile.TarInfo(f"{FOLDER}/{name}")
+            if name == "data_batch_2":
+                info.type, info.linkname = kind, str(outside)
+                tar.addfile(info)
+            else:
+                content = py2_pickle(batch())
+                info.size = len(content)
+                tar.addfile(info, io.BytesIO(content))
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid CIFAR archive: '.*' \(cifar-10-batches-py/data_batch_2 is not a regular",
+    ):
+        extract(archive, tmp_path / "root")
+    assert not outside.exists()
+    assert not (tmp_path / "root" / FOLDER / "data_batch_2").exists()

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import codecs
+import locale
 import random
 
 import numpy as np
@@ -154,6 +156,43 @@ def test_mnist1d_damaged_cache_is_regenerated(tmp_path, monkeypatch):
     assert load("mnist1d", seed=7).meta["cached"] is True
 
 
+def _shorter_x(arrays):
+    arrays["x"] = arrays["x"][:, :39]
+
+
+def _label_ten(arrays):
+    arrays["y"][3] = 10
+
+
+def _negative_label(arrays):
+    arrays["y_test"][0] = -1
+
+
+def _float_labels(arrays):
+    arrays["y"] = arrays["y"].astype(np.float64)
+
+
+def _nan_feature(arrays):
+    arrays["x_test"][5, 7] = np.nan
+
+
+@pytest.mark.parametrize(
+    "damage", [_shorter_x, _label_ten, _negative_label, _float_labels, _nan_feature]
+)
+def test_mnist1d_cache_with_wrong_arrays_is_regenerated(tmp_path, monkeypatch, damage):
+    monkeypatch.setattr(datasets_module, "_generate_mnist1d", _fake_mnist1d)
+    load("mnist1d", seed=7, cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("mnist1d-*.npz")
+    with np.load(cache) as archive:
+        arrays = dict(archive)
+    damage(arrays)
+    np.savez(cache, **arrays)
+    data = load("mnist1d", seed=7, cache_dir=tmp_path)
+    assert data.meta["cached"] is False and data.x.shape == (4000, 40)
+    assert torch.isfinite(data.x_test).all() and int(data.y.max()) == 9
+    assert load("mnist1d", seed=7, cache_dir=tmp_path).meta["cached"] is True
+
+
 @pytest.mark.parametrize("seed", [-1, 2**32, 1.5, True])
 def test_mnist1d_seed_must_be_a_valid_integer(tmp_path, seed):
     with pytest.raises(
@@ -291,6 +330,15 @@ X, Y = np.ones((2, 3)), np.array([0, 1])
             {"x": X, "y": Y, "x_test": np.ones((1, 4)), "y_test": [0]},
             r"'x_test' examples are \(4,\), 'x' are \(3,\)",
         ),
+        (
+            {"x": np.ones((0, 3)), "y": np.zeros(0, int)},
+            r"Invalid npz file: '.*data\.npz' \('x' has shape \(0, 3\), no examples; "
+            r"save at least one example\)",
+        ),
+        (
+            {"x": X, "y": Y, "x_test": np.ones((0, 3)), "y_test": np.zeros(0, int)},
+            r"'x_test' has shape \(0, 3\), no examples; save at least one example, or leave",
+        ),
     ],
     ids=[
         "no-y",
@@ -303,6 +351,8 @@ X, Y = np.ones((2, 3)), np.array([0, 1])
         "nan",
         "half-test",
         "shape",
+        "no-rows",
+        "no-test-rows",
     ],
 )
 def test_bad_npz_is_refused(tmp_path, arrays, message):
@@ -371,12 +421,13 @@ def test_csv_reads_features_labels_and_a_test_file(tmp_path):
         ("1,0\n2,1\n", r"first row \['1', '0'\] is all numbers \(a header row .* is required\)"),
         ("", r"empty \(a header row naming the columns is required\)"),
         ("a,y\n", r"has a header but no data rows"),
+        ("a,y\n\n\n", r"train\.csv' \(has a header but no data rows; add at least one row\)"),
         ("a,y\n1,0\n2\n", r"row 3 has 1 cells, the header 2"),
         ("a,y\nnan,0\ninf,1\n", r"Invalid features: '.*train\.csv' \(2 NaN/Inf values"),
     ],
     ids=[
         *("text", "empty-cell", "no-label", "float-label", "word-label", "no-header", "empty"),
-        *("no-rows", "ragged", "nan"),
+        *("no-rows", "blank-rows", "ragged", "nan"),
     ],
 )
 def test_bad_csv_is_refused(tmp_path, text, message):
@@ -402,3 +453,39 @@ def test_csv_test_file_needs_the_same_columns(tmp_path):
     test = _write_csv(tmp_path / "test.csv", "y,a\n0,1\n")
     with pytest.raises(DatasetError, match=r"test\.csv' \(columns \['y', 'a'\] differ from"):
         load("csv", path=train, label="y", test_path=test)
+
+
+def test_csv_test_file_without_rows_is_refused(tmp_path):
+    train = _write_csv(tmp_path / "train.csv", "a,y\n1,0\n")
+    test = _write_csv(tmp_path / "test.csv", "a,y\n\n")
+    with pytest.raises(DatasetError, match=r"test\.csv' \(has a header but no data rows"):
+        load("csv", path=train, label="y", test_path=test)
+
+
+def test_csv_classes_option_must_cover_the_labels_of_both_files(tmp_path):
+    train = _write_csv(tmp_path / "train.csv", "a,y\n1,0\n2,1\n")
+    test = _write_csv(tmp_path / "test.csv", "a,y\n3,4\n")
+    with pytest.raises(DatasetError, match=r"Invalid classes: 4 \(must be an integer >= 5, the"):
+        load("csv", path=train, label="y", test_path=test, classes=4)
+    assert load("csv", path=train, label="y", test_path=test, classes=5).classes == 5
+
+
+NEEDS_UTF8_LOCALE = pytest.mark.skipif(
+    codecs.lookup(locale.getpreferredencoding(False)).name != "utf-8",
+    reason="invalid UTF-8 is only unreadable where files are opened as UTF-8",
+)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        pytest.param(b"a,y\n\xff\xfe,0\n", marks=NEEDS_UTF8_LOCALE),
+        b"a,y\n" + b"1" * 200_000 + b",0\n",  # over csv.field_size_limit()
+    ],
+    ids=["not-utf8", "oversized-field"],
+)
+def test_csv_that_is_not_csv_text_is_refused(tmp_path, content):
+    path = tmp_path / "train.csv"
+    path.write_bytes(content)
+    with pytest.raises(DatasetError, match=r"train\.csv' \(cannot be read as CSV text \("):
+        load("csv", path=path, label="y")

@@ -9,7 +9,7 @@ import pytest
 import torch
 from torch import nn
 
-from trainlab.models import INIT_SCHEMES, cnn, fans, init_, kaiming_gain, mlp
+from trainlab.models import INIT_SCHEMES, cnn, fans, init_, kaiming_gain, mlp, xavier_std
 
 
 def seeded(seed=0):
@@ -106,6 +106,34 @@ def test_gain_errors():
         kaiming_gain("relu", negative_slope=0.1)
     with pytest.raises(ValueError, match=r"^Invalid activation: 'swish'"):
         kaiming_gain("swish")
+
+
+@pytest.mark.parametrize("slope", [-0.1, float("nan"), float("inf"), "0.1", True])
+def test_negative_slope_must_be_a_finite_number_at_least_zero(slope):
+    with pytest.raises(
+        ValueError, match=r"^Invalid negative_slope: .* \(must be a finite number >= 0\)$"
+    ):
+        kaiming_gain("leaky_relu", negative_slope=slope)
+
+
+def test_one_element_tensor_hyperparameters_are_used_as_plain_numbers():
+    gain = kaiming_gain("leaky_relu", negative_slope=torch.tensor(0.2))
+    assert type(gain) is float and gain == pytest.approx(kaiming_gain("leaky_relu(0.2)"))
+    std = xavier_std(torch.empty(3, 5), gain=torch.tensor([2.0]))  # 2·√(2/8)
+    assert type(std) is float and std == pytest.approx(1.0)
+    init_(nn.Linear(3, 3), "normal", generator=seeded(), std=torch.tensor(0.1))
+
+
+@pytest.mark.parametrize(
+    ("scheme", "kw"),
+    [("normal", {"std": torch.tensor([0.1, 0.2])}), ("xavier_normal", {"gain": torch.ones(2)})],
+)
+def test_multi_element_tensor_hyperparameter_is_refused(scheme, kw):
+    with pytest.raises(
+        ValueError,
+        match=r"\(must be a finite number > 0; a tensor must hold exactly one element\)$",
+    ):
+        init_(nn.Linear(3, 3), scheme, **kw)
 
 
 def test_zeros_and_biases_and_batch_norm():

@@ -111,3 +111,12 @@ def test_dropout_gradient_flows_through_kept_units_only():
 def test_bad_dropout_probability(p):
     with pytest.raises(ValueError, match=r"^Invalid dropout probability \(p\): .* \[0, 1\)\)$"):
         InvertedDropout(p)
+
+
+def test_dropout_probability_tensor_must_hold_one_element():
+    with pytest.raises(
+        ValueError,
+        match=r"^Invalid dropout probability \(p\): tensor\(\[0\.1000, 0\.2000\]\) \(must be a "
+        r"number in \[0, 1\); a tensor must hold exactly one element\)$",
+    ):
+        InvertedDropout(torch.tensor([0.1, 0.2]))

@@ -25,7 +25,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from .._checks import fail, flag, nonnegative, unit_closed, unit_half_open
+from .._checks import fail, flag, nonnegative, nonnegative_int, unit_closed, unit_half_open
 
 IMAGE = (4,)
 SEQUENCE = (2, 3)
@@ -123,7 +123,7 @@ class Translate(Augmentation):
 
     def __init__(self, p: float, max_shift: int = 2) -> None:
         super().__init__(p)
-        _check_int("max_shift", max_shift)
+        nonnegative_int("max_shift", max_shift)
         self.max_shift = int(max_shift)
 
     def transform(self, x: Tensor, generator: torch.Generator) -> Tensor:
@@ -277,7 +277,7 @@ class Shift1d(Augmentation):
 
     def __init__(self, p: float, max_shift: int = 4, circular: bool = False) -> None:
         super().__init__(p)
-        _check_int("max_shift", max_shift)
+        nonnegative_int("max_shift", max_shift)
         flag("circular", circular)
         self.max_shift, self.circular = int(max_shift), circular
 
@@ -371,8 +371,3 @@ def _uniform(n: int, low: float, high: float, generator: torch.Generator, x: Ten
 def _shifts(x: Tensor, max_shift: int, generator: torch.Generator) -> Tensor:
     shape, device = (x.shape[0],), generator.device
     return torch.randint(-max_shift, max_shift + 1, shape, generator=generator, device=device)
-
-
-def _check_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise fail(name, value, "must be an integer >= 0")

@@ -20,7 +20,6 @@ DataLoader), :func:`loader` wraps any ``Dataset`` in a ``DataLoader`` driven by
 
 from __future__ import annotations
 
-import numbers
 from collections.abc import Callable, Iterator, Sized
 from typing import Any
 
@@ -28,7 +27,7 @@ import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from .._checks import fail, flag, one_of, positive_int
+from .._checks import fail, flag, nonnegative_int, one_of, positive_int
 from .splits import check_samples
 
 SHUFFLES = ("epoch", "once", "none", "replacement")
@@ -91,7 +90,7 @@ class Batches:
         positive_int("batch_size", batch_size)
         one_of(*SHUFFLES)("shuffle", shuffle)
         flag("drop_last", drop_last)
-        _check_seed(seed)
+        nonnegative_int("seed", seed)
         if drop_last and batch_size > num_samples:
             allowed = f"must be <= the {num_samples} samples when drop_last=True"
             raise fail("batch_size", batch_size, allowed)
@@ -169,7 +168,7 @@ class EpochSampler(Sampler[int]):
         num_samples = data_source if isinstance(data_source, int) else _sized_length(data_source)
         positive_int("num_samples", num_samples)
         one_of(*SHUFFLES)("shuffle", shuffle)
-        _check_seed(seed)
+        nonnegative_int("seed", seed)
         self.num_samples, self.shuffle, self.seed = num_samples, shuffle, seed
         self.epoch = 0
         self.consumed = 0
@@ -230,8 +229,7 @@ def loader(
     """
     positive_int("batch_size", batch_size)
     flag("drop_last", drop_last)
-    if isinstance(num_workers, bool) or not isinstance(num_workers, int) or num_workers < 0:
-        raise fail("num_workers", num_workers, "must be an integer >= 0")
+    nonnegative_int("num_workers", num_workers)
     sampler = EpochSampler(dataset, shuffle=shuffle, seed=seed)
     return DataLoader(
         dataset,
@@ -241,11 +239,6 @@ def loader(
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed),
     )
-
-
-def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise fail("seed", seed, "must be an integer >= 0")
 
 
 def _sized_length(data_source: Any) -> int:
@@ -265,8 +258,7 @@ def _check_state(state: Any, current: dict[str, Any], position: str, end: int) -
         if key in current and state[key] != current[key]:
             raise fail(f"state {key}", state[key], f"must be {current[key]}, as in this object")
     for key in ("epoch", "seed"):
-        if isinstance(state[key], bool) or not isinstance(state[key], int) or state[key] < 0:
-            raise fail(f"state {key}", state[key], "must be an integer >= 0")
+        nonnegative_int(f"state {key}", state[key])
     value = state[position]
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= end:
         raise fail(f"state {position}", value, f"must be an integer in [0, {end}]")

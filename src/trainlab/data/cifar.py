@@ -158,11 +158,24 @@ def read_class_names(path: str | Path) -> tuple[str, ...]:
 
 def batches_dir(root: str | Path) -> Path | None:
     """The folder holding the batches: ``root`` itself or ``root/cifar-10-batches-py``."""
-    root = Path(root)
-    for candidate in (root, root / FOLDER):
-        if all((candidate / name).is_file() for name in (*TRAIN_BATCHES, TEST_BATCH)):
-            return candidate
-    return None
+    folder, missing = _nearest_folder(Path(root))
+    return None if missing else folder
+
+
+def _nearest_folder(root: Path) -> tuple[Path, list[str]]:
+    """Of ``root`` and ``root/cifar-10-batches-py``, the one missing fewest batches, and those
+    it misses (``root`` on a tie)."""
+    needed = (*TRAIN_BATCHES, TEST_BATCH)
+    candidates = [(c, [n for n in needed if not (c / n).is_file()]) for c in (root, root / FOLDER)]
+    return min(candidates, key=lambda candidate: len(candidate[1]))
+
+
+def _missing_batches(root: Path) -> DatasetError:
+    """Name only the batches that are absent, in the folder that holds the others."""
+    folder, missing = _nearest_folder(root)
+    if len(missing) == len(TRAIN_BATCHES) + 1:  # none anywhere
+        return missing_files("cifar10", root, missing, f" (in it or in {root / FOLDER})")
+    return missing_files("cifar10", root, missing, "" if folder == root else f" (in {folder})")
 
 
 def extract(archive: str | Path, directory: str | Path) -> Path:
@@ -207,9 +220,7 @@ def read_cifar10(
         (archive,) = fetch_dataset("cifar10", root)
         folder = extract(archive, root)
     if folder is None:
-        raise missing_files(
-            "cifar10", root, (*TRAIN_BATCHES, TEST_BATCH), f" (in it or in {root / FOLDER})"
-        )
+        raise _missing_batches(root)
     train = [read_batch(folder / name) for name in TRAIN_BATCHES]
     x_test, y_test = read_batch(folder / TEST_BATCH)
     x = np.concatenate([images for images, _ in train])

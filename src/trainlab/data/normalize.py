@@ -37,9 +37,11 @@ def statistics(x: Tensor, mode: str) -> tuple[Tensor, Tensor]:
     """
     wide = x.to(torch.float64)
     axes = (0,) if mode == "feature" else (0, *range(2, x.dim()))
-    std, mean = torch.std_mean(wide, dim=axes, correction=0, keepdim=True)
     if mode == "mean":
-        std = torch.ones_like(std)
+        mean = wide.mean(dim=axes, keepdim=True)
+        std = torch.ones_like(mean)
+    else:
+        std, mean = torch.std_mean(wide, dim=axes, correction=0, keepdim=True)
     return mean[0].to(x.dtype), std[0].to(x.dtype)
 
 

@@ -16,7 +16,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-from .._checks import fail, flag
+from .._checks import fail, flag, nonnegative_int
 
 Pair = tuple[Tensor, Tensor]
 
@@ -70,7 +70,7 @@ def split(
     n = check_samples(x, y)
     ratios = _check_ratios(ratios)
     flag("stratify", stratify)
-    _check_seed(seed)
+    nonnegative_int("seed", seed)
     permutation = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
     sizes = largest_remainder(n, ratios)
     if stratify:
@@ -91,11 +91,9 @@ def carve_validation(
     Returns ((x_train, y_train), (x_val, y_val)) with ``round``-ed sizes as in
     :func:`split` with ratios (1 - fraction, fraction).
     """
-    allowed = "must be a number in (0, 1)"
-    if isinstance(fraction, bool) or not isinstance(fraction, numbers.Real):
-        raise fail("fraction", fraction, allowed)
-    if not 0.0 < fraction < 1.0:
-        raise fail("fraction", fraction, allowed)
+    is_real = isinstance(fraction, numbers.Real) and not isinstance(fraction, bool)
+    if not is_real or not 0.0 < fraction < 1.0:
+        raise fail("fraction", fraction, "must be a number in (0, 1)")
     parts = split(x, y, (1.0 - fraction, fraction), stratify=stratify, seed=seed)
     return parts.train, parts.val
 
@@ -218,8 +216,3 @@ def _check_labels(y: Tensor) -> Tensor:
             "y", f"{y.dtype} tensor of shape {tuple(y.shape)}", "stratify needs (n,) int labels"
         )
     return y
-
-
-def _check_seed(seed: int) -> None:
-    if isinstance(seed, bool) or not isinstance(seed, numbers.Integral) or seed < 0:
-        raise fail("seed", seed, "must be an integer >= 0")

@@ -23,12 +23,18 @@ def _open_user_file(path: str | Path, kind: str) -> Path:
     return path
 
 
-def _check_split(x: np.ndarray, y: np.ndarray, path: Path, x_key: str, y_key: str) -> None:
-    """``x`` numeric with at least 2 dims, finite; ``y`` 1-D integers >= 0 of the same length."""
+def _checked_features(
+    x: np.ndarray, y: np.ndarray, path: Path, x_key: str, y_key: str
+) -> np.ndarray:
+    """``x`` numeric with at least 2 dims, at least one row, finite; ``y`` 1-D integers >= 0 of
+    the same length. Returns ``x`` as float32 (the one conversion)."""
     if not np.issubdtype(x.dtype, np.number) or np.issubdtype(x.dtype, np.complexfloating):
         raise invalid("npz file", path, f"{x_key!r} has dtype {x.dtype} (must be real numbers)")
     if x.ndim < 2:
         raise invalid("npz file", path, f"{x_key!r} has shape {x.shape} (must be (N, *features))")
+    if len(x) == 0:
+        fix = "save at least one example" + ("" if x_key == "x" else ", or leave the split out")
+        raise invalid("npz file", path, f"{x_key!r} has shape {x.shape}, no examples; {fix}")
     if not np.issubdtype(y.dtype, np.integer):
         raise invalid("npz file", path, f"{y_key!r} has dtype {y.dtype} (labels must be integers)")
     if y.ndim != 1 or len(y) != len(x):
@@ -37,19 +43,23 @@ def _check_split(x: np.ndarray, y: np.ndarray, path: Path, x_key: str, y_key: st
             path,
             f"{y_key!r} has shape {y.shape} (must be ({len(x)},), one label per row of {x_key!r})",
         )
-    check_finite(x.astype(np.float32), path, x_key)
+    x = x.astype(np.float32)
+    check_finite(x, path, x_key)
     check_labels(y, path)
+    return x
 
 
 def _resolve_classes(classes: int | None, labels: list[np.ndarray], path: Path) -> int:
-    """``classes`` = max label + 1 over all splits, or the given count (which must cover them)."""
-    needed = max((int(y.max()) + 1 for y in labels if y.size), default=0)
+    """``classes`` = max label + 1 over all splits, or the given count (which must cover them).
+
+    Every split holds at least one label (empty files are refused first), so the labels are
+    in ``[0, classes)`` by construction and need no second range check.
+    """
+    needed = max(int(y.max()) + 1 for y in labels)
     if classes is None:
         return needed
-    if isinstance(classes, bool) or not isinstance(classes, int) or classes < max(needed, 1):
-        raise invalid(
-            "classes", classes, f"must be an integer >= {max(needed, 1)}, the labels in {path}"
-        )
+    if isinstance(classes, bool) or not isinstance(classes, int) or classes < needed:
+        raise invalid("classes", classes, f"must be an integer >= {needed}, the labels in {path}")
     return classes
 
 
@@ -82,19 +92,16 @@ def _load_npz(*, path: str | Path, classes: int | None = None) -> Dataset:
         raise invalid(
             "npz file", path, "holds only one of 'x_test', 'y_test' (give both or neither)"
         )
-    x, y = arrays["x"], arrays["y"]
-    _check_split(x, y, path, "x", "y")
-    x_test, y_test = arrays.get("x_test"), arrays.get("y_test")
+    y, y_test = arrays["y"], arrays.get("y_test")
+    x = _checked_features(arrays["x"], y, path, "x", "y")
+    x_test = arrays.get("x_test")
     if x_test is not None:
-        _check_split(x_test, y_test, path, "x_test", "y_test")
+        x_test = _checked_features(x_test, y_test, path, "x_test", "y_test")
         if x_test.shape[1:] != x.shape[1:]:
             raise invalid(
                 "npz file", path, f"'x_test' examples are {x_test.shape[1:]}, 'x' are {x.shape[1:]}"
             )
     classes = _resolve_classes(classes, [y] if y_test is None else [y, y_test], path)
-    check_labels(y, path, classes)
-    if y_test is not None:
-        check_labels(y_test, path, classes)
     meta = {"source": str(path), "files": [str(path)], "arrays": sorted(arrays)}
     return _to_dataset("npz", x, y, x_test, y_test, classes, meta)
 
@@ -123,8 +130,6 @@ def _read_csv(
         raise invalid(
             "CSV file", path, f"columns {columns} differ from the training file's {header}"
         )
-    if len(rows) < 2:
-        raise invalid("CSV file", path, "has a header but no data rows")
     at = columns.index(label)
     features, labels = [], []
     for number, row in enumerate(rows[1:], start=2):
@@ -138,6 +143,8 @@ def _read_csv(
             [_parse_cell(row[i], path, number, columns[i]) for i in range(len(row)) if i != at]
         )
         labels.append(_parse_label(row[at], path, number, label))
+    if not labels:  # only blank lines after the header
+        raise invalid("CSV file", path, "has a header but no data rows; add at least one row")
     x = np.asarray(features, dtype=np.float32).reshape(len(features), len(columns) - 1)
     return x, np.asarray(labels, dtype=np.int64), columns
 
@@ -181,9 +188,6 @@ def _load_csv(
         check_finite(x_test, test_path, "features")
         files.append(str(test_path))
     classes = _resolve_classes(classes, [y] if y_test is None else [y, y_test], path)
-    check_labels(y, path, classes)
-    if y_test is not None:
-        check_labels(y_test, test_path, classes)
     features = [column for column in columns if column != label]
     meta = {"source": str(path), "files": files, "columns": features, "label": label}
     return _to_dataset("csv", x, y, x_test, y_test, classes, meta)

@@ -24,8 +24,9 @@ from typing import Any
 
 from torch import nn
 
+from .._checks import fail, flag, positive_int, unit_half_open
 from . import layers
-from .layers import InvertedDropout, Unsqueeze, check_flag, check_positive_int, check_probability
+from .layers import InvertedDropout, Unsqueeze
 
 CONV = {1: nn.Conv1d, 2: nn.Conv2d}
 NORM = {1: nn.BatchNorm1d, 2: nn.BatchNorm2d}
@@ -36,18 +37,18 @@ GLOBAL_AVERAGE_POOL = {1: nn.AdaptiveAvgPool1d, 2: nn.AdaptiveAvgPool2d}
 def _check_widths(name: str, values: Any, *, allow_empty: bool) -> tuple[int, ...]:
     allowed = f"must be a {'' if allow_empty else 'non-empty '}sequence of integers >= 1"
     if not isinstance(values, Sequence) or isinstance(values, str):
-        raise layers.invalid(name, values, allowed)
+        raise fail(name, values, allowed)
     widths = tuple(values)
     bad = any(isinstance(w, bool) or not isinstance(w, numbers.Integral) or w < 1 for w in widths)
     if bad or (not widths and not allow_empty):
-        raise layers.invalid(name, values, allowed)
+        raise fail(name, values, allowed)
     return tuple(int(w) for w in widths)
 
 
 def _check_regularization(activation: str, batch_norm: bool, dropout: float) -> None:
     layers.parse_activation(activation)
-    check_flag("batch_norm", batch_norm)
-    check_probability("dropout", dropout)
+    flag("batch_norm", batch_norm)
+    unit_half_open("dropout", dropout)
 
 
 def dense_block(
@@ -62,6 +63,26 @@ def dense_block(
     if dropout > 0:
         block["drop"] = InvertedDropout(dropout)
     return nn.Sequential(block)
+
+
+def _add_classifier(
+    model: OrderedDict[str, nn.Module],
+    prefix: str,
+    features: int,
+    hidden: tuple[int, ...],
+    classes: int,
+    activation: str,
+    *,
+    batch_norm: bool,
+    dropout: float,
+) -> None:
+    """Append dense blocks ``<prefix>1 … <prefix>J`` (widths ``hidden``) and the linear head."""
+    for k, width in enumerate(hidden, start=1):
+        model[f"{prefix}{k}"] = dense_block(
+            features, width, activation=activation, batch_norm=batch_norm, dropout=dropout
+        )
+        features = width
+    model["head"] = nn.Sequential(OrderedDict(fc=nn.Linear(features, classes)))
 
 
 def mlp(
@@ -87,21 +108,25 @@ def mlp(
         >>> mlp((1, 28, 28), [256, 128], 10, batch_norm=True, dropout=0.2)
     """
     hidden = _check_widths("hidden", hidden, allow_empty=True)
-    check_positive_int("classes", classes)
+    positive_int("classes", classes)
     _check_regularization(activation, batch_norm, dropout)
     model: OrderedDict[str, nn.Module] = OrderedDict()
     if isinstance(in_features, Sequence):
         features = math.prod(_check_widths("in_features", in_features, allow_empty=False))
         model["flatten"] = nn.Flatten()
     else:
-        check_positive_int("in_features", in_features)
+        positive_int("in_features", in_features)
         features = int(in_features)
-    for k, width in enumerate(hidden, start=1):
-        model[f"block{k}"] = dense_block(
-            features, width, activation=activation, batch_norm=batch_norm, dropout=dropout
-        )
-        features = width
-    model["head"] = nn.Sequential(OrderedDict(fc=nn.Linear(features, classes)))
+    _add_classifier(
+        model,
+        "block",
+        features,
+        hidden,
+        classes,
+        activation,
+        batch_norm=batch_norm,
+        dropout=dropout,
+    )
     return nn.Sequential(model)
 
 
@@ -111,9 +136,9 @@ def _split_input_shape(input_shape: Any) -> tuple[int, tuple[int, ...]]:
     try:
         shape = _check_widths("input_shape", input_shape, allow_empty=False)
     except ValueError:
-        raise layers.invalid("input_shape", input_shape, allowed) from None
+        raise fail("input_shape", input_shape, allowed) from None
     if len(shape) > 3:
-        raise layers.invalid("input_shape", input_shape, allowed)
+        raise fail("input_shape", input_shape, allowed)
     if len(shape) == 1:
         return 1, shape
     return shape[0], shape[1:]
@@ -191,14 +216,14 @@ def cnn(
     in_channels, spatial = _split_input_shape(input_shape)
     channels = _check_widths("channels", channels, allow_empty=False)
     hidden = _check_widths("hidden", hidden, allow_empty=True)
-    check_positive_int("classes", classes)
-    check_positive_int("kernel_size", kernel_size)
+    positive_int("classes", classes)
+    positive_int("kernel_size", kernel_size)
     if kernel_size % 2 == 0:
-        raise layers.invalid("kernel_size", kernel_size, "must be odd, for padding='same'")
+        raise fail("kernel_size", kernel_size, "must be odd, for padding='same'")
     if pool not in (*POOL, None):
-        raise layers.invalid("pool", pool, "must be 'max', 'avg' or None")
+        raise fail("pool", pool, "must be 'max', 'avg' or None")
     _check_regularization(activation, batch_norm, dropout)
-    check_flag("global_pool", global_pool)
+    flag("global_pool", global_pool)
 
     dims = len(spatial)
     model: OrderedDict[str, nn.Module] = OrderedDict()
@@ -227,12 +252,16 @@ def cnn(
         readout["drop"] = InvertedDropout(dropout)
     model["readout"] = nn.Sequential(readout)
 
-    for k, width in enumerate(hidden, start=1):
-        model[f"dense{k}"] = dense_block(
-            features, width, activation=activation, batch_norm=batch_norm, dropout=dropout
-        )
-        features = width
-    model["head"] = nn.Sequential(OrderedDict(fc=nn.Linear(features, classes)))
+    _add_classifier(
+        model,
+        "dense",
+        features,
+        hidden,
+        classes,
+        activation,
+        batch_norm=batch_norm,
+        dropout=dropout,
+    )
     return nn.Sequential(model)
 
 

@@ -13,7 +13,6 @@ The ``_uniform`` variants draw U(−a, a) with a = √3·std, which has the same
 from __future__ import annotations
 
 import math
-import numbers
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -21,7 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from .layers import ACTIVATIONS, invalid, parse_activation
+from .._checks import fail, nonnegative, positive
+from .layers import ACTIVATIONS, parse_activation
 
 WEIGHTED = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
 NORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d)
@@ -34,7 +34,7 @@ def fans(weight: torch.Tensor) -> tuple[int, int]:
     fan_in = in · k,  fan_out = out · k,  with k the number of kernel elements (1 for Linear).
     """
     if weight.dim() < 2:
-        raise invalid("weight shape", tuple(weight.shape), "needs at least 2 dimensions")
+        raise fail("weight shape", tuple(weight.shape), "needs at least 2 dimensions")
     out_channels, in_channels = weight.shape[:2]
     kernel = math.prod(weight.shape[2:])
     return in_channels * kernel, out_channels * kernel
@@ -55,26 +55,16 @@ def kaiming_gain(nonlinearity: str = "relu", negative_slope: float | None = None
         name, value = parse_activation(nonlinearity)
     if negative_slope is not None:
         if name != "leaky_relu":
-            raise invalid("negative_slope", negative_slope, "only for nonlinearity='leaky_relu'")
-        if not _is_real(negative_slope) or not 0.0 <= negative_slope < math.inf:
-            raise invalid("negative_slope", negative_slope, "must be a finite number >= 0")
+            raise fail("negative_slope", negative_slope, "only for nonlinearity='leaky_relu'")
+        nonnegative("negative_slope", negative_slope)
         value = float(negative_slope)
     if name == "linear":
         return 1.0
     entry = ACTIVATIONS[name]
     if entry.gain is None:
         with_gain = ", ".join(repr(n) for n, e in ACTIVATIONS.items() if e.gain is not None)
-        raise invalid("nonlinearity", nonlinearity, f"no Kaiming gain; use 'linear', {with_gain}")
+        raise fail("nonlinearity", nonlinearity, f"no Kaiming gain; use 'linear', {with_gain}")
     return entry.gain(value)
-
-
-def _is_real(value: Any) -> bool:
-    return isinstance(value, numbers.Real) and not isinstance(value, bool)
-
-
-def _check_positive(name: str, value: Any) -> None:
-    if not _is_real(value) or not 0.0 < value < math.inf:
-        raise invalid(name, value, "must be a finite number > 0")
 
 
 # --------------------------------------------------------------------------- samplers
@@ -95,9 +85,9 @@ def _fill_uniform(weight: torch.Tensor, std: float, generator: torch.Generator |
 
 def xavier_std(weight: torch.Tensor, gain: float = 1.0) -> float:
     """std = gain · √(2/(fan_in + fan_out))  (Glorot & Bengio, 2010)."""
-    _check_positive("gain", gain)
+    positive("gain", gain)
     fan_in, fan_out = fans(weight)
-    return gain * math.sqrt(2.0 / (fan_in + fan_out))
+    return float(gain) * math.sqrt(2.0 / (fan_in + fan_out))
 
 
 def kaiming_std(
@@ -112,7 +102,7 @@ def kaiming_std(
     ``"fan_out"`` the gradients' variance in the backward pass.
     """
     if mode not in MODES:
-        raise invalid("mode", mode, "must be 'fan_in' or 'fan_out'")
+        raise fail("mode", mode, "must be 'fan_in' or 'fan_out'")
     fan_in, fan_out = fans(weight)
     fan = fan_in if mode == "fan_in" else fan_out
     return kaiming_gain(nonlinearity, negative_slope) / math.sqrt(fan)
@@ -132,8 +122,8 @@ def normal_(
     weight: torch.Tensor, *, std: float = 0.01, generator: torch.Generator | None = None
 ) -> None:
     """W ~ N(0, std²) (default: std = 0.01). In deep nets activations shrink layer by layer."""
-    _check_positive("std", std)
-    _fill_normal(weight, std, generator)
+    positive("std", std)
+    _fill_normal(weight, float(std), generator)
 
 
 def xavier_normal_(
@@ -176,30 +166,26 @@ def kaiming_uniform_(
 
 @dataclass(frozen=True)
 class InitScheme:
-    """One initialization scheme.
+    """One initialization scheme (its Var(W) is in the module docstring).
 
     Attributes:
         fill: fills a weight in place; takes ``generator=`` and the keywords below.
-        variance: Var(W) in one line (docs, tests).
         keywords: the keywords ``init_`` accepts for it, besides ``generator``.
     """
 
     fill: Callable[..., None]
-    variance: str
     keywords: tuple[str, ...] = ()
 
 
 _KAIMING_KEYWORDS = ("mode", "nonlinearity", "negative_slope")
 
 INIT_SCHEMES: dict[str, InitScheme] = {
-    "zeros": InitScheme(zeros_, "W = 0"),
-    "normal": InitScheme(normal_, "std²  (std = 0.01)", ("std",)),
-    "xavier_normal": InitScheme(xavier_normal_, "gain² · 2/(fan_in + fan_out)", ("gain",)),
-    "xavier_uniform": InitScheme(xavier_uniform_, "gain² · 2/(fan_in + fan_out)", ("gain",)),
-    "kaiming_normal": InitScheme(kaiming_normal_, "g²/fan  (2/fan_in for ReLU)", _KAIMING_KEYWORDS),
-    "kaiming_uniform": InitScheme(
-        kaiming_uniform_, "g²/fan  (2/fan_in for ReLU)", _KAIMING_KEYWORDS
-    ),
+    "zeros": InitScheme(zeros_),
+    "normal": InitScheme(normal_, ("std",)),
+    "xavier_normal": InitScheme(xavier_normal_, ("gain",)),
+    "xavier_uniform": InitScheme(xavier_uniform_, ("gain",)),
+    "kaiming_normal": InitScheme(kaiming_normal_, _KAIMING_KEYWORDS),
+    "kaiming_uniform": InitScheme(kaiming_uniform_, _KAIMING_KEYWORDS),
 }
 
 
@@ -223,12 +209,12 @@ def init_(
         >>> init_(mlp(64, [128], 10), "kaiming_normal", generator=torch.Generator().manual_seed(0))
     """
     if scheme not in INIT_SCHEMES:
-        raise invalid("init scheme", scheme, f"must be one of {', '.join(map(repr, INIT_SCHEMES))}")
+        raise fail("init scheme", scheme, f"must be one of {', '.join(map(repr, INIT_SCHEMES))}")
     entry = INIT_SCHEMES[scheme]
     for key in kw:
         if key not in entry.keywords:
             allowed = ", ".join(entry.keywords) or "none"
-            raise invalid(f"keyword for {scheme!r}", key, f"allowed: {allowed}")
+            raise fail(f"keyword for {scheme!r}", key, f"allowed: {allowed}")
     for module in model.modules():
         if isinstance(module, WEIGHTED):
             entry.fill(module.weight, generator=generator, **kw)

@@ -7,39 +7,14 @@ spec string into a module, and the Kaiming initializer reads its gain from the s
 from __future__ import annotations
 
 import math
-import numbers
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 from torch import nn
 
-from .._checks import fail
-
-
-def invalid(name: str, value: Any, allowed: str) -> ValueError:
-    """The one error the models package raises: ``Invalid <name>: <value> (<allowed>)``."""
-    return fail(name, value, allowed)
-
-
-def check_positive_int(name: str, value: Any) -> None:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 1:
-        raise invalid(name, value, "must be an integer >= 1")
-
-
-def check_probability(name: str, value: Any) -> None:
-    """A drop probability: a real number in [0, 1) (p = 1 would divide by zero)."""
-    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
-    if not ok or not 0.0 <= float(value) < 1.0:
-        raise invalid(name, value, "must be a number in [0, 1)")
-
-
-def check_flag(name: str, value: Any) -> None:
-    if not isinstance(value, bool):
-        raise invalid(name, value, "must be True or False")
-
+from .._checks import fail, unit_half_open
 
 # --------------------------------------------------------------------------- activations
 
@@ -131,7 +106,7 @@ def parse_activation(spec: str) -> tuple[str, float | None]:
     Raises:
         ValueError: ``Invalid activation: 'swish' (must be one of ...)``.
     """
-    error = invalid("activation", spec, f"must be one of {activation_forms()}")
+    error = fail("activation", spec, f"must be one of {activation_forms()}")
     match = _SPEC.match(spec) if isinstance(spec, str) else None
     if match is None or match.group(1) not in ACTIVATIONS:
         raise error
@@ -146,7 +121,7 @@ def parse_activation(spec: str) -> tuple[str, float | None]:
     except ValueError:
         raise error from None
     if not math.isfinite(value) or value < 0:
-        raise invalid("activation", spec, f"{entry.parameter} must be a finite number >= 0")
+        raise fail("activation", spec, f"{entry.parameter} must be a finite number >= 0")
     return name, value
 
 
@@ -193,7 +168,7 @@ class InvertedDropout(nn.Module):
 
     def __init__(self, p: float = 0.5) -> None:
         super().__init__()
-        check_probability("dropout probability (p)", p)
+        unit_half_open("dropout probability (p)", p)  # p = 1 would divide by zero
         self.p = float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
