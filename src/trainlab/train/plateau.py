@@ -17,8 +17,8 @@ from typing import Any
 
 import torch
 
-from .._checks import fail, nonnegative, one_of, unit_closed, unit_half_open
-from .schedules import _check_step, _integer_at_least, _unit_open
+from .._checks import fail, nonnegative, nonnegative_int, one_of, unit_closed, unit_half_open
+from .schedules import _check_step, _unit_open
 
 
 @dataclass
@@ -96,12 +96,12 @@ class ReduceOnPlateau:
     ) -> None:
         one_of("min", "max")("mode", mode)
         _unit_open("factor", factor)
-        _integer_at_least("patience", patience, 0)
+        nonnegative_int("patience", patience)
         one_of("rel", "abs")("threshold_mode", threshold_mode)
         (unit_half_open if threshold_mode == "rel" else nonnegative)("threshold", threshold)
-        _integer_at_least("cooldown", cooldown, 0)
+        nonnegative_int("cooldown", cooldown)
         unit_closed("min_factor", min_factor)
-        _integer_at_least("start_step", start_step, 0)
+        nonnegative_int("start_step", start_step)
         self.mode = mode
         self.reduce_factor = float(factor)  # the multiplier of a drop; .factor is the current f
         self.patience = int(patience)
@@ -151,8 +151,8 @@ class ReduceOnPlateau:
             raise fail("plateau state", state, "must be a dict with keys " + ", ".join(keys))
         if state["best"] is not None:
             _finite("best", state["best"])
-        _integer_at_least("num_bad_epochs", state["num_bad_epochs"], 0)
-        _integer_at_least("cooldown_counter", state["cooldown_counter"], 0)
+        nonnegative_int("num_bad_epochs", state["num_bad_epochs"])
+        nonnegative_int("cooldown_counter", state["cooldown_counter"])
         unit_closed("factor", state["factor"])
         best = state["best"]
         self.state = PlateauState(

@@ -22,7 +22,7 @@ import numbers
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
-from .._checks import fail, nonnegative, positive, positive_int, unit_closed
+from .._checks import fail, nonnegative, nonnegative_int, positive, positive_int, unit_closed
 
 Config = dict[str, Any] | list[dict[str, Any]]
 
@@ -54,7 +54,7 @@ def _unit_open(name: str, value: Any) -> None:
 
 
 def _check_step(step: Any) -> None:
-    _integer_at_least("step", step, 0)
+    nonnegative_int("step", step)
 
 
 def _cosine_between(start: float, end: float, pct: float) -> float:
