@@ -158,7 +158,34 @@ def test_adam_with_beta1_zero_is_rmsprop_with_rescaled_lr_and_eps():
     same(adam, torch.stack(points))
 
 
+def adam_by_hand(look_ahead: bool, lr=0.01, beta1=0.9, beta2=0.999, eps=1e-8, steps=40):
+    """Adam's moments m, v and bias-corrected v̂; the step uses m̂ = m/(1 − β1ᵗ) or, with
+    ``look_ahead``, Nesterov's (1 − β1)/(1 − β1ᵗ)·g + β1/(1 − β1ᵗ⁺¹)·m (constant μ = β1)."""
+    theta = torch.linspace(-1.0, 1.5, 5, dtype=torch.float64)
+    m, v = torch.zeros_like(theta), torch.zeros_like(theta)
+    product = torch.ones(())  # Π = β1ᵗ, kept like torch.optim's NAdam in a 0-dim tensor
+    points = []
+    for t in range(1, steps + 1):
+        g = grad_f(theta)
+        m = beta1 * m + (1 - beta1) * g
+        v = beta2 * v + (1 - beta2) * g * g
+        if look_ahead:
+            p = product.mul_(beta1).item()
+            direction = (1 - beta1) / (1 - p) * g + beta1 / (1 - p * beta1) * m
+        else:
+            direction = m / (1 - beta1**t)
+        theta = theta - lr * direction / ((v / (1 - beta2**t)).sqrt() + eps)
+        points.append(theta.clone())
+    return torch.stack(points)
+
+
 def test_nadam_and_adam_differ_only_through_the_look_ahead():
     adam = trajectory(optim.Adam, lr=0.01)
-    nadam = trajectory(optim.NAdam, lr=0.01)
+    same(adam, adam_by_hand(look_ahead=False))
+    # A huge ψ makes the momentum schedule μ_t = β1·(1 − ½·0.96^(t·ψ)) constant at β1:
+    # NAdam is then the same recursion as Adam with the look-ahead momentum term.
+    nadam = trajectory(optim.NAdam, lr=0.01, momentum_decay=1e4)
+    same(nadam, adam_by_hand(look_ahead=True))
     assert (adam - nadam).abs().max() > 1e-4
+    # With the default ψ the warm-up of μ_t is a second difference.
+    assert (trajectory(optim.NAdam, lr=0.01) - nadam).abs().max() > 1e-6

@@ -94,17 +94,27 @@ def test_lbfgs_state_moves_between_torch_and_trainlab():
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
+def gradient_norm(loss, params) -> float:
+    grads = torch.autograd.grad(loss(), params)
+    return torch.cat([g.reshape(-1) for g in grads]).norm().item()
+
+
 @pytest.mark.parametrize("line_search_fn", [None, "backtracking"])
-def test_newton_reaches_gradient_norm_1e_8_within_10_steps(line_search_fn):
+def test_newton_reaches_gradient_norm_1e_8_within_6_of_10_steps(line_search_fn):
     params, loss = logistic_problem()
     opt = optim.Newton(params, line_search_fn=line_search_fn)
+    norms = []  # ‖∇J‖ after each step
     for _ in range(10):
         opt.step(loss)
-    grads = torch.autograd.grad(loss(), params)
-    norm = torch.cat([g.reshape(-1) for g in grads]).norm().item()
-    assert norm < 1e-8
-    # Quadratic convergence: far fewer than 10 steps were actually needed.
+        norms.append(gradient_norm(loss, params))
     assert opt.state[params[0]]["n_iter"] == 10
+    assert max(norms[5:]) < 1e-8  # reached within 6 steps, and stays there
+    # Quadratic convergence: far fewer than 10 steps were needed because, once close,
+    # each step about squares the norm (a linearly convergent method would keep a
+    # constant ratio), until it reaches rounding level.
+    assert norms[0] > 1e-2
+    for k in range(2, 5):
+        assert norms[k] < norms[k - 1] ** 1.5, norms
 
 
 def test_newton_converges_quadratically():

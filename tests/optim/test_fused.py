@@ -212,6 +212,44 @@ def test_a_scheduler_changing_lr_every_step_compiles_once(counting_backend, make
     assert all_fused(opt)
 
 
+def test_group_labels_and_scheduler_keys_do_not_make_compiled_variants(counting_backend):
+    # A "name" label is user metadata and OneCycleLR adds initial_lr, max_lr, min_lr,
+    # max_momentum and base_momentum to every group: none of them is a hyperparameter
+    # of the rule, so neither a variant per label nor an input refilled every step.
+    def run(backend):
+        params = make_params(torch.float32)[:3]
+        opt = optim.Adam(
+            [
+                {"params": params[:1], "name": "backbone"},
+                {"params": params[1:], "name": "head", "lr": 0.005},
+            ],
+            lr=0.01,
+            backend=backend,
+        )
+        scheduler = lr_scheduler.OneCycleLR(opt, max_lr=[0.05, 0.02], total_steps=12)
+        trajectory = []
+        for step in range(12):
+            opt.zero_grad()
+            loss_of([*params, None], batch(torch.float32, step)).backward()
+            opt.step()
+            scheduler.step()
+            trajectory.append([p.detach().clone() for p in params])
+        return trajectory, opt
+
+    eager, _ = run("eager")
+    assert counting_backend.compilations == 0
+    fused, opt = run("fused")
+    assert counting_backend.compilations == 1
+    assert all_fused(opt) and len(opt.backend_info()) == 2
+    assert all("max_lr" in g and "initial_lr" in g for g in opt.param_groups)
+    h = opt.hyperparameters(opt.param_groups[0])
+    assert not {"name", "initial_lr", "max_lr", "min_lr", "max_momentum", "base_momentum"} & set(h)
+    assert not {"foreach", "fused", "capturable", "differentiable", "params"} & set(h)
+    for step, (a, b) in enumerate(zip(eager, fused)):
+        for x, y in zip(a, b):
+            torch.testing.assert_close(x, y, rtol=1e-5, atol=1e-6, msg=f"step {step}")
+
+
 def test_compilation_failure_falls_back_to_eager_with_one_warning(monkeypatch):
     def broken(graph_module, example_inputs):
         raise RuntimeError("no C++ compiler found")
@@ -430,3 +468,30 @@ def test_a_switch_turned_on_mid_run_compiles_its_variant_and_matches_eager():
     assert all("max_exp_avg_sq" in opt.state[p] for p in fused)
     for a, b in zip(eager, fused):
         torch.testing.assert_close(a, b, rtol=1e-12, atol=1e-14)
+
+
+@pytest.mark.parametrize("backend", ["eager", "fused"])
+@pytest.mark.parametrize(
+    ("cls", "switch", "value", "buffer"),
+    [
+        (optim.Adam, "amsgrad", True, "max_exp_avg_sq"),
+        (optim.AdamW, "amsgrad", True, "max_exp_avg_sq"),
+        (optim.RMSprop, "centered", True, "grad_avg"),
+        (optim.RMSprop, "momentum", 0.9, "momentum_buffer"),
+        (optim.SGD, "momentum", 0.9, "momentum_buffer"),
+    ],
+)
+def test_state_switches_add_their_buffers_mid_run(
+    counting_backend, backend, cls, switch, value, buffer
+):
+    assert switch in cls.state_switches
+    params = make_params(torch.float64)[:3]
+    opt = cls(params, lr=0.01, backend=backend)
+    for step in range(4):
+        if step == 2:
+            opt.param_groups[0][switch] = value
+        opt.zero_grad()
+        loss_of([*params, None], batch(torch.float64, step)).backward()
+        opt.step()
+        assert all((buffer in opt.state[p]) == (step >= 2) for p in params)
+    assert all(torch.isfinite(p).all() for p in params)

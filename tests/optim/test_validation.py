@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import trainlab.optim as optim
-from trainlab.optim import OPTIMIZERS
+from trainlab.optim import OPTIMIZERS, _fused
 
 
 def params():
@@ -177,11 +177,50 @@ def test_add_param_group_is_validated():
     assert len(opt.param_groups) == 1
 
 
-@pytest.mark.parametrize("name", [s.name for s in OPTIMIZERS.values() if not s.closure])
-def test_sparse_gradient_is_refused(name):
+FIRST_ORDER = [s.name for s in OPTIMIZERS.values() if not s.closure]
+
+
+@pytest.mark.parametrize("backend", ["eager", "fused"])
+@pytest.mark.parametrize("name", FIRST_ORDER)
+def test_sparse_gradient_is_refused(name, backend):
     emb = torch.nn.Embedding(5, 2, sparse=True)
-    opt = OPTIMIZERS[name].cls(emb.parameters())
+    opt = OPTIMIZERS[name].cls(emb.parameters(), backend=backend)
     emb(torch.tensor([1, 2])).sum().backward()
+    with pytest.raises(ValueError, match=r"does not support sparse gradients"):
+        opt.step()
+
+
+@pytest.fixture
+def traced_only(monkeypatch):
+    """The fused backend compiled by dynamo alone (no inductor): same path, faster."""
+    monkeypatch.setattr(_fused, "BACKEND", "eager")
+    _fused.compiled_update.cache_clear()
+    yield
+    _fused.compiled_update.cache_clear()
+
+
+@pytest.mark.parametrize("zero_grad", ["none", "before", "after"])
+@pytest.mark.parametrize("name", FIRST_ORDER)
+def test_sparse_gradient_after_fused_steps_is_refused(name, zero_grad, traced_only):
+    # The flat group exists (built from dense gradients); a sparse .grad assigned later
+    # has no data pointer, and must reach the eager loop's error, not a RuntimeError.
+    weight = torch.ones(5, 2, requires_grad=True)
+    opt = OPTIMIZERS[name].cls([weight], backend="fused")
+    for _ in range(2):
+        opt.zero_grad()
+        weight.square().sum().backward()
+        opt.step()
+    assert opt.backend_info()[0]["params"] == 1
+    if zero_grad == "before":
+        opt.zero_grad()  # the flat group records that no parameter has a gradient
+    weight.grad = torch.sparse_coo_tensor([[1, 3]], torch.ones(2, 2), (5, 2), check_invariants=True)
+    if zero_grad == "after":  # clears the sparse gradient: the step has nothing to do
+        opt.zero_grad()
+        assert weight.grad.layout is torch.strided and not weight.grad.any()
+        before = weight.detach().clone()
+        opt.step()
+        torch.testing.assert_close(weight.detach(), before, rtol=0, atol=0)
+        return
     with pytest.raises(ValueError, match=r"does not support sparse gradients"):
         opt.step()
 
@@ -204,3 +243,64 @@ def test_unknown_registry_name():
 def test_torch_compat_keywords_are_accepted():
     optim.Adam(params(), foreach=True, fused=False)
     optim.SGD(params(), foreach=False, fused=None, differentiable=False)
+
+
+def test_a_parameter_group_must_be_a_dict():
+    opt = optim.SGD(params(), lr=0.1)
+    with pytest.raises(TypeError, match=r"^param_group must be a dict, but got list$"):
+        opt.add_param_group(params())
+    with pytest.raises(TypeError, match=r"^param_group must be a dict, but got Tensor$"):
+        optim.Adam([{"params": params()}, torch.zeros(2, requires_grad=True)])
+    assert len(opt.param_groups) == 1
+
+
+def test_parameters_given_as_a_set_are_refused():
+    with pytest.raises(TypeError, match=r"ordered collections.*Please use a list instead"):
+        optim.SGD([{"params": set(params())}], lr=0.1)
+
+
+@pytest.mark.parametrize(("bad", "typename"), [(1.0, "float"), (None, "NoneType"), ("w", "str")])
+def test_a_parameter_must_be_a_tensor(bad, typename):
+    with pytest.raises(
+        TypeError,
+        match=rf"^Invalid parameter 1 of group 0: {typename} \(must be a torch\.Tensor\)$",
+    ):
+        optim.Adam([torch.zeros(2, requires_grad=True), bad])
+
+
+def test_lbfgs_refuses_a_sparse_gradient():
+    emb = torch.nn.Embedding(5, 2, sparse=True)
+    opt = optim.LBFGS(emb.parameters())
+
+    def closure():
+        opt.zero_grad()
+        loss = emb(torch.tensor([1, 2])).sum()
+        loss.backward()
+        return loss
+
+    before = emb.weight.detach().clone()
+    with pytest.raises(
+        ValueError, match=r"^LBFGS does not support sparse gradients \(use dense parameters\)$"
+    ):
+        opt.step(closure)
+    torch.testing.assert_close(emb.weight.detach(), before, rtol=0, atol=0)
+
+
+def test_newton_needs_a_parameter_that_requires_a_gradient():
+    with pytest.raises(
+        ValueError,
+        match=r"^Invalid params for Newton: no parameter requires a gradient \(nothing to train\)$",
+    ):
+        optim.Newton([torch.zeros(3), torch.ones(2)])
+
+
+def test_newton_refuses_a_hessian_that_cannot_be_made_positive_definite():
+    theta = torch.tensor([1.0, -2.0], dtype=torch.float64, requires_grad=True)
+    opt = optim.Newton([theta])
+    with pytest.raises(
+        ValueError, match=r"^Newton: the Hessian could not be made positive definite"
+    ):
+        opt.step(lambda: (theta**2).sum() * math.nan)  # NaN loss: NaN gradient and Hessian
+    torch.testing.assert_close(
+        theta.detach(), torch.tensor([1.0, -2.0], dtype=torch.float64), rtol=0, atol=0
+    )

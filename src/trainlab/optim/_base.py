@@ -14,6 +14,7 @@ as they do for torch's own classes.
 from __future__ import annotations
 
 import difflib
+import functools
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -52,10 +53,16 @@ TORCH_COMPAT_CHECKS: dict[str, Check] = {
 }
 
 
-# Group entries the update rules never read.
-_NOT_HYPERPARAMETERS = frozenset(
-    {"params", "param_names", "foreach", "fused", "capturable", "differentiable"}
-)
+@functools.cache
+def _hyperparameter_names(cls: type) -> tuple[str, ...]:
+    """The group keys ``cls``'s rules read: its declared hyperparameters.
+
+    Everything else a group may carry — ``params``, the torch-compatibility switches
+    (``foreach``, ...), keys torch's schedulers add (``initial_lr``, ``max_lr``, ...) and
+    user labels (``"name"``) — stays out, so that it neither becomes a compiled variant
+    of the fused backend nor a tensor input refilled every step.
+    """
+    return tuple(k for k in cls.checks if k not in TORCH_COMPAT_CHECKS)
 
 
 def scalar_dtype() -> torch.dtype:
@@ -225,6 +232,9 @@ class FirstOrderOptimizer(TrainlabOptimizer):
     state tensor of the group.
     """
 
+    #: Hyperparameters whose truth value decides which state keys ``init_state`` creates
+    #: (AMSGrad's maximum, centered RMSprop's mean, momentum buffers).
+    state_switches: ClassVar[tuple[str, ...]] = ()
     #: 0-dim state entries (one number per parameter), kept outside the compiled rule.
     scalar_state: ClassVar[tuple[str, ...]] = ("step",)
     #: State entries ``init_state`` leaves as None, created from the first gradient.
@@ -317,14 +327,7 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         self, group: dict[str, Any], dtype: torch.dtype, device: torch.device
     ) -> frozenset[str]:
         """The state keys ``init_state`` gives a parameter of this group (its switches decide)."""
-        # The switches that add state buffers: AMSGrad, centered RMSprop, momentum.
-        key = (
-            group.get("amsgrad"),
-            group.get("centered"),
-            group.get("momentum", 0) != 0,
-            dtype,
-            device,
-        )
+        key = (*(bool(group.get(name)) for name in self.state_switches), dtype, device)
         keys = self._state_keys_cache.get(key)
         if keys is None:
             dummy = torch.zeros((), dtype=dtype, device=device)
@@ -336,8 +339,12 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         raise NotImplementedError
 
     def hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
-        """The group's hyperparameters for the rule: numbers, with betas split in two."""
-        h = {k: v for k, v in group.items() if k not in _NOT_HYPERPARAMETERS}
+        """The group's hyperparameters for the rule: numbers, with betas split in two.
+
+        Only the hyperparameters the class declares (``checks``, less the torch
+        compatibility switches) are taken, plus the switches derived here.
+        """
+        h = {k: group[k] for k in _hyperparameter_names(type(self)) if k in group}
         h["lr"] = as_float(h["lr"])
         h["weight_decay"] = as_float(h["weight_decay"])
         # Switches, so that compiled code branches on Python values, not on tensors.
@@ -358,7 +365,8 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         for index, group in enumerate(self.param_groups):
             h = self.hyperparameters(group)
             done = self._engine.step(index, group, h)
-            rest = [p for p in group["params"] if id(p) not in done]
+            params = group["params"]
+            rest = [p for p in params if id(p) not in done] if done else params
             eager_stats = self._eager_step(rest, group, h)
             if self.track_stats:
                 self.stats.append(self._engine.merge_stats(index, eager_stats))

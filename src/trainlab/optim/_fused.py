@@ -142,7 +142,12 @@ def compiler_available(device: torch.device) -> bool:
 
 def _is_switch(value: Any) -> bool:
     """Flags and names (bools, strings, None) are baked into a compiled variant."""
-    return isinstance(value, bool) or not isinstance(value, Number)
+    kind = type(value)
+    if kind is float or kind is int:  # the common cases, without the Number ABC check
+        return False
+    if kind is bool or kind is str or value is None:
+        return True
+    return not isinstance(value, Number)
 
 
 def _record_gradient(group: weakref.ref, i: int, _param: Tensor) -> None:
@@ -179,9 +184,10 @@ class FlatGroup:
             weakref.finalize(self, handle.remove)
         self.param_ptrs = [p.data_ptr() for p in params]
         self.grad_ptrs = [p.grad.data_ptr() for p in params]
-        self.state: dict[str, Tensor | None] = {}  # flat per-element state
-        self.scalars: dict[str, Tensor] = {}  # one number per parameter (step, ...)
-        self.step: int | None = 0  # the common step count; None once parameters differ
+        # adopt_state() (below) sets the flat state, the per-parameter scalars and the step:
+        self.state: dict[str, Tensor | None]  # flat per-element state
+        self.scalars: dict[str, Tensor]  # one number per parameter (step, ...)
+        self.step: int | None  # the common step count; None once parameters differ
         self.fused_ok = True
         self._compiled: set[Any] = set()  # the compiled variants this group has called
         self.needs_adopt = False
@@ -257,8 +263,13 @@ class FlatGroup:
         return all(buffer is not None for buffer in self.state.values())
 
     # -- layout --------------------------------------------------------------------------
-    def check_layout(self) -> None:
-        """Re-point parameters and gradients that were replaced; refuse a device/dtype move."""
+    def check_layout(self) -> bool:
+        """Re-point parameters and gradients that were replaced; refuse a device/dtype move.
+
+        Returns False when a gradient cannot go into the flat buffer (a sparse one): the
+        eager loop then takes the step, and raises the sparse-gradient error.
+        """
+        ok = True
         for i, p in enumerate(self.params):
             if p.data_ptr() != self.param_ptrs[i]:
                 if p.device != self.device or p.dtype != self.dtype:
@@ -279,17 +290,23 @@ class FlatGroup:
                 view.zero_()
                 p.grad = view
                 self.has_grad[i] = False
+            elif grad.layout is not torch.strided:  # sparse: no data pointer to compare
+                # Not a gradient-less parameter: the eager loop must see it (and refuse it).
+                self.has_grad[i] = True
+                ok = False
             elif grad.data_ptr() != self.grad_ptrs[i]:  # a gradient tensor of its own
-                if grad.is_sparse:
-                    return  # the eager loop raises the sparse-gradient error
                 self._view(self.grad, i).copy_(grad)
                 p.grad = self._view(self.grad, i)
                 self.has_grad[i] = True
+        return ok
 
     def zero_grad(self, set_to_none: bool) -> None:
         self.grad.zero_()
         for i, p in enumerate(self.params):
-            if p.grad is None or p.grad.data_ptr() != self.grad_ptrs[i]:
+            grad = p.grad
+            # A sparse gradient has no data pointer: test its layout first.
+            replaced = grad is None or grad.layout is not torch.strided
+            if replaced or grad.data_ptr() != self.grad_ptrs[i]:
                 p.grad = self._view(self.grad, i)
         if set_to_none:  # no gradient until backward gives one
             self.has_grad = [False] * len(self.params)
@@ -297,14 +314,12 @@ class FlatGroup:
     # -- the step ------------------------------------------------------------------------
     def fused_step(self, h: dict[str, Any]) -> bool:
         """One compiled step over the whole group; False when the eager loop must do it."""
-        if not self.fused_ok:
+        if not self.fused_ok or not self.check_layout():
             return False
-        self.check_layout()
-        if self.step is None or not all(self.has_grad):
-            if not all(self.has_grad) and any(self.has_grad):
+        all_grads = all(self.has_grad)
+        if self.step is None or not all_grads:
+            if not all_grads and any(self.has_grad):
                 self.step = None  # the eager loop steps only some parameters: counts part
-            return False
-        if any(p.grad.is_sparse for p in self.params):
             return False
         opt = self.optimizer
         if self.needs_adopt:
@@ -318,7 +333,14 @@ class FlatGroup:
             self.needs_adopt = True
             return False
         # The switches (non-numbers) pick the compiled variant; numbers are tensor inputs.
-        flags = tuple((k, v) for k, v in h.items() if _is_switch(v))
+        inputs: dict[str, Any] = {}
+        flags = []
+        for k, v in h.items():
+            if _is_switch(v):
+                inputs[k] = v
+                flags.append((k, v))
+            else:
+                inputs[k] = self._scalar_input(k, v)
         stats_mode = self.stats_mode if opt.track_stats else None
         in_kernel = stats_mode if stats_mode != "copy" else None
         variant = (*flags, ("stats", in_kernel), self.dtype, self.device.type)
@@ -330,8 +352,9 @@ class FlatGroup:
         if "step" in self.scalars:
             self.scalars["step"].add_(1)
             step = float(self.step + 1)
-        rule_h = {**h, **opt.coefficients(step, h, self.scalars), "first_step": False}
-        inputs = {k: self._as_input(k, v) for k, v in rule_h.items()}
+        for k, v in opt.coefficients(step, h, self.scalars).items():
+            inputs[k] = v if _is_switch(v) else self._scalar_input(k, v)
+        inputs["first_step"] = False
         before, delta, check = self._statistics_buffers(stats_mode, update)
         args = (self.param, self.grad, self.state, inputs, opt.apply_rule, before, delta)
         try:
@@ -412,10 +435,8 @@ class FlatGroup:
             nonfinite = (~torch.isfinite(self.grad)).sum()
         return grad_sq, update_sq, param_sq, nonfinite
 
-    def _as_input(self, name: str, value: Any) -> Any:
-        """Numbers become 0-dim tensors (updated in place), flags stay Python values."""
-        if _is_switch(value):
-            return value
+    def _scalar_input(self, name: str, value: Any) -> Tensor:
+        """A number as a 0-dim tensor input of the compiled code (refilled in place)."""
         cached = self._scalar_inputs.get(name)
         if cached is not None and cached[0] == value:
             return cached[1]
@@ -483,23 +504,22 @@ class FusedEngine:
         return done
 
     def info(self) -> list[dict[str, Any]]:
-        return [
-            {
-                "group": index,
-                "device": str(flat.device),
-                "dtype": str(flat.dtype).replace("torch.", ""),
-                "params": len(flat.params),
-                "numel": flat.param.numel(),
-                "fused": flat.fused_ok and flat.step is not None,
-                "stats": (
-                    flat.stats_mode
-                    if self.optimizer.track_stats and flat.fused_ok and flat.step is not None
-                    else None
-                ),
-            }
-            for index, flats in sorted(self.groups.items())
-            for flat in flats
-        ]
+        parts = []
+        for index, flats in sorted(self.groups.items()):
+            for flat in flats:
+                fused = flat.fused_ok and flat.step is not None
+                parts.append(
+                    {
+                        "group": index,
+                        "device": str(flat.device),
+                        "dtype": str(flat.dtype).replace("torch.", ""),
+                        "params": len(flat.params),
+                        "numel": flat.param.numel(),
+                        "fused": fused,
+                        "stats": flat.stats_mode if self.optimizer.track_stats and fused else None,
+                    }
+                )
+        return parts
 
     def zero_grad(self, set_to_none: bool) -> set[int]:
         done: set[int] = set()

@@ -115,6 +115,8 @@ class Adam(FirstOrderOptimizer):
     ) -> None:
         super().__init__(params, locals())
 
+    state_switches = ("amsgrad",)
+
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         def zeros() -> Tensor:
             return torch.zeros_like(param, memory_format=torch.preserve_format)

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
+from ._base import (
+    FirstOrderOptimizer,
+    first_order_checks,
+    prepare_gradient,
+    scalar_dtype,
+    step_counter,
+)
 from ._ops import add_product_, add_quotient_
 
 
@@ -109,7 +115,7 @@ class NAdam(FirstOrderOptimizer):
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         return {
             "step": step_counter(),
-            "mu_product": torch.ones((), dtype=step_counter().dtype),
+            "mu_product": torch.ones((), dtype=scalar_dtype()),
             "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
             "exp_avg_sq": torch.zeros_like(param, memory_format=torch.preserve_format),
         }

@@ -98,6 +98,8 @@ class RMSprop(FirstOrderOptimizer):
     ) -> None:
         super().__init__(params, locals())
 
+    state_switches = ("centered", "momentum")
+
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         def zeros() -> Tensor:
             return torch.zeros_like(param, memory_format=torch.preserve_format)

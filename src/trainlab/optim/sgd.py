@@ -130,6 +130,7 @@ class SGD(FirstOrderOptimizer):
                 f" and dampening={group.get('dampening')}",
             )
 
+    state_switches = ("momentum",)
     lazy_state = ("momentum_buffer",)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
