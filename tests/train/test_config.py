@@ -350,7 +350,15 @@ def test_wrong_type(item: str, pattern: str) -> None:
         ("data.batch_size=0", r"Invalid data\.batch_size: 0 \(must be an integer >= 1\)"),
         ("model.kernel_size=4", r"Invalid model\.kernel_size: 4 \(must be an odd integer >= 1"),
         ("model.hidden=[64, 0]", r"Invalid model\.hidden\[1\]: 0 \(must be an integer >= 1\)"),
-        ("run.seed=-1", r"Invalid run\.seed: -1 \(must be an integer >= 0\)"),
+        ("run.seed=-1", r"Invalid run\.seed: -1 \(must be an integer in \[0, 4294967296\)\)"),
+        # np.random.seed takes 32 bits: a larger seed passed validation, then failed
+        ("run.seed=4294967296", r"Invalid run\.seed: 4294967296 \(must be an integer in \["),
+        # integers beyond 64 bits passed validation, then failed without naming the key
+        (
+            "run.epochs=9223372036854775808",
+            r"Invalid run\.epochs: 9223372036854775808 \(must be an integer that fits in 64",
+        ),
+        ("run.threads=4000", r"Invalid run\.threads: 4000 \(must be an integer in \[1, \d+\]"),
         ("penalty.l2=-1", r"Invalid penalty\.l2: -1\.0 \(must be a finite number >= 0\)"),
     ],
 )

@@ -36,6 +36,7 @@ import inspect
 import json
 import math
 import numbers
+import os
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import MISSING, dataclass, field, fields
@@ -81,6 +82,9 @@ NOT_FINGERPRINTED = (
     "run.threads",
 )
 
+#: Largest config file read: a config is a page of settings, not megabytes.
+MAX_CONFIG_BYTES = 1 << 20
+
 _PLATEAU_RENAMED = {"start_step": "after_step"}  # ReduceOnPlateau keyword -> config key
 
 
@@ -93,6 +97,25 @@ def _at_least(low: int) -> Check:
             raise fail(name, value, f"must be an integer >= {low}")
 
     return check
+
+
+def _below(high: int) -> Check:
+    def check(name: str, value: Any) -> None:
+        if not 0 <= value < high:
+            raise fail(name, value, f"must be an integer in [0, {high})")
+
+    return check
+
+
+def _threads(name: str, value: Any) -> None:
+    limit = 4 * (os.cpu_count() or 1)
+    if not 1 <= value <= limit:
+        raise fail(
+            name,
+            value,
+            f"must be an integer in [1, {limit}]: at most 4 × the {os.cpu_count()} CPU cores "
+            "here, since more threads than cores only slow each step down",
+        )
 
 
 def _between(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Check:
@@ -250,6 +273,8 @@ def _coerce(name: str, value: Any, kind: Any, expected: str | None = None) -> An
     elif kind is int:
         ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
         value = int(value) if ok else value
+        if ok and not -(2**63) <= value < 2**63:
+            raise fail(name, value, f"must be {expected} that fits in 64 bits")
     elif kind is float:
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
         value = float(value) if ok else value
@@ -638,13 +663,13 @@ class RunConfig(_Section):
     )
     seed: int = field(
         default=0,
-        metadata=_about("seed of every random choice (split, init, order, dropout)", _at_least(0)),
+        metadata=_about("seed of every random choice (split, init, order, dropout)", _below(2**32)),
     )
     device: Literal["auto", "cpu", "cuda"] = field(
         default="auto", metadata=_about("auto: cuda when available")
     )
     threads: int | None = field(
-        default=None, metadata=_about("torch CPU threads; none: torch's default", _at_least(1))
+        default=None, metadata=_about("torch CPU threads; none: torch's default", _threads)
     )
     eval_every: int | None = field(
         default=None, metadata=_about("steps between evaluations; none: every epoch", _at_least(1))
@@ -781,6 +806,10 @@ class Config:
 
 def _read_toml(path: Path) -> dict[str, Any]:
     try:
+        if path.exists() and not path.is_file():
+            raise fail("config file", str(path), "not a regular file (a folder or a device)")
+        if path.stat().st_size > MAX_CONFIG_BYTES:
+            raise fail("config file", str(path), f"larger than {MAX_CONFIG_BYTES:,} bytes")
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise fail("config file", str(path), "no such file") from None
