@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import signal
 import sys
 import time
 from pathlib import Path
@@ -54,49 +55,52 @@ def _optimizers(args: argparse.Namespace) -> int:
     return 0
 
 
-def _default_run_dir(stem: str) -> Path:
-    return Path("runs") / f"{stem}-{time.strftime('%Y%m%d-%H%M%S')}"
-
-
 def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
-    from .train.checkpoint import CHECKPOINTS_DIR
-    from .train.config import dump_toml, fingerprint, load_config
+    from .train.config import fingerprint, load_config
     from .train.report import ProgressLine, summary_table
-    from .train.trainer import Trainer
+    from .train.run_folder import CONFIG_FILE, RunFolder, RunFolderError, default_stem
+    from .train.trainer import Interrupted, Trainer, config_changed
 
     if args.resume:
         run_dir = Path(args.resume)
-        saved = run_dir / "config.toml"
-        if not saved.exists():
-            raise ValueError(
-                f"Invalid --resume: {str(run_dir)!r} has no config.toml (it is not a trainlab "
-                "run folder; pass the folder a previous `trainlab train` created)"
+        saved = run_dir / CONFIG_FILE
+        if not saved.is_file():
+            raise RunFolderError(
+                f"Invalid --resume: {str(run_dir)!r} has no {CONFIG_FILE} (it is not a "
+                "trainlab run folder; pass the folder a previous `trainlab train` created)"
             )
         config = load_config(saved, overrides)
         if fingerprint(config) != fingerprint(load_config(saved)):
-            raise ValueError(
-                f"Invalid --resume: the --set values change the run in {str(run_dir)!r} "
-                "(a resumed run must have the config it started with; start a new run "
-                "with --run-dir, or drop the --set values)"
-            )
+            raise config_changed(run_dir, "the --set values")
+        folder = run_dir
     else:
         config = load_config(args.config, overrides)
-        run_dir = Path(args.run_dir) if args.run_dir else _default_run_dir(stem)
-        if (run_dir / CHECKPOINTS_DIR).exists() or (run_dir / "summary.json").exists():
-            raise ValueError(
-                f"Invalid --run-dir: {str(run_dir)!r} already holds a run (nothing was "
-                f"overwritten; continue it with `trainlab train --resume {run_dir}` or "
-                "choose another --run-dir)"
-            )
-        run_dir.mkdir(parents=True, exist_ok=True)
-        (run_dir / "config.toml").write_text(dump_toml(config))
-    progress = ProgressLine()
-    trainer = Trainer(config, run_dir, resume=bool(args.resume), progress=progress)
+        # Claimed after the config is valid, so that a typo creates no folder.
+        folder = (
+            Path(args.run_dir)
+            if args.run_dir
+            else RunFolder.claim_unique("runs", default_stem(stem))
+        )
+    progress, stop = ProgressLine(), None
     try:
+        trainer = Trainer(config, folder, resume=bool(args.resume), progress=progress)
+        if trainer.resumed_from is not None:
+            print(f"resuming from {trainer.resumed_from}", file=sys.stderr)
+        elif args.resume:
+            print("no complete checkpoint yet: starting over from step 0", file=sys.stderr)
         summary = trainer.fit()
+    except Interrupted as interrupted:
+        stop = interrupted
+    except BaseException:
+        if isinstance(folder, RunFolder):
+            folder.release(remove_if_unused=True)
+        raise
     finally:
         progress.close()
-    print(summary_table(summary, str(run_dir)))
+    if stop is not None:
+        print(f"trainlab: {stop}", file=sys.stderr)
+        return stop.exit_code
+    print(summary_table(summary, str(trainer.run_dir)))
     return 0
 
 
@@ -169,13 +173,47 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(BaseException):
+    """SIGTERM outside the training loop (which handles it itself)."""
+
+
+def _terminate(signum: int, frame: object) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
+    from .train.run_folder import os_error_message
+
     args = build_parser().parse_args(argv)
+    previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
     try:
         return args.run(args)
     except ValueError as error:  # bad input, named: config, data, checkpoints, non-finite
         print(f"trainlab: error: {error}", file=sys.stderr)
-        return 2
+    except MemoryError:
+        print(
+            "trainlab: error: out of memory (the data or the model is larger than this "
+            "machine's memory: use a smaller model, batch or dataset)",
+            file=sys.stderr,
+        )
+    except OSError as error:  # the disk, the file system, permissions
+        print(f"trainlab: error: {os_error_message(error, 'access')}", file=sys.stderr)
+    except KeyboardInterrupt:
+        print("\ntrainlab: interrupted; files already saved are intact", file=sys.stderr)
+        return 130
+    except Terminated:
+        print("trainlab: terminated (SIGTERM); files already saved are intact", file=sys.stderr)
+        return 143
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+    return 2
+
+
+def _main_thread() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import errno
 import json
 import math
 import os
@@ -337,13 +338,13 @@ def test_failed_save_keeps_previous_checkpoint(tmp_path, monkeypatch, cleanup):
         written.append(path.name)
         if len(written) == 2:
             path.write_bytes(data[: len(data) // 2])
-            raise OSError("No space left on device")
+            raise OSError(errno.ENOSPC, "No space left on device", str(path))
         real_write(path, data)
 
     monkeypatch.setattr(checkpoint, "_write_file", failing_write)
     if not cleanup:
         monkeypatch.setattr(checkpoint, "_remove_tree", lambda path: None)
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match=r"No space left.*disk is full.*needs [\d,]+ bytes"):
         save_steps(tmp_path, 2)
 
     directory = tmp_path / "checkpoints"
@@ -386,7 +387,7 @@ def test_background_writer_checks_inputs_at_once_and_reraises_write_errors(tmp_p
 
     monkeypatch.setattr(checkpoint, "_write_file", full_disk)
     writer.submit(tmp_path, "step-2", weights={"w": torch.zeros(2)}, state={}, metrics={"step": 2})
-    with pytest.raises(OSError, match="No space left"):
+    with pytest.raises(CheckpointError, match="No space left"):
         writer.wait()
     writer.wait()  # reported once
     assert names(list_checkpoints(tmp_path)) == ["step-1"]

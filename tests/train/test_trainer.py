@@ -16,6 +16,7 @@ import torch
 
 from trainlab.cli import main
 from trainlab.train.config import load_config
+from trainlab.train.run_folder import RunFolderError
 from trainlab.train.trainer import NonFiniteError, Trainer, TrainingError
 
 # A small, fast run: an MLP on scikit-learn's digits, a few epochs, checkpoint every 5 steps.
@@ -361,9 +362,10 @@ def test_cuda_without_a_gpu_is_a_clear_error(tmp_path):
         Trainer(load_config(None, [*TINY, "run.device=cuda"]), tmp_path)
 
 
-def test_resuming_a_folder_without_checkpoints_is_refused(tmp_path):
-    with pytest.raises(TrainingError, match=r"holds no complete checkpoint"):
+def test_resuming_a_folder_that_holds_no_run_is_refused(tmp_path):
+    with pytest.raises(RunFolderError, match=r"has no config\.toml \(it is not a trainlab run"):
         Trainer(load_config(None, TINY), tmp_path, resume=True)
+    assert list(tmp_path.iterdir()) == []  # nothing written
 
 
 def test_cli_refuses_a_config_together_with_resume(tmp_path, capsys):

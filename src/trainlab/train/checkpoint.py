@@ -26,6 +26,7 @@ import json
 import os
 import secrets
 import shutil
+import stat
 import threading
 import time
 import warnings
@@ -40,6 +41,7 @@ from torch import Tensor
 
 from trainlab import _checks
 
+from .run_folder import os_error_message
 from .state_tree import (
     CheckpointError,
     _compact_copy,
@@ -59,6 +61,10 @@ META_FILE = "meta.json"
 DATA_FILES = (WEIGHTS_FILE, STATE_TENSORS_FILE, STATE_JSON_FILE)
 #: The final weights of a run, as ``init_from`` reads them from a run directory.
 RUN_WEIGHTS_FILE = "model.safetensors"
+#: Largest ``meta.json`` read (it holds names, hashes and a few numbers: kilobytes).
+MAX_META_BYTES = 1 << 20
+#: Largest safetensors header read (a JSON table of tensor names, dtypes and offsets).
+MAX_HEADER_BYTES = 100 << 20
 
 # --- saving ---------------------------------------------------------------------------------
 
@@ -160,15 +166,29 @@ def _write_snapshot(run_dir: Path, snapshot: _Snapshot) -> Path:
         "complete": True,
     }
     directory = run_dir / CHECKPOINTS_DIR
-    _make_dir(directory)
     temp = directory / f"{TEMP_PREFIX}{snapshot.name}-{os.getpid()}-{secrets.token_hex(4)}"
-    temp.mkdir()
     try:
+        _make_dir(directory)
+        temp.mkdir()
         for filename, data in files.items():
             _write_file(temp / filename, data)
         _write_file(temp / META_FILE, _json_bytes(meta))  # last: its presence means complete
         _fsync_dir(temp)
         _move_into_place(temp, directory / snapshot.name)
+    except OSError as error:
+        _remove_tree(temp)
+        needed = sum(len(data) for data in files.values())
+        try:
+            free = f"{shutil.disk_usage(directory if directory.is_dir() else run_dir).free:,}"
+        except OSError:
+            free = "an unknown number of"
+        raise CheckpointError(
+            f"Cannot save checkpoint {snapshot.name}: "
+            + os_error_message(error, "write")
+            + f". It needs {needed:,} bytes in {directory}, where {free} bytes are free; "
+            "the checkpoints saved before it are intact (resume from them with "
+            f"`trainlab train --resume {run_dir}` once the problem is fixed)"
+        ) from None
     except BaseException:
         _remove_tree(temp)
         raise
@@ -322,6 +342,12 @@ def load_checkpoint(path: Path) -> Checkpoint:
         state_tensors = _parse_safetensors(data[STATE_TENSORS_FILE], STATE_TENSORS_FILE)
         state = unflatten(state_tensors, _parse_json(data[STATE_JSON_FILE], STATE_JSON_FILE))
         meta["metrics"] = unflatten({}, meta["metrics"])
+    except RecursionError:
+        problem = "state.json nests deeper than any checkpoint trainlab writes"
+        raise CheckpointError(
+            f"Cannot load checkpoint {path}: {problem}. Fix: delete it or resume from an "
+            f"earlier checkpoint: {_alternatives(path)}"
+        ) from None
     except (_Invalid, CheckpointError) as problem:
         raise CheckpointError(
             f"Cannot load checkpoint {path}: {problem}. Fix: delete it or resume from an "
@@ -362,7 +388,7 @@ def _read_meta(path: Path) -> dict[str, Any]:
     if not path.is_dir():
         raise _Invalid("it is not a directory")
     try:
-        meta = _parse_json((path / META_FILE).read_bytes(), META_FILE)
+        meta = _parse_json(_read_regular(path / META_FILE, MAX_META_BYTES), META_FILE)
     except FileNotFoundError:
         raise _Invalid(f"{META_FILE} is missing, so its save never finished") from None
     if not isinstance(meta, dict) or meta.get("complete") is not True:
@@ -386,11 +412,34 @@ def _read_meta(path: Path) -> dict[str, Any]:
     return meta
 
 
+def _read_regular(path: Path, limit: int) -> bytes:
+    """The bytes of the regular file ``path``, refused before reading when over ``limit``.
+
+    Devices, pipes and sockets (``/dev/zero``, or a link to it) never end or lie about
+    their size, so they are refused rather than read.
+    """
+    info = os.stat(path)  # follows links: the file that would be read
+    if not stat.S_ISREG(info.st_mode):
+        raise _Invalid(f"{path.name} is not a regular file (a device, pipe or folder)")
+    if info.st_size > limit:
+        raise _Invalid(f"{path.name} has {info.st_size:,} bytes, more than the {limit:,} expected")
+    with open(path, "rb") as file:
+        data = file.read(limit + 1)
+    if len(data) > limit:
+        raise _Invalid(f"{path.name} grew past {limit:,} bytes while it was read")
+    return data
+
+
 def _read_verified(path: Path, filename: str, expected: dict[str, Any]) -> bytes:
+    size = expected.get("bytes")
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise _Invalid(f"{META_FILE} gives no valid size for {filename}")
     try:
-        data = (path / filename).read_bytes()
+        data = _read_regular(path / filename, size)
     except FileNotFoundError:
         raise _Invalid(f"{filename} is missing") from None
+    except OSError as error:
+        raise _Invalid(os_error_message(error, "read")) from None
     digest = hashlib.sha256(data).hexdigest()
     if digest != expected.get("sha256"):
         size = expected.get("bytes")
@@ -404,6 +453,8 @@ def _parse_json(data: bytes, filename: str) -> Any:
         return json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as error:
         raise _Invalid(f"{filename} is not valid JSON ({error})") from None
+    except RecursionError:
+        raise _Invalid(f"{filename} nests deeper than any file trainlab writes") from None
 
 
 def _parse_safetensors(data: bytes, filename: str) -> dict[str, Tensor]:
@@ -485,10 +536,16 @@ def load_weights_file(path: Path) -> dict[str, Tensor]:
             )
         path = path / RUN_WEIGHTS_FILE
     try:
-        data = path.read_bytes()
+        problem = _safetensors_size_problem(path)
+        data = b"" if problem else _read_regular(path, path.stat().st_size)
+    except _Invalid as error:
+        raise CheckpointError(
+            f"Cannot load weights from {path}: {error} (pass a .safetensors file)"
+        ) from None
     except OSError as error:
-        raise CheckpointError(f"Cannot load weights from {path}: {error.strerror}") from None
-    problem = _not_safetensors(data)
+        raise CheckpointError(
+            f"Cannot load weights from {path}: {os_error_message(error, 'read')}"
+        ) from None
     if problem is None:
         try:
             return safetensors.torch.load(data)
@@ -503,15 +560,48 @@ def load_weights_file(path: Path) -> dict[str, Tensor]:
     )
 
 
-def _not_safetensors(data: bytes) -> str | None:
-    """Why ``data`` cannot be a safetensors file, judged from its first bytes, or None."""
-    if data.startswith(b"PK\x03\x04"):
+def _safetensors_size_problem(path: Path) -> str | None:
+    """Why the regular file ``path`` cannot be a safetensors file, from its header, or None.
+
+    Reads the 8-byte header length and the header, and checks that the data the header
+    declares fills the rest of the file exactly — before the file itself is read.
+    """
+    info = os.stat(path)
+    if not stat.S_ISREG(info.st_mode):
+        raise _Invalid("it is not a regular file (a device, pipe or folder)")
+    with open(path, "rb") as file:
+        head = file.read(9)
+        problem = _not_safetensors(head, info.st_size)
+        if problem is not None:
+            return problem
+        header_size = int.from_bytes(head[:8], "little")
+        if header_size > MAX_HEADER_BYTES:
+            return f"its header claims {header_size:,} bytes (at most {MAX_HEADER_BYTES:,})"
+        file.seek(8)
+        try:
+            header = json.loads(file.read(header_size))
+            ends = [
+                int(entry["data_offsets"][1])
+                for key, entry in header.items()
+                if key != "__metadata__"
+            ]
+        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
+            return "its safetensors header does not parse"
+    declared = 8 + header_size + max(ends, default=0)
+    if declared != info.st_size:
+        return f"its header declares {declared:,} bytes in all, but the file has {info.st_size:,}"
+    return None
+
+
+def _not_safetensors(head: bytes, size: int) -> str | None:
+    """Why a file of ``size`` bytes starting with ``head`` cannot be safetensors, or None."""
+    if head.startswith(b"PK\x03\x04"):
         return "it is a zip archive (the format of torch.save)"
-    if data.startswith(b"\x80"):
+    if head.startswith(b"\x80"):
         return "it is a pickle file"
-    if len(data) < 8:
-        return f"it is too short to be a safetensors file ({len(data)} bytes)"
-    header_size = int.from_bytes(data[:8], "little")
-    if header_size > len(data) - 8 or data[8:9] != b"{":
+    if size < 8:
+        return f"it is too short to be a safetensors file ({size} bytes)"
+    header_size = int.from_bytes(head[:8], "little")
+    if header_size > size - 8 or head[8:9] != b"{":
         return "it does not start with a safetensors header"
     return None

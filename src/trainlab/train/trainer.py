@@ -23,11 +23,15 @@ its last checkpoint ends bit-identical (on CPU).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import os
 import random
+import signal
+import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -49,12 +53,17 @@ from .checkpoint import (
     load_weights_file,
     prune_checkpoints,
 )
+from .config import dump_toml, fingerprint
 from .plateau import METRIC_MODES, LRController, ReduceOnPlateau, improves
 from .regularize import clip_grad_norm_, clip_grad_value_, name_matches, penalty
+from .run_folder import CONFIG_FILE, RunFolder
 from .schedules import Constant, Schedule
-from .state_tree import rng_state, set_rng_state
+from .state_tree import CheckpointError, rng_state, set_rng_state
 
 MAX_ROLLBACKS = 5
+METRICS_FILE = "metrics.jsonl"
+#: Weights, gradients and optimizer state take about this many copies of the parameters.
+COPIES_PER_PARAMETER = 4
 
 
 class TrainingError(ValueError):
@@ -63,6 +72,31 @@ class TrainingError(ValueError):
 
 class NonFiniteError(TrainingError):
     """The loss or the gradients became NaN/Inf under ``nonfinite = "raise"``."""
+
+
+class Interrupted(Exception):
+    """SIGINT or SIGTERM stopped ``fit`` at a step boundary, after a checkpoint was saved."""
+
+    def __init__(self, signum: int, step: int, run_dir: Path) -> None:
+        self.signum, self.step, self.run_dir = signum, step, run_dir
+        name = signal.Signals(signum).name
+        super().__init__(
+            f"stopped by {name} at step {step}; the checkpoint of step {step} is saved. "
+            f"Continue with: trainlab train --resume {run_dir}"
+        )
+
+    @property
+    def exit_code(self) -> int:
+        return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+def config_changed(run_dir: Path, how: str) -> TrainingError:
+    """The refusal of a resume under another config than the run's checkpoints."""
+    return TrainingError(
+        f"Invalid --resume: {how} change the run in {str(run_dir)!r} (a resumed run must have "
+        "the config it started with; undo the change, or start a new run with --run-dir "
+        f"and run.init_from={run_dir})"
+    )
 
 
 @dataclass
@@ -90,6 +124,8 @@ class Progress:
     best_metric: float | None = None
     best_checkpoint: str | None = None
     bad_evaluations: int = 0
+    seconds: float = 0.0  # training time of the steps so far, over every resumed segment
+    metrics_bytes: int = 0  # length of metrics.jsonl when the checkpoint was taken
     history: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -102,21 +138,24 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Train the configured model in ``run_dir``; ``resume=True`` continues its last checkpoint.
 
-    ``progress`` is called with a dict after every logged step (the CLI draws its bar with
-    it); ``log_every`` is in optimizer steps.
+    ``run_dir`` is claimed for this process (see :mod:`trainlab.train.run_folder`): a new
+    run needs a folder that is new or empty, a resumed one a run folder no other process
+    has. ``progress`` is called with a dict after every logged step (the CLI draws its bar
+    with it); ``log_every`` is in optimizer steps. ``fit`` turns SIGINT and SIGTERM into a
+    checkpoint and :class:`Interrupted` when it runs in the main thread.
     """
 
     def __init__(
         self,
         config: Any,
-        run_dir: str | Path,
+        run_dir: str | Path | RunFolder,
         *,
         resume: bool = False,
         progress: Callable[[dict[str, Any]], None] | None = None,
         log_every: int = 10,
     ) -> None:
         self.config = config
-        self.run_dir = Path(run_dir)
+        self.run_dir = run_dir.path if isinstance(run_dir, RunFolder) else Path(run_dir)
         self.progress_callback = progress
         self.log_every = log_every
         run = config.run
@@ -143,12 +182,29 @@ class Trainer:
         )
         self.loss_fn = self._loss()
         self.state = Progress()
-        self._metrics_file = self.run_dir / "metrics.jsonl"
-        self._tensorboard = self._tensorboard_writer() if run.tensorboard else None
+        self._fingerprint = fingerprint(config)
+        self._metrics_file = self.run_dir / METRICS_FILE
         self._writer = CheckpointWriter()
         self._last_save = -math.inf  # time.monotonic() of the last checkpoint
-        if resume:
-            self._resume()
+        self._signal: int | None = None  # a SIGINT/SIGTERM received during fit
+        self._started: float | None = None  # perf_counter() at step 0 of this segment
+        self._saved_step: int | None = None  # the step of the last checkpoint submitted
+        self.resumed_from: Path | None = None  # the checkpoint a resume started from
+        if isinstance(run_dir, RunFolder):
+            self.folder = run_dir
+        elif resume:
+            self.folder = RunFolder.claim_existing(self.run_dir)
+        else:
+            self.folder = RunFolder.claim_new(self.run_dir)
+        try:
+            self._tensorboard = self._tensorboard_writer() if run.tensorboard else None
+            if resume:
+                self._resume()
+            else:
+                self._write_config()
+        except BaseException:
+            self.folder.release(remove_if_unused=True)
+            raise
 
     def _tensorboard_writer(self) -> Any:
         try:
@@ -216,6 +272,30 @@ class Trainer:
         )
 
     def _model(self) -> nn.Module:
+        with torch.device("meta"):  # shapes only: count the parameters before allocating
+            parameters = sum(p.numel() for p in self._build_model().parameters())
+        needed, available = parameters * 4 * COPIES_PER_PARAMETER, _memory_bytes()
+        if available is not None and needed > available:
+            cfg = self.config.model
+            raise TrainingError(
+                f"Invalid model: {parameters:.3g} parameters (model.hidden={list(cfg.hidden)}, "
+                f"model.channels={list(cfg.channels)}) need about {needed / 2**30:.3g} GiB "
+                "for weights, gradients and optimizer state, and this machine has "
+                f"{available / 2**30:.3g} GiB (use fewer or narrower layers)"
+            )
+        model = self._build_model()
+        cfg = self.config.model
+        models_lib.init_(model, cfg.init, **cfg.init_options)
+        run = self.config.run
+        if run.init_from:
+            self._warm_start(model, run.init_from, run.init_skip)
+        for name, param in model.named_parameters():
+            if name_matches(name, run.freeze):
+                param.requires_grad_(False)
+        return model
+
+    def _build_model(self) -> nn.Module:
+        """The configured architecture, uninitialized (on the current default device)."""
         cfg = self.config.model
         common = dict(activation=cfg.activation, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
         shape = self.data.feature_shape
@@ -231,13 +311,6 @@ class Trainer:
             )
         else:
             model = models_lib.mlp(shape, tuple(cfg.hidden), self.data.classes, **common)
-        models_lib.init_(model, cfg.init, **cfg.init_options)
-        run = self.config.run
-        if run.init_from:
-            self._warm_start(model, run.init_from, run.init_skip)
-        for name, param in model.named_parameters():
-            if name_matches(name, run.freeze):
-                param.requires_grad_(False)
         return model
 
     @staticmethod
@@ -298,31 +371,33 @@ class Trainer:
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
-        """Train to the configured length; returns the summary (also in summary.json)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        start = time.perf_counter()
-        run = self.config.run
-        eval_every = run.eval_every or len(self.batches)
-        checkpoint_every = run.checkpoint_every or eval_every
+        """Train to the configured length; returns the summary (also in summary.json).
+
+        SIGINT (Ctrl-C) or SIGTERM lets the step under way finish, saves a checkpoint and
+        raises :class:`Interrupted`; a second Ctrl-C raises ``KeyboardInterrupt`` at once
+        (checkpoints are written atomically, so nothing saved is corrupted either way).
+        """
+        self.folder.acquire()
+        try:
+            with self._signals_caught():
+                return self._fit()
+        finally:
+            self.folder.release()
+
+    def _fit(self) -> dict[str, Any]:
+        self._started = time.perf_counter() - self.state.seconds
         stopped_early = False
         try:
             while self.state.step < self.steps_total and not stopped_early:
                 self.model.train()
                 for xb, yb in self.batches:
                     self._writer.raise_if_failed()
-                    if not self._train_step(xb.to(self.device), yb.to(self.device)):
-                        continue  # a skipped or rolled-back step: nothing new to evaluate
-                    step = self.state.step
-                    new_best = False
-                    if step % eval_every == 0 or step == self.steps_total:
-                        stopped_early = self._evaluate_and_select()
-                        new_best = self.state.best_checkpoint == f"step-{step:08d}"
-                    due = step % checkpoint_every == 0 and (
-                        time.monotonic() - self._last_save >= run.checkpoint_seconds
-                    )
-                    if due or new_best or stopped_early or step == self.steps_total:
-                        self.save(background=True)
-                    if step >= self.steps_total or stopped_early:
+                    # False: a skipped or rolled-back step, with nothing new to evaluate
+                    if self._train_step(xb.to(self.device), yb.to(self.device)):
+                        stopped_early = self._after_step()
+                    if self._signal is not None:
+                        self._stop_for_signal(self._signal)
+                    if self.state.step >= self.steps_total or stopped_early:
                         break
                 self.state.epoch = self.batches.epoch
         except BaseException:
@@ -330,7 +405,49 @@ class Trainer:
             self._writer.wait(raise_errors=False)
             raise
         self._writer.wait()
-        return self._finish(time.perf_counter() - start)
+        return self._finish(time.perf_counter() - self._started)
+
+    def _after_step(self) -> bool:
+        """Evaluation and checkpoints that are due after a step; True: stop early."""
+        run, step = self.config.run, self.state.step
+        eval_every = run.eval_every or len(self.batches)
+        checkpoint_every = run.checkpoint_every or eval_every
+        stopped_early = new_best = False
+        if step % eval_every == 0 or step == self.steps_total:
+            stopped_early = self._evaluate_and_select()
+            new_best = self.state.best_checkpoint == f"step-{step:08d}"
+        due = step % checkpoint_every == 0 and (
+            time.monotonic() - self._last_save >= run.checkpoint_seconds
+        )
+        if due or new_best or stopped_early or step == self.steps_total:
+            self.save(background=True)
+        return stopped_early
+
+    @contextlib.contextmanager
+    def _signals_caught(self) -> Iterator[None]:
+        """Within: SIGINT/SIGTERM ask the loop to stop at the next step boundary."""
+        if threading.current_thread() is not threading.main_thread():
+            yield  # signal handlers can only be set from the main thread
+            return
+
+        def request_stop(signum: int, frame: Any) -> None:
+            if self._signal is not None and signum == signal.SIGINT:
+                raise KeyboardInterrupt  # a second Ctrl-C: stop now
+            self._signal = signum
+
+        previous = {s: signal.signal(s, request_stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            yield
+        finally:
+            for signum, handler in previous.items():
+                signal.signal(signum, handler)
+            self._signal = None
+
+    def _stop_for_signal(self, signum: int) -> None:
+        if self._saved_step != self.state.step:
+            self.save(background=True)
+        self._writer.wait()
+        raise Interrupted(signum, self.state.step, self.run_dir)
 
     def _train_step(self, xb: Tensor, yb: Tensor) -> bool:
         """One optimizer step on (xb, yb); False when non-finite values prevented it."""
@@ -465,7 +582,12 @@ class Trainer:
         """
         name = f"step-{self.state.step:08d}"
         self._last_save = time.monotonic()
+        self._saved_step = self.state.step
+        if self._started is not None:
+            self.state.seconds = time.perf_counter() - self._started
+        self.state.metrics_bytes = _size(self._metrics_file)
         state = {
+            "config_fingerprint": self._fingerprint,
             "optimizer": self.optimizer.state_dict(),
             "lr": self.lr.state_dict(),
             "batches": self.batches.state_dict(),
@@ -495,25 +617,64 @@ class Trainer:
             self._writer.wait()
         return path
 
+    def _write_config(self) -> None:
+        """The resolved config as ``config.toml``, written to a temporary file and renamed."""
+        temp = self.run_dir / f".{CONFIG_FILE}.tmp"
+        temp.write_text(dump_toml(self.config))
+        os.replace(temp, self.run_dir / CONFIG_FILE)
+
     def _resume(self) -> None:
+        """Continue from the last complete checkpoint, or from the start when there is none.
+
+        A run killed before its first checkpoint was complete has nothing to continue from,
+        so it starts over (the seed makes it the same run). ``metrics.jsonl`` is cut back to
+        its length at the checkpoint: the records of steps done after it, which are done
+        again now, would otherwise appear twice.
+        """
         last = latest_checkpoint(self.run_dir)
-        if last is None:
-            raise TrainingError(
-                f"Invalid resume folder: {str(self.run_dir)!r} holds no complete checkpoint "
-                "(start a new run, or point --resume at the folder of an earlier run)"
-            )
-        self._restore(load_checkpoint(last))
+        if last is not None:
+            checkpoint = load_checkpoint(last)
+            saved = checkpoint.state.get("config_fingerprint")
+            if saved is not None and saved != self._fingerprint:
+                raise config_changed(self.run_dir, f"the settings in its {CONFIG_FILE}")
+            self._restore(checkpoint)
+            self.resumed_from = last
+        # Progress() after no checkpoint gives 0: the run starts over with an empty log.
+        if _size(self._metrics_file) > self.state.metrics_bytes:
+            os.truncate(self._metrics_file, self.state.metrics_bytes)
+        self._log({"step": self.state.step, "event": "resumed", "from": last and last.name})
 
     def _restore(self, checkpoint: Any) -> None:
-        self.model.load_state_dict(checkpoint.weights)
         state = checkpoint.state
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.lr.load_state_dict(state["lr"])
-        self.batches.load_state_dict(state["batches"])
-        if self.ema is not None and state["ema"] is not None:
-            self.ema.load_state_dict(state["ema"])
-        self.state = Progress(**state["progress"])
-        set_rng_state(state["rng"])
+        try:
+            self.model.load_state_dict(checkpoint.weights)
+            self.optimizer.load_state_dict(state["optimizer"])
+            self._check_optimizer_state()
+            self.lr.load_state_dict(state["lr"])
+            self.batches.load_state_dict(state["batches"])
+            if self.ema is not None and state["ema"] is not None:
+                self.ema.load_state_dict(state["ema"])
+            self.state = Progress(**state["progress"])
+            set_rng_state(state["rng"])
+        except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as error:
+            detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
+            raise CheckpointError(
+                f"Cannot resume from {checkpoint.path}: it does not fit this run's model, "
+                f"optimizer or counters ({type(error).__name__}: {detail}). Fix: resume from "
+                "another checkpoint of the run (delete this one), or start a new run"
+            ) from None
+
+    def _check_optimizer_state(self) -> None:
+        """Every per-parameter state tensor has its parameter's shape (or is a scalar)."""
+        for group in self.optimizer.param_groups:
+            for param in group["params"]:
+                for key, value in self.optimizer.state.get(param, {}).items():
+                    shaped = isinstance(value, Tensor) and value.dim() > 0
+                    if shaped and value.shape != param.shape:
+                        raise ValueError(
+                            f"optimizer state {key!r} has shape {tuple(value.shape)}, "
+                            f"its parameter {tuple(param.shape)}"
+                        )
 
     def _finish(self, seconds: float) -> dict[str, Any]:
         import safetensors.torch
@@ -562,3 +723,18 @@ class Trainer:
                     self._tensorboard.add_scalar(key, value, record["step"])
         if self.progress_callback is not None and "loss" in record:
             self.progress_callback({**record, "total_steps": self.steps_total})
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+def _memory_bytes() -> int | None:
+    """Physical memory of this machine, or None where the OS does not say."""
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):
+        return None
