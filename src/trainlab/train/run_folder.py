@@ -166,7 +166,8 @@ class RunFolder:
             )
         try:
             os.ftruncate(self._fd, 0)
-            os.pwrite(self._fd, f"{os.getpid()}\n".encode(), 0)
+            os.lseek(self._fd, 0, os.SEEK_SET)
+            os.write(self._fd, f"{os.getpid()}\n".encode())
         except OSError as error:
             self.release()
             raise RunFolderError(
