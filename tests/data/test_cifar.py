@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gzip
 import io
 import os
 import pickle
@@ -13,7 +14,7 @@ from typing import ClassVar
 import numpy as np
 import pytest
 
-from trainlab.data import DatasetError, load
+from trainlab.data import DatasetError, limits, load
 from trainlab.data.cifar import (
     CLASS_NAMES,
     FOLDER,
@@ -274,3 +275,67 @@ def test_archive_member_that_is_not_a_regular_file_is_refused(tmp_path, kind):
         extract(archive, tmp_path / "root")
     assert not outside.exists()
     assert not (tmp_path / "root" / FOLDER / "data_batch_2").exists()
+
+
+# --- limits: a batch or archive member is size-checked before it is read ---------------------
+
+
+def test_batch_over_the_size_limit_is_refused_before_unpickling(tmp_path):
+    write_cifar_dir(tmp_path)
+    with open(tmp_path / "data_batch_1", "wb") as file:
+        file.truncate((64 << 20) + 1)  # sparse: costs no disk and no time
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid CIFAR batch: '.*data_batch_1' \(67108865 bytes, over the limit "
+        r"trainlab\.data\.limits\.MAX_PICKLE_BYTES = 67108864; not a CIFAR-10 batch",
+    ):
+        load("cifar10", root=tmp_path)
+
+
+def test_batch_over_a_lowered_limit_is_refused(tmp_path, monkeypatch):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(py2_pickle(batch()))
+    size = path.stat().st_size
+    monkeypatch.setattr(limits, "MAX_PICKLE_BYTES", size - 1)
+    with pytest.raises(DatasetError, match=rf"\({size} bytes, over the limit .*= {size - 1};"):
+        read_batch(path)
+    monkeypatch.setattr(limits, "MAX_PICKLE_BYTES", size)
+    assert read_batch(path)[0].shape == (PER_BATCH, 3, 32, 32)
+
+
+def test_pickle_declaring_a_huge_bytes_object_is_a_dataset_error(tmp_path):
+    path = tmp_path / "data_batch_1"
+    path.write_bytes(b"\x80\x04\x8e" + struct.pack("<Q", 1 << 62) + b"\x00" * 16)  # BINBYTES8
+    with pytest.raises(
+        DatasetError,
+        match=r"data_batch_1' \(out of memory while reading it \(what it declares is within the "
+        r"limit trainlab\.data\.limits\.MAX_PICKLE_BYTES = 67108864\)",
+    ):
+        unpickle(path)
+
+
+def test_archive_member_declaring_more_than_the_limit_is_refused_before_reading(tmp_path):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    info = tarfile.TarInfo(f"{FOLDER}/data_batch_1")
+    info.size = 1 << 32  # a header claiming 4 GiB, with no data behind it
+    archive.write_bytes(gzip.compress(info.tobuf(tarfile.USTAR_FORMAT)))
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid CIFAR archive: '.*' \(cifar-10-batches-py/data_batch_1 declares 4294967296 "
+        r"bytes, over the limit trainlab\.data\.limits\.MAX_PICKLE_BYTES = 67108864;",
+    ):
+        extract(archive, tmp_path / "root")
+    assert not (tmp_path / "root" / FOLDER / "data_batch_1").exists()
+
+
+def test_archive_member_over_a_lowered_limit_is_refused(tmp_path, monkeypatch):
+    archive = tmp_path / "cifar-10-python.tar.gz"
+    write_cifar_archive(archive)
+    size = len(py2_pickle(batch(seed=0)))
+    monkeypatch.setattr(limits, "MAX_PICKLE_BYTES", size - 1)
+    with pytest.raises(DatasetError, match=rf"data_batch_\d declares {size} bytes, over the limit"):
+        extract(archive, tmp_path / "root")
+    monkeypatch.setattr(limits, "MAX_PICKLE_BYTES", size)
+    assert (extract(archive, tmp_path / "root") / TEST_BATCH).read_bytes() == py2_pickle(
+        batch(seed=5)
+    )

@@ -5,10 +5,11 @@ from __future__ import annotations
 import hashlib
 import re
 import urllib.request
+from typing import ClassVar
 
 import pytest
 
-from trainlab.data import DatasetError, load
+from trainlab.data import DatasetError, limits, load
 from trainlab.data import download as download_module
 from trainlab.data.download import REMOTE_FILES, RemoteFile, download, sha256_of
 
@@ -136,3 +137,63 @@ def test_fashion_download_with_a_wrong_digest_keeps_nothing(tmp_path, monkeypatc
 
 def _no_network(*args, **kwargs):
     raise AssertionError("no network access expected")
+
+
+# --- limits: a download is capped before the digest is checked -------------------------------
+
+
+def test_download_announcing_more_than_the_limit_is_refused_before_reading(tmp_path):
+    source = tmp_path / "served" / "huge.bin"
+    source.parent.mkdir()
+    with open(source, "wb") as file:
+        file.truncate((256 << 20) + 1)  # sparse; file:// announces its Content-Length
+    destination = tmp_path / "out" / "huge.bin"
+    with pytest.raises(
+        DatasetError,
+        match=rf"Invalid download: '{re.escape(source.as_uri())}' \(the server announces "
+        r"268435457 bytes, over the limit trainlab\.data\.limits\.MAX_DOWNLOAD_BYTES = "
+        r"268435456; fetch the file yourself from a trusted mirror into .*out\)",
+    ):
+        download(source.as_uri(), destination, "0" * 64)
+    assert not destination.exists() and leftovers(destination.parent) == []
+
+
+class EndlessResponse:
+    """A response without Content-Length whose body goes on (up to 64 MiB), counting reads."""
+
+    headers: ClassVar[dict] = {}
+
+    def __init__(self):
+        self.sent = 0
+
+    def read(self, size):
+        size = min(size, (64 << 20) - self.sent)
+        self.sent += size
+        return bytes(size)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def test_download_running_past_the_limit_is_cut_off(tmp_path, monkeypatch):
+    response = EndlessResponse()
+    monkeypatch.setattr(urllib.request, "urlopen", lambda url, timeout: response)
+    monkeypatch.setattr(limits, "MAX_DOWNLOAD_BYTES", 3 << 20)
+    destination = tmp_path / "file.bin"
+    with pytest.raises(
+        DatasetError,
+        match=r"'https://example\.invalid/file\.bin' \(more than 3145728 bytes received, over the "
+        r"limit trainlab\.data\.limits\.MAX_DOWNLOAD_BYTES = 3145728;",
+    ):
+        download("https://example.invalid/file.bin", destination, "0" * 64)
+    assert response.sent == (3 << 20) + 1  # not a byte more than needed to know
+    assert not destination.exists() and leftovers(tmp_path) == []
+
+
+def test_download_of_exactly_the_limit_is_accepted(tmp_path, served, monkeypatch):
+    url, digest = served
+    monkeypatch.setattr(limits, "MAX_DOWNLOAD_BYTES", len(CONTENT))
+    assert download(url, tmp_path / "file.bin", digest).read_bytes() == CONTENT

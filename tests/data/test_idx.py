@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import gzip
 import struct
+import tracemalloc
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from trainlab.data import DatasetError, read_idx
+from trainlab.data import DatasetError, limits, read_idx
 from trainlab.data.idx import IDX_TYPES, read_idx_images, read_idx_labels, read_idx_pair
 
 CODES = {np.dtype(dtype.str[1:]): code for code, dtype in IDX_TYPES.items()}  # native -> code
@@ -132,3 +133,84 @@ def test_pair_scales_to_unit_interval_and_checks_counts(tmp_path):
     write_idx(tmp_path / "l3", np.array([3, 7, 1], dtype=np.uint8))
     with pytest.raises(DatasetError, match=r"Invalid IDX pair: 'i \+ l3' \(2 images but 3 labels"):
         read_idx_pair(tmp_path / "i", tmp_path / "l3")
+
+
+# --- limits: the declared size is checked first, a gzip stream is read no further than it ----
+
+
+def idx_header(code: int, shape: tuple[int, ...]) -> bytes:
+    return bytes([0, 0, code, len(shape)]) + struct.pack(f">{len(shape)}I", *shape)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_header_declaring_more_than_the_default_limit_is_refused_before_reading(tmp_path, gz):
+    # The security review's bomb: a few MB of gzip whose header declares 3 GiB of pixels.
+    data = idx_header(0x08, (3072, 1024, 1024)) + bytes(1000)
+    path = tmp_path / "huge"
+    path.write_bytes(gzip.compress(data) if gz else data)
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid IDX file: '.*huge' \(header declares 3072×1024×1024 values of 1 byte\(s\) "
+        r"= 3221225472 data bytes, over the limit trainlab\.data\.limits\.MAX_ARRAY_BYTES = "
+        r"2147483648; raise the limit if the file is genuine, else re-download the file\)",
+    ):
+        read_idx(path)
+
+
+def test_gzip_bomb_is_refused_after_reading_little_past_the_declared_size(tmp_path):
+    # 4 declared bytes, then 64 MiB of zeros as 64 gzip members (a 70 KB file).
+    member = gzip.compress(bytes(1 << 20), mtime=0)
+    path = tmp_path / "bomb.gz"
+    path.write_bytes(gzip.compress(idx_header(0x08, (4,)) + bytes(4), mtime=0) + member * 64)
+    tracemalloc.start()
+    try:
+        with pytest.raises(
+            DatasetError,
+            match=r"bomb\.gz' \(trailing bytes: header declares 4 values of 1 byte\(s\) = 4 data "
+            r"bytes, the file has at least 65540; re-download the file\)",
+        ):
+            read_idx(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert peak < 8 << 20  # reading it whole would take 64 MiB
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        (bytes(11), r"truncated: header declares 3×4 values .* = 12 data bytes, the file has 11;"),
+        (bytes(13), r"trailing bytes: header declares 3×4 .* = 12 data bytes, the file has 13;"),
+    ],
+    ids=["short", "long"],
+)
+def test_gzip_payload_must_be_exactly_the_declared_size(tmp_path, payload, message):
+    path = tmp_path / "a.gz"
+    path.write_bytes(gzip.compress(idx_header(0x08, (3, 4)) + payload))
+    with pytest.raises(DatasetError, match=r"a\.gz' \(" + message):
+        read_idx(path)
+
+
+@pytest.mark.parametrize("gz", [False, True], ids=["raw", "gz"])
+def test_a_changed_limit_applies_at_the_next_read(tmp_path, monkeypatch, gz):
+    path = write_idx(tmp_path / "a", np.ones((3, 4), dtype=np.int16), gz=gz)
+    monkeypatch.setattr(limits, "MAX_ARRAY_BYTES", 23)
+    with pytest.raises(DatasetError, match=r"= 24 data bytes, over the limit .*BYTES = 23;"):
+        read_idx(path)
+    monkeypatch.setattr(limits, "MAX_ARRAY_BYTES", 24)
+    np.testing.assert_array_equal(read_idx(path), np.ones((3, 4), dtype=np.int16))
+
+
+def test_running_out_of_memory_names_the_file_and_the_limit(tmp_path, monkeypatch):
+    path = write_idx(tmp_path / "a", np.zeros((3, 4), dtype=np.uint8))
+    monkeypatch.setattr(np, "empty", _no_memory)
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid IDX file: '.*a' \(out of memory while reading it \(what it declares is "
+        r"within the limit trainlab\.data\.limits\.MAX_ARRAY_BYTES = 2147483648\); free memory",
+    ):
+        read_idx(path)
+
+
+def _no_memory(*args, **kwargs):
+    raise MemoryError

@@ -3,15 +3,18 @@
 from __future__ import annotations
 
 import codecs
+import io
 import locale
 import random
+import zipfile
 
 import numpy as np
 import pytest
 import torch
 
-from trainlab.data import DATASETS, Dataset, DatasetError, load
+from trainlab.data import DATASETS, Dataset, DatasetError, limits, load, user_files
 from trainlab.data import datasets as datasets_module
+from trainlab.data.user_files import read_npz
 
 from .test_cifar import write_cifar_dir
 from .test_idx import MNIST_NAMES, write_mnist_dir
@@ -363,7 +366,7 @@ def test_bad_npz_is_refused(tmp_path, arrays, message):
 
 def test_npz_object_arrays_are_refused_without_unpickling(tmp_path):
     path = _write_npz(tmp_path, x=np.array([[1], [2]], dtype=object), y=np.array([0, 1]))
-    with pytest.raises(DatasetError, match=r"data\.npz' \(not plain arrays \(Object arrays cannot"):
+    with pytest.raises(DatasetError, match=r"data\.npz' \(not plain arrays \('x' holds Python obj"):
         load("npz", path=path)
 
 
@@ -418,6 +421,8 @@ def test_csv_reads_features_labels_and_a_test_file(tmp_path):
             r"Invalid label: '1.5' \(.*row 3, column 'y': labels must be integers",
         ),
         ("a,y\n1,cat\n", r"Invalid label: 'cat'"),
+        ("a,y\n1,-1\n", r"Invalid label: '-1' \(.*row 2, column 'y': labels must be integers >= 0"),
+        ("a,y\n1,inf\n", r"Invalid label: 'inf' \(.*row 2, column 'y': labels must be integers"),
         ("1,0\n2,1\n", r"first row \['1', '0'\] is all numbers \(a header row .* is required\)"),
         ("", r"empty \(a header row naming the columns is required\)"),
         ("a,y\n", r"has a header but no data rows"),
@@ -426,7 +431,8 @@ def test_csv_reads_features_labels_and_a_test_file(tmp_path):
         ("a,y\nnan,0\ninf,1\n", r"Invalid features: '.*train\.csv' \(2 NaN/Inf values"),
     ],
     ids=[
-        *("text", "empty-cell", "no-label", "float-label", "word-label", "no-header", "empty"),
+        *("text", "empty-cell", "no-label", "float-label", "word-label", "negative-label"),
+        *("inf-label", "no-header", "empty"),
         *("no-rows", "blank-rows", "ragged", "nan"),
     ],
 )
@@ -488,4 +494,235 @@ def test_csv_that_is_not_csv_text_is_refused(tmp_path, content):
     path = tmp_path / "train.csv"
     path.write_bytes(content)
     with pytest.raises(DatasetError, match=r"train\.csv' \(cannot be read as CSV text \("):
+        load("csv", path=path, label="y")
+
+
+# --- limits: sizes are checked before allocating, labels before they size the head ------------
+
+
+def _npz_with_member(tmp_path, header: dict, data: bytes):
+    """An archive whose 'x.npy' has the given .npy header and data (and a valid 'y.npy')."""
+    member = io.BytesIO()
+    np.lib.format.write_array_header_1_0(member, header)
+    path = tmp_path / "data.npz"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("x.npy", member.getvalue() + data)
+        labels = io.BytesIO()
+        np.save(labels, np.array([0, 1]))
+        archive.writestr("y.npy", labels.getvalue())
+    return path
+
+
+def test_npz_member_declaring_more_than_the_limit_is_refused_before_reading(tmp_path):
+    # np.load would allocate the 800 GB its header declares (a MemoryError).
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**11,)}
+    path = _npz_with_member(tmp_path, header, bytes(16))
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid npz file: '.*data\.npz' \(member 'x\.npy' declares shape \(100000000000,\) "
+        r"of float64 = 800000000000 data bytes, over the limit trainlab\.data\.limits\."
+        r"MAX_ARRAY_BYTES = 2147483648; raise the limit if the file is genuine",
+    ):
+        load("npz", path=path)
+
+
+def test_npz_header_must_agree_with_the_zip_directory(tmp_path):
+    header = {"descr": "<f8", "fortran_order": False, "shape": (1000, 2)}
+    path = _npz_with_member(tmp_path, header, bytes(16))
+    with pytest.raises(
+        DatasetError,
+        match=r"member 'x\.npy' declares shape \(1000, 2\) of float64 = 16000 data bytes after a "
+        r"128-byte header, but the zip directory gives it 144 bytes; the file is corrupted",
+    ):
+        load("npz", path=path)
+
+
+def test_npz_arrays_are_limited_together(tmp_path, monkeypatch):
+    x, y = np.ones((4, 3)), np.array([0, 1, 1, 0])  # 96 + 32 bytes
+    path = _write_npz(tmp_path, x=x, y=y)
+    monkeypatch.setattr(limits, "MAX_ARRAY_BYTES", 127)
+    with pytest.raises(
+        DatasetError, match=r"\(its 2 arrays declare 128 data bytes together, over the limit .*127"
+    ):
+        load("npz", path=path)
+    monkeypatch.setattr(limits, "MAX_ARRAY_BYTES", 128)
+    assert load("npz", path=path).x.tolist() == x.tolist()
+
+
+def test_npz_arrays_read_like_np_load(tmp_path):
+    rng = np.random.default_rng(0)
+    arrays = {
+        "x": np.asfortranarray(rng.standard_normal((5, 3, 2))),
+        "y": np.array([3, 0, 1, 2, 1], dtype=">i2"),
+        "names": np.array(["a", "bc"]),
+        "empty": np.zeros((0, 4), np.float32),
+        "scalar": np.float64(2.5),
+    }
+    path = tmp_path / "data.npz"
+    np.savez_compressed(path, **arrays)
+    read = read_npz(path)
+    with np.load(path) as expected:
+        assert sorted(read) == sorted(expected.files)
+        for key in expected.files:
+            assert read[key].dtype == expected[key].dtype and read[key].shape == expected[key].shape
+            np.testing.assert_array_equal(read[key], expected[key])
+    assert load("npz", path=path).classes == 4
+
+
+def test_npz_running_out_of_memory_names_the_file_and_the_limit(tmp_path, monkeypatch):
+    path = _write_npz(tmp_path, x=np.ones((2, 3)), y=np.array([0, 1]))
+    monkeypatch.setattr(np, "empty", _no_memory)
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid npz file: '.*data\.npz' \(out of memory while reading it \(what it "
+        r"declares is within the limit trainlab\.data\.limits\.MAX_ARRAY_BYTES = 2147483648\)",
+    ):
+        load("npz", path=path)
+
+
+def _no_memory(*args, **kwargs):
+    raise MemoryError
+
+
+def test_mnist1d_cache_declaring_a_huge_array_is_regenerated(tmp_path, monkeypatch):
+    monkeypatch.setattr(datasets_module, "_generate_mnist1d", _fake_mnist1d)
+    load("mnist1d", seed=7, cache_dir=tmp_path)
+    (cache,) = tmp_path.glob("mnist1d-*.npz")
+    header = {"descr": "<f8", "fortran_order": False, "shape": (10**15, 40)}
+    cache.write_bytes(_npz_with_member(tmp_path, header, bytes(16)).read_bytes())
+    data = load("mnist1d", seed=7, cache_dir=tmp_path)
+    assert data.meta["cached"] is False and data.x.shape == (4000, 40)
+
+
+REMAP = r"remap the labels to 0\.\.K-1 first, e\.g\. `_, y = np\.unique\(y, return_inverse=True\)`"
+
+
+@pytest.mark.parametrize(
+    ("y", "message"),
+    [
+        (
+            np.array([0, 10**8, 1]),
+            r"Invalid labels: '.*data\.npz' \(label 100000000 at index 1 of 'y' makes 100000001 "
+            r"classes, over the limit trainlab\.data\.limits\.MAX_CLASSES = 100000; " + REMAP,
+        ),
+        (
+            np.array([2**64 - 1, 0, 1], dtype=np.uint64),
+            r"label 18446744073709551615 at index 0 of 'y' makes 18446744073709551616 classes",
+        ),
+    ],
+    ids=["1e8", "uint64-max"],
+)
+def test_npz_labels_making_too_many_classes_are_refused(tmp_path, y, message):
+    path = _write_npz(tmp_path, x=np.ones((3, 2)), y=y)
+    with pytest.raises(DatasetError, match=message):
+        load("npz", path=path)
+
+
+@pytest.mark.parametrize(
+    ("label", "message"),
+    [
+        (
+            "100000000",
+            r"Invalid label: '100000000' \(.*train\.csv row 3, column 'y': label 100000000 makes "
+            r"100000001 classes, over the limit trainlab\.data\.limits\.MAX_CLASSES = 100000; "
+            + REMAP,
+        ),
+        (
+            "1e20",
+            r"Invalid label: '1e20' \(.*row 3, column 'y': label 100000000000000000000 makes "
+            r"100000000000000000001 classes, over the limit",
+        ),
+    ],
+    ids=["1e8", "1e20"],
+)
+def test_csv_labels_making_too_many_classes_are_refused(tmp_path, label, message):
+    path = _write_csv(tmp_path / "train.csv", f"a,y\n1,0\n2,{label}\n")
+    with pytest.raises(DatasetError, match=message):
+        load("csv", path=path, label="y")
+
+
+def test_labels_up_to_the_class_limit_load(tmp_path):
+    path = _write_csv(tmp_path / "train.csv", "a,y\n1,0\n2,99999\n")
+    assert load("csv", path=path, label="y").classes == 100_000
+    path = _write_npz(tmp_path, x=np.ones((2, 1)), y=np.array([99_999, 0]))
+    assert load("npz", path=path).classes == 100_000
+
+
+def test_classes_option_over_the_limit_is_refused(tmp_path):
+    path = _write_npz(tmp_path, x=np.ones((2, 1)), y=np.array([1, 0]))
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid classes: 100001 \(100001 classes, over the limit trainlab\.data\.limits\."
+        r"MAX_CLASSES = 100000; pass fewer\)",
+    ):
+        load("npz", path=path, classes=100_001)
+
+
+def test_csv_with_more_columns_than_the_default_limit_is_refused(tmp_path):
+    header = ",".join(f"c{i}" for i in range(100_000)) + ",y\n"
+    path = _write_csv(tmp_path / "wide.csv", header + "0," * 100_000 + "0\n")
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid CSV file: '.*wide\.csv' \(line 1 has 100001 comma-separated cells, over "
+        r"the limit trainlab\.data\.limits\.MAX_CSV_COLUMNS = 100000; save large data as \.npz",
+    ):
+        load("csv", path=path, label="y")
+
+
+CSV_3x3 = "a,b,y\n1,2,0\n3,4,1\n5,6,0\n"  # 24 characters, 3 columns, 3 rows, 24 feature bytes
+
+
+@pytest.mark.parametrize(
+    ("limit", "value", "message"),
+    [
+        (
+            "MAX_CSV_BYTES",
+            23,
+            r"\(24 bytes, over the limit trainlab\.data\.limits\.MAX_CSV_BYTES = 23;",
+        ),
+        (
+            "MAX_CSV_LINE_CHARS",
+            5,
+            r"\(line 1 has 6 characters or more, over the limit .*CHARS = 5;",
+        ),
+        ("MAX_CSV_COLUMNS", 2, r"\(line 1 has 3 comma-separated cells, over the limit .*MNS = 2;"),
+        (
+            "MAX_CSV_ROWS",
+            2,
+            r"\(3 data rows, over the limit trainlab\.data\.limits\.MAX_CSV_ROWS = 2;",
+        ),
+        (
+            "MAX_ARRAY_BYTES",
+            23,
+            r"\(3 rows of 2 float32 features = 24 bytes, over the limit .*= 23;",
+        ),
+    ],
+    ids=["bytes", "line", "columns", "rows", "features"],
+)
+def test_csv_limits_refuse_one_over_and_admit_the_limit(
+    tmp_path, monkeypatch, limit, value, message
+):
+    path = _write_csv(tmp_path / "train.csv", CSV_3x3)
+    monkeypatch.setattr(limits, limit, value)
+    with pytest.raises(DatasetError, match=r"Invalid CSV file: '.*train\.csv' " + message):
+        load("csv", path=path, label="y")
+    monkeypatch.setattr(limits, limit, value + 1)
+    assert load("csv", path=path, label="y").x.tolist() == [[1, 2], [3, 4], [5, 6]]
+
+
+def test_csv_rows_are_parsed_in_blocks(tmp_path, monkeypatch):
+    monkeypatch.setattr(user_files, "_CSV_BLOCK_CELLS", 4)  # 2 rows of 2 features a block
+    path = _write_csv(tmp_path / "train.csv", CSV_3x3 + "7,8,1\n\n")
+    data = load("csv", path=path, label="y")
+    assert data.x.tolist() == [[1, 2], [3, 4], [5, 6], [7, 8]] and data.y.tolist() == [0, 1, 0, 1]
+
+
+def test_csv_running_out_of_memory_names_the_file_and_the_limit(tmp_path, monkeypatch):
+    path = _write_csv(tmp_path / "train.csv", CSV_3x3)
+    monkeypatch.setattr(np, "concatenate", _no_memory)
+    with pytest.raises(
+        DatasetError,
+        match=r"Invalid CSV file: '.*train\.csv' \(out of memory while reading it \(what it "
+        r"declares is within the limit trainlab\.data\.limits\.MAX_CSV_BYTES = 1073741824\)",
+    ):
         load("csv", path=path, label="y")

@@ -2,12 +2,14 @@
 
 ``load(name, **options)`` returns a ``Dataset`` of float32 features and int64 labels;
 ``DATASETS`` is the registry of every name and its options. Loaders refuse truncated,
-corrupted or tampered files with a ``DatasetError`` naming the file and the problem.
+corrupted or tampered files with a ``DatasetError`` naming the file and the problem, and
+read no more than ``limits`` allows (sizes a file declares are checked before allocating).
 The rest follows the lectures' recipe: ``split`` into train/validation/test,
 ``Normalizer`` fitted on the training split only, train-time augmentation, and
 ``Batches`` reshuffled every epoch, resumable mid-epoch.
 """
 
+from . import limits
 from ._errors import DatasetError
 from .augment import (
     ColorJitter,
@@ -48,6 +50,7 @@ __all__ = [
     "Translate",
     "VerticalFlip",
     "carve_validation",
+    "limits",
     "load",
     "loader",
     "read_idx",

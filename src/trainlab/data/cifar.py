@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import io
 import numbers
+import os
 import pickle
+import shutil
 import tarfile
 from pathlib import Path
 
 import numpy as np
 
+from . import limits
 from ._errors import DatasetError, check_labels, invalid, missing_files
 from .download import fetch_dataset
 
@@ -82,11 +85,24 @@ class RestrictedUnpickler(pickle.Unpickler):
 
 
 def unpickle(path: str | Path) -> object:
-    """Load one pickle with ``RestrictedUnpickler`` (``encoding="bytes"``)."""
+    """Load one pickle with ``RestrictedUnpickler`` (``encoding="bytes"``).
+
+    The file is read whole first, at most ``limits.MAX_PICKLE_BYTES`` of it: unpickling
+    builds objects many times the size of their opcodes, so the file's size is the bound.
+    """
     path = Path(path)
+    limit = limits.MAX_PICKLE_BYTES
+    fix = "not a CIFAR-10 batch (an official one is 31 MB); re-download the file"
     try:
         with open(path, "rb") as file:
-            return RestrictedUnpickler(file, path).load()
+            size = os.fstat(file.fileno()).st_size
+            limits.check("MAX_PICKLE_BYTES", size, "CIFAR batch", path, f"{size} bytes", fix)
+            content = file.read(limit + 1)
+        size = len(content)  # the file may have grown since fstat
+        problem = f"{size} bytes or more"
+        limits.check("MAX_PICKLE_BYTES", size, "CIFAR batch", path, problem, fix)
+        with limits.memory_guard("CIFAR batch", path, "MAX_PICKLE_BYTES"):
+            return RestrictedUnpickler(io.BytesIO(content), path).load()
     except DatasetError:
         raise
     except OSError as error:
@@ -182,26 +198,45 @@ def extract(archive: str | Path, directory: str | Path) -> Path:
     """Copy the batch files out of the official archive into ``directory/cifar-10-batches-py``.
 
     Only the known member names are read, as regular files, so an archive cannot write
-    anywhere else (no path traversal, no links).
+    anywhere else (no path traversal, no links). Each member's declared size is checked
+    against ``limits.MAX_PICKLE_BYTES`` before it is copied, in chunks; members are taken
+    as the archive is read, so a header declaring gigabytes is refused before its data.
     """
+    archive = Path(archive)
     target = Path(directory) / FOLDER
     target.mkdir(parents=True, exist_ok=True)
+    wanted = {f"{FOLDER}/{name}": name for name in (*TRAIN_BATCHES, TEST_BATCH, META)}
     try:
         with tarfile.open(archive, "r:gz") as tar:
-            for name in (*TRAIN_BATCHES, TEST_BATCH, META):
-                member = tar.getmember(f"{FOLDER}/{name}")
+            for member in tar:
+                name = wanted.pop(member.name, None)
+                if name is None:
+                    continue
                 source = tar.extractfile(member) if member.isfile() else None
                 if source is None:
-                    raise invalid(
-                        "CIFAR archive", Path(archive), f"{member.name} is not a regular file"
-                    )
-                (target / name).write_bytes(source.read())
-    except (tarfile.TarError, KeyError, OSError, EOFError) as error:
+                    raise invalid("CIFAR archive", archive, f"{member.name} is not a regular file")
+                limits.check(
+                    "MAX_PICKLE_BYTES",
+                    member.size,
+                    "CIFAR archive",
+                    archive,
+                    f"{member.name} declares {member.size} bytes",
+                    "not the official archive; delete it and retry",
+                )
+                partial = target / f".{name}.part"  # a cut-off member leaves no batch behind
+                with source, open(partial, "wb") as out:
+                    shutil.copyfileobj(source, out, limits.CHUNK_BYTES)
+                os.replace(partial, target / name)
+    except (tarfile.TarError, OSError, EOFError) as error:
+        raise invalid(
+            "CIFAR archive", archive, f"corrupted or incomplete ({error}); delete it and retry"
+        ) from error
+    if wanted:
         raise invalid(
             "CIFAR archive",
-            Path(archive),
-            f"corrupted or incomplete ({error}); delete it and retry",
-        ) from error
+            archive,
+            f"corrupted or incomplete (no {', '.join(wanted)}); delete it and retry",
+        )
     return target
 
 

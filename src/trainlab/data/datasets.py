@@ -13,7 +13,6 @@ import inspect
 import json
 import os
 import random
-import zipfile
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,10 +22,10 @@ import numpy as np
 
 from . import cifar
 from ._dataset import Dataset, _to_dataset
-from ._errors import invalid, missing_files
+from ._errors import DatasetError, invalid, missing_files
 from .download import fetch_dataset
 from .idx import read_idx_pair
-from .user_files import _load_csv, _load_npz
+from .user_files import _load_csv, _load_npz, read_npz
 
 MNIST_FILES = (
     "train-images-idx3-ubyte",
@@ -87,11 +86,10 @@ def _read_mnist1d_cache(path: Path, args: dict[str, Any]) -> dict[str, np.ndarra
 
     The cache is derived data, so a damaged one is regenerated rather than reported.
     """
-    try:
-        # np.load leaks its handle when the zip is damaged, so the file is opened here.
-        with open(path, "rb") as file, np.load(file, allow_pickle=False) as archive:
-            arrays = {key: archive[key] for key in ("x", "y", "x_test", "y_test")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile):
+    try:  # within limits.MAX_ARRAY_BYTES, as the user's own .npz files
+        stored = read_npz(path)
+        arrays = {key: stored[key] for key in ("x", "y", "x_test", "y_test")}
+    except (DatasetError, KeyError):
         return None
     total = args["num_samples"] // 10 * 10  # the generator makes num_samples // 10 per class
     train = int(total * args["train_split"])

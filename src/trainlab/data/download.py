@@ -18,7 +18,8 @@ import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
-from ._errors import invalid
+from . import limits
+from ._errors import DatasetError, invalid
 
 _CHUNK = 1 << 20
 _TIMEOUT_S = 60
@@ -146,18 +147,38 @@ def download(url: str, destination: str | Path, sha256: str | None) -> Path:
 
 
 def _fetch(url: str, destination: Path) -> Path:
-    """Stream ``url`` into a new temporary file beside ``destination``; return its path."""
+    """Stream ``url`` into a new temporary file beside ``destination``; return its path.
+
+    At most ``limits.MAX_DOWNLOAD_BYTES`` are written: a response announcing more is refused
+    before its body is read, one that runs longer is cut off there (the digest is checked
+    only afterwards, so without the cap a wrong URL could fill the disk first).
+    """
     handle, name = tempfile.mkstemp(
         prefix=f".{destination.name}.", suffix=".part", dir=destination.parent
     )
     temporary = Path(name)
+    fix = f"fetch the file yourself from a trusted mirror into {destination.parent}"
     try:
         with (
             os.fdopen(handle, "wb") as out,
             urllib.request.urlopen(url, timeout=_TIMEOUT_S) as response,
         ):
-            for chunk in iter(lambda: response.read(_CHUNK), b""):
+            announced = response.headers.get("Content-Length")
+            if announced is not None and announced.strip().isdigit():
+                size = int(announced)
+                problem = f"the server announces {size} bytes"
+                limits.check("MAX_DOWNLOAD_BYTES", size, "download", url, problem, fix)
+            received = 0
+            limit = limits.MAX_DOWNLOAD_BYTES
+            while chunk := response.read(min(_CHUNK, limit + 1 - received)):
+                received += len(chunk)
+                if received > limit:
+                    problem = f"more than {limit} bytes received"
+                    limits.check("MAX_DOWNLOAD_BYTES", received, "download", url, problem, fix)
                 out.write(chunk)
+    except DatasetError:
+        temporary.unlink(missing_ok=True)
+        raise
     except (urllib.error.URLError, OSError, ValueError) as error:
         temporary.unlink(missing_ok=True)
         reason = getattr(error, "reason", None) or error

@@ -19,12 +19,15 @@ from __future__ import annotations
 
 import gzip
 import math
+import os
 import zlib
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 
-from ._errors import check_labels, invalid
+from . import limits
+from ._errors import DatasetError, check_labels, invalid
 
 # Type code -> big-endian numpy dtype.
 IDX_TYPES: dict[int, np.dtype] = {
@@ -37,74 +40,107 @@ IDX_TYPES: dict[int, np.dtype] = {
 }
 _GZIP_MAGIC = b"\x1f\x8b"
 _FIX = "re-download the file"
-
-
-def _read_bytes(path: Path) -> bytes:
-    """The file's content, gunzipped when it starts with the gzip magic (whatever its name)."""
-    try:
-        raw = path.read_bytes()
-    except OSError as error:
-        raise invalid("IDX file", path, f"cannot be read: {error.strerror or error}") from error
-    if not raw.startswith(_GZIP_MAGIC):
-        return raw
-    try:
-        return gzip.decompress(raw)
-    except (OSError, EOFError, zlib.error) as error:
-        raise invalid(
-            "IDX file", path, f"corrupted or truncated gzip data ({error}); {_FIX}"
-        ) from error
+# After the declared payload, a gzip stream is read this much further: enough to tell
+# "trailing bytes" (with their count when few) and to reach the end, where gzip checks its CRC.
+_SLACK = 1 << 16
 
 
 def read_idx(path: str | Path) -> np.ndarray:
     """Read one IDX file (raw or gzipped) into a native-endian numpy array of its shape.
 
     The header is checked before any data is touched: magic ``0x00 0x00``, a known type
-    code, the dimension count, and ``n_1 · ... · n_d · itemsize`` against the bytes that
-    follow (fewer: truncated; more: trailing bytes).
+    code, the dimension count, and the declared size ``n_1 · ... · n_d · itemsize`` against
+    ``limits.MAX_ARRAY_BYTES`` and, for a raw file, against the bytes that follow (fewer:
+    truncated; more: trailing bytes). A gzipped file is decompressed in chunks into an
+    array of the declared size, never further than that plus 64 KiB: a small .gz that
+    expands to gigabytes is refused after reading a few bytes past its declared size.
 
     Raises:
         DatasetError: naming the file and the problem.
     """
     path = Path(path)
-    data = _read_bytes(path)
-    if len(data) < 4:
-        raise invalid("IDX file", path, f"truncated: {len(data)} bytes, the header alone needs 4")
-    if data[0] != 0 or data[1] != 0:
+    try:
+        with open(path, "rb") as file:
+            gzipped = file.read(2) == _GZIP_MAGIC
+            file.seek(0)
+            if not gzipped:
+                return _read_stream(file, path, os.fstat(file.fileno()).st_size)
+            try:
+                with gzip.GzipFile(fileobj=file) as stream:
+                    return _read_stream(stream, path, None)
+            except (OSError, EOFError, zlib.error) as error:
+                raise invalid(
+                    "IDX file", path, f"corrupted or truncated gzip data ({error}); {_FIX}"
+                ) from error
+    except OSError as error:
+        raise invalid("IDX file", path, f"cannot be read: {error.strerror or error}") from error
+
+
+def _read_stream(stream: BinaryIO, path: Path, file_size: int | None) -> np.ndarray:
+    """Header, checks, then exactly the declared payload (``file_size``: raw files only)."""
+    magic = stream.read(4)
+    if len(magic) < 4:
+        raise invalid("IDX file", path, f"truncated: {len(magic)} bytes, the header alone needs 4")
+    if magic[0] != 0 or magic[1] != 0:
         raise invalid(
             "IDX file",
             path,
-            f"bad magic number 0x{data[:4].hex()} (must start with 0x0000); not an IDX file",
+            f"bad magic number 0x{magic.hex()} (must start with 0x0000); not an IDX file",
         )
-    dtype = IDX_TYPES.get(data[2])
+    dtype = IDX_TYPES.get(magic[2])
     if dtype is None:
         codes = ", ".join(f"0x{code:02X}" for code in IDX_TYPES)
         raise invalid(
-            "IDX file", path, f"unknown type code 0x{data[2]:02X} (must be one of {codes})"
+            "IDX file", path, f"unknown type code 0x{magic[2]:02X} (must be one of {codes})"
         )
-    ndim = data[3]
+    ndim = magic[3]
     if ndim == 0:
         raise invalid("IDX file", path, "dimension count is 0 (must be at least 1)")
     header = 4 + 4 * ndim
-    if len(data) < header:
+    sizes = stream.read(4 * ndim)
+    if len(sizes) < 4 * ndim:
         raise invalid(
             "IDX file",
             path,
-            f"truncated header: {ndim} dimensions need {header} bytes, got {len(data)}",
+            f"truncated header: {ndim} dimensions need {header} bytes, got {4 + len(sizes)}",
         )
-    shape = tuple(int(n) for n in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
+    shape = tuple(int(n) for n in np.frombuffer(sizes, dtype=">u4"))
     expected = math.prod(shape) * dtype.itemsize
-    payload = len(data) - header
-    if payload != expected:
-        problem = "truncated" if payload < expected else "trailing bytes"
-        dims = "×".join(map(str, shape))
-        raise invalid(
-            "IDX file",
-            path,
-            f"{problem}: header declares {dims} values of {dtype.itemsize} byte(s) = {expected} "
-            f"data bytes, the file has {payload}; {_FIX}",
-        )
-    values = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
-    return values.astype(dtype.newbyteorder("="))  # a writable, native-endian copy
+    declares = (
+        f"header declares {'×'.join(map(str, shape))} values of {dtype.itemsize} byte(s) = "
+        f"{expected} data bytes"
+    )
+    limits.check(
+        "MAX_ARRAY_BYTES",
+        expected,
+        "IDX file",
+        path,
+        declares,
+        f"raise the limit if the file is genuine, else {_FIX}",
+    )
+    if file_size is not None and file_size - header != expected:
+        raise _payload_error(path, declares, expected, file_size - header)
+    with limits.memory_guard("IDX file", path, "MAX_ARRAY_BYTES"):
+        # The big-endian bytes go straight into a native array, then are swapped in place:
+        # the only copy of the data is the array returned.
+        values = np.empty(shape, dtype.newbyteorder("="))
+        payload = limits.read_into(stream, values)
+        if payload < expected:
+            raise _payload_error(path, declares, expected, payload)
+        extra = len(stream.read(_SLACK))
+        if extra:
+            raise _payload_error(path, declares, expected, expected + extra, extra == _SLACK)
+        if not dtype.isnative:
+            values.byteswap(inplace=True)
+        return values
+
+
+def _payload_error(
+    path: Path, declares: str, expected: int, payload: int, at_least: bool = False
+) -> DatasetError:
+    problem = "truncated" if payload < expected else "trailing bytes"
+    has = f"at least {payload}" if at_least else f"{payload}"
+    return invalid("IDX file", path, f"{problem}: {declares}, the file has {has}; {_FIX}")
 
 
 def read_idx_images(path: str | Path, image_shape: tuple[int, ...] = (28, 28)) -> np.ndarray:
@@ -154,8 +190,10 @@ def read_idx_pair(
             f"{len(images)} images but {len(labels)} labels in {Path(images_path).parent}; "
             "the files come from different sets or one is damaged",
         )
-    x = images.astype(np.float32)[:, None] / np.float32(255)
-    return x, labels
+    with limits.memory_guard("IDX image file", Path(images_path), "MAX_ARRAY_BYTES"):
+        x = images.astype(np.float32)
+        x /= np.float32(255)  # in place: one float32 copy of the images, not two
+    return x[:, None], labels
 
 
 def _check_ubyte(values: np.ndarray, path: str | Path, what: str) -> None:
