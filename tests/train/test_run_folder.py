@@ -418,3 +418,15 @@ def test_a_read_only_folder_is_a_clear_error(tmp_path):
     done = in_small_disk(tmp_path, 64, f"mount -o remount,ro {mount}\n{cli}; echo rc=$? >&2")
     assert "rc=2" in done.stderr, done.stderr
     assert "read-only" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_a_checkpoint_of_an_earlier_version_keeps_the_whole_log(tmp_path):
+    run_dir = finished_run(tmp_path)
+    latest = latest_checkpoint(run_dir)
+    state = json.loads((latest / "state.json").read_text())
+    del state["progress"]["metrics_bytes"]  # as trainlab 0.1 wrote them
+    (latest / "state.json").write_text(json.dumps(state))
+    rehash(latest, "state.json")
+    before = (run_dir / "metrics.jsonl").read_text()
+    assert main(["train", "--resume", str(run_dir)]) == 0
+    assert (run_dir / "metrics.jsonl").read_text().startswith(before)

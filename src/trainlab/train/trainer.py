@@ -632,6 +632,7 @@ class Trainer:
         again now, would otherwise appear twice.
         """
         last = latest_checkpoint(self.run_dir)
+        cut: int | None = 0  # no checkpoint: the run starts over with an empty log
         if last is not None:
             checkpoint = load_checkpoint(last)
             saved = checkpoint.state.get("config_fingerprint")
@@ -639,9 +640,11 @@ class Trainer:
                 raise config_changed(self.run_dir, f"the settings in its {CONFIG_FILE}")
             self._restore(checkpoint)
             self.resumed_from = last
-        # Progress() after no checkpoint gives 0: the run starts over with an empty log.
-        if _size(self._metrics_file) > self.state.metrics_bytes:
-            os.truncate(self._metrics_file, self.state.metrics_bytes)
+            # checkpoints of earlier trainlab versions do not say: keep the whole log
+            known = "metrics_bytes" in checkpoint.state.get("progress", {})
+            cut = self.state.metrics_bytes if known else None
+        if cut is not None and _size(self._metrics_file) > cut:
+            os.truncate(self._metrics_file, cut)
         self._log({"step": self.state.step, "event": "resumed", "from": last and last.name})
 
     def _restore(self, checkpoint: Any) -> None:
