@@ -55,6 +55,20 @@ def train(
     return params, opt
 
 
+def assert_same_state(ours: torch.optim.Optimizer, theirs: torch.optim.Optimizer, **tol) -> None:
+    """Same state keys, and tensors of the same dtype, layout and values (``tol``)."""
+    a, b = ours.state_dict()["state"], theirs.state_dict()["state"]
+    assert a.keys() == b.keys()
+    for index in a:
+        assert a[index].keys() == b[index].keys(), f"state keys of parameter {index}"
+        for key in a[index]:
+            x, y = a[index][key], b[index][key]
+            if isinstance(x, torch.Tensor) and x.is_sparse:  # entries may repeat: compare sums
+                assert y.is_sparse, f"{key}: sparse in ours, {y.layout} in torch"
+                x, y = x.to_dense(), y.to_dense()
+            torch.testing.assert_close(x, y, **tol, msg=key)
+
+
 def first_order_specs() -> list[OptimizerSpec]:
     return [spec for spec in OPTIMIZERS.values() if not spec.closure]
 

@@ -10,7 +10,7 @@ import torch
 
 import trainlab.optim as optim
 
-from .common import batch, loss_of, make_params
+from .common import assert_same_state, batch, first_order_specs, loss_of, make_params, torch_class
 
 
 def quadratic_lbfgs(cls, dtype, **options):
@@ -145,3 +145,64 @@ def test_copied_full_batch_optimizers_still_step(cls):
 
     opt.step(closure)
     assert float((w2.detach() - 1).abs().max()) < 1e-6
+
+
+DUPLICATE_CASES = [
+    pytest.param(spec, options, id=f"{spec.name}-{i}")
+    for spec in first_order_specs()
+    if spec.torch_name
+    for i, options in enumerate(spec.variants)
+]
+
+
+def train_with_a_duplicate(cls, options, steps=8):
+    params = make_params(torch.float64)
+    w, b, s, _ = params
+    with pytest.warns(UserWarning, match=r"a parameter group with duplicate parameters"):
+        opt = cls([w, b, w, s], **options)  # w listed twice
+    for step in range(steps):
+        opt.zero_grad()
+        loss_of(params, batch(torch.float64, step), options.get("maximize", False)).backward()
+        opt.step()
+    return params[:3], opt
+
+
+@pytest.mark.parametrize(("spec", "options"), DUPLICATE_CASES)
+def test_a_duplicated_parameter_warns_and_steps_like_torch(spec, options):
+    # torch.optim keeps both occurrences and steps the parameter twice per step (SGD's
+    # momentum buffer restarts at the second occurrence of its first step).
+    ours, opt = train_with_a_duplicate(spec.cls, options)
+    theirs, ref = train_with_a_duplicate(torch_class(spec), options)
+    assert len(opt.param_groups[0]["params"]) == 4
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    assert_same_state(opt, ref, rtol=1e-9, atol=1e-12)
+
+
+def test_a_duplicated_parameter_on_the_fused_backend_steps_like_torch(traced_only):
+    options = {"lr": 0.05, "momentum": 0.9}
+    ours, opt = train_with_a_duplicate(optim.SGD, {**options, "backend": "fused"})
+    theirs, _ = train_with_a_duplicate(torch.optim.SGD, options)
+    assert opt.backend_info() == []  # the group takes the eager loop
+    for a, b in zip(ours, theirs):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def test_lbfgs_with_a_duplicated_parameter_steps_like_torch():
+    results = []
+    for cls in (optim.LBFGS, torch.optim.LBFGS):
+        params = make_params(torch.float64)
+        w, b, s, _ = params
+        with pytest.warns(UserWarning, match=r"duplicate parameters"):
+            opt = cls([w, b, w, s], line_search_fn="strong_wolfe", max_iter=5)
+
+        def closure(opt=opt, params=params):
+            opt.zero_grad()
+            loss = loss_of(params, batch(torch.float64, 0))
+            loss.backward()
+            return loss
+
+        opt.step(closure)
+        results.append(params[:3])
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import math
 
 import pytest
 import torch
@@ -92,6 +93,97 @@ def test_lbfgs_state_moves_between_torch_and_trainlab():
         ours.step(with_backward(ours, moved_loss))
     for a, b in zip(moved, params):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+
+
+def rosenbrock(x):
+    return (1 - x[0]) ** 2 + 100 * (x[1] - x[0] ** 2) ** 2
+
+
+def kink(x):
+    """|x₁ − 2| + |x₂ − 2| from (1, 1): along −g the slope jumps from −2 to +2 at the
+    minimum, so no step meets the strong-Wolfe curvature condition and the line search
+    runs until its evaluation budget (or its interval) is exhausted."""
+    return (x - 2).abs().sum()
+
+
+START = {rosenbrock: [-1.5, 2.0], kink: [1.0, 1.0]}
+
+
+def counted_lbfgs_run(cls, problem=rosenbrock, steps=3, **options):
+    """(closure calls, state["func_evals"], final parameters)."""
+    x = torch.tensor(START[problem], dtype=torch.float64, requires_grad=True)
+    opt = cls([x], **options)
+    calls = 0
+
+    def closure():
+        nonlocal calls
+        calls += 1
+        opt.zero_grad()
+        loss = problem(x)
+        loss.backward()
+        return loss
+
+    for _ in range(steps):
+        opt.step(closure)
+    return calls, opt.state[x]["func_evals"], x.detach()
+
+
+@pytest.mark.parametrize("problem", [rosenbrock, kink], ids=["rosenbrock", "kink"])
+@pytest.mark.parametrize("line_search_fn", [None, "strong_wolfe"])
+@pytest.mark.parametrize(
+    ("max_iter", "max_eval"), [(1, 5), (1, 1), (1, None), (2, 3), (3, None), (5, 7), (20, 30)]
+)
+def test_lbfgs_evaluates_the_closure_as_often_as_torch(max_iter, max_eval, line_search_fn, problem):
+    # The line search gets what is left of max_eval, not a budget of its own.
+    options = {"max_iter": max_iter, "max_eval": max_eval, "line_search_fn": line_search_fn}
+    our_calls, our_evals, ours = counted_lbfgs_run(optim.LBFGS, problem, **options)
+    their_calls, their_evals, theirs = counted_lbfgs_run(torch.optim.LBFGS, problem, **options)
+    assert (our_calls, our_evals) == (their_calls, their_evals)
+    torch.testing.assert_close(ours, theirs, rtol=1e-9, atol=1e-12)
+
+
+def test_lbfgs_with_max_iter_1_and_max_eval_5_calls_the_closure_6_times():
+    # torch's count: the first evaluation, then a line search allowed 1 + (5 − 1) calls
+    calls, evals, _ = counted_lbfgs_run(
+        optim.LBFGS, kink, steps=1, max_iter=1, max_eval=5, line_search_fn="strong_wolfe"
+    )
+    assert (calls, evals) == (6, 6)
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"tolerance_grad": math.inf}, {"tolerance_change": math.inf}, {"tolerance_change": 0.0}],
+)
+def test_lbfgs_takes_infinite_tolerances_as_torch_does(options):
+    ours = counted_lbfgs_run(optim.LBFGS, line_search_fn="strong_wolfe", **options)
+    theirs = counted_lbfgs_run(torch.optim.LBFGS, line_search_fn="strong_wolfe", **options)
+    assert ours[:2] == theirs[:2]
+    torch.testing.assert_close(ours[2], theirs[2], rtol=1e-9, atol=1e-12)
+    if options.get("tolerance_grad") == math.inf:  # converged before moving
+        assert ours[:2] == (3, 3)
+        torch.testing.assert_close(ours[2], torch.tensor([-1.5, 2.0], dtype=torch.float64))
+
+
+@pytest.mark.parametrize("options", [{}, {"line_search_fn": "strong_wolfe", "history_size": 4}])
+def test_lbfgs_state_dict_round_trip_is_exact_and_has_torchs_keys(options):
+    params, loss = logistic_problem()
+    opt = optim.LBFGS(params, **options)
+    for _ in range(2):
+        opt.step(with_backward(opt, loss))
+    saved = copy.deepcopy(opt.state_dict())
+    fresh_params, _ = logistic_problem()
+    fresh = optim.LBFGS(fresh_params, **options)
+    fresh.load_state_dict(copy.deepcopy(saved))
+    assert fresh.state_dict()["param_groups"] == saved["param_groups"]
+    opt.load_state_dict(copy.deepcopy(saved))  # and into itself
+    assert opt.state_dict()["param_groups"] == saved["param_groups"]
+    theirs_params, their_loss = logistic_problem()
+    theirs = torch.optim.LBFGS(theirs_params, **options)
+    for _ in range(2):
+        theirs.step(with_backward(theirs, their_loss))
+    assert saved["param_groups"] == theirs.state_dict()["param_groups"]
+    assert saved["state"].keys() == theirs.state_dict()["state"].keys()
+    assert saved["state"][0].keys() == theirs.state_dict()["state"][0].keys()
 
 
 def gradient_norm(loss, params) -> float:

@@ -9,7 +9,7 @@ import torch
 
 from trainlab.optim import OPTIMIZERS
 
-from .common import first_order_specs, torch_class, train
+from .common import assert_same_state, first_order_specs, torch_class, train
 
 CASES = [
     pytest.param(spec, options, id=f"{spec.name}-{i}")
@@ -17,15 +17,6 @@ CASES = [
     if spec.torch_name
     for i, options in enumerate(spec.variants)
 ]
-
-
-def assert_same_state(ours: torch.optim.Optimizer, theirs: torch.optim.Optimizer, **tol) -> None:
-    a, b = ours.state_dict()["state"], theirs.state_dict()["state"]
-    assert a.keys() == b.keys()
-    for index in a:
-        assert a[index].keys() == b[index].keys(), f"state keys of parameter {index}"
-        for key in a[index]:
-            torch.testing.assert_close(a[index][key], b[index][key], **tol, msg=key)
 
 
 @pytest.mark.parametrize(("spec", "options"), CASES)

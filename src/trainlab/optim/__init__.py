@@ -6,7 +6,7 @@ symbols, wrapped by a class with ``torch.optim``'s name, keywords, defaults and
 """
 
 from .adadelta import Adadelta, adadelta
-from .adagrad import Adagrad, adagrad
+from .adagrad import Adagrad, adagrad, adagrad_sparse
 from .adam import Adam, AdamW, adam
 from .adamax import Adamax, adamax
 from .lbfgs import LBFGS, lbfgs_direction
@@ -32,6 +32,7 @@ __all__ = [
     "RMSprop",
     "adadelta",
     "adagrad",
+    "adagrad_sparse",
     "adam",
     "adamax",
     "get",

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import difflib
 import functools
+import warnings
 from collections.abc import Callable, Iterable
 from typing import Any, ClassVar
 
@@ -106,6 +107,13 @@ class TrainlabOptimizer(torch.optim.Optimizer):
 
     #: keyword -> check, for every hyperparameter a group may carry.
     checks: ClassVar[dict[str, Check]] = {}
+    #: Complex parameters are optimized as their real view (torch.view_as_real), as in
+    #: torch.optim; False where the method needs a real vector space (Newton's Hessian).
+    complex_parameters: ClassVar[bool] = True
+    #: Group keys that define the algorithm rather than tune it: ``load_state_dict`` keeps
+    #: the values this optimizer has (torch.optim.AdamW keeps ``decoupled_weight_decay``
+    #: the same way, so that an Adam state_dict cannot turn AdamW back into Adam).
+    kept_on_load: ClassVar[tuple[str, ...]] = ()
 
     def __init__(self, params: Any, keywords: dict[str, Any]) -> None:
         """``keywords``: the subclass constructor's ``locals()`` — its signature is the list
@@ -171,11 +179,13 @@ class TrainlabOptimizer(torch.optim.Optimizer):
                     f"Invalid parameter {i} of group {index}: {torch.typename(p)} "
                     "(must be a torch.Tensor)"
                 )
-            if not p.is_floating_point():
+            if not (p.is_floating_point() or (p.is_complex() and self.complex_parameters)):
+                kinds = "floating-point or complex"
+                if not self.complex_parameters:
+                    kinds = "real floating-point"
                 raise ValueError(
-                    f"Invalid parameter {i} of group {index}: dtype {p.dtype} "
-                    "(must be a real floating-point tensor; integer, boolean and complex "
-                    "parameters cannot be optimized by gradient steps)"
+                    f"Invalid parameter {i} of group {index}: dtype {p.dtype} (must be a "
+                    f"{kinds} tensor; {type(self).__name__} cannot optimize other dtypes)"
                 )
             if not p.is_leaf:
                 raise ValueError(
@@ -192,20 +202,45 @@ class TrainlabOptimizer(torch.optim.Optimizer):
                     f"Invalid parameter {i} of group {index}: it already belongs to another "
                     "parameter group (a parameter may appear in only one group)"
                 )
-        if len({id(p) for p in tensors}) != len(tensors):
-            raise ValueError(
-                f"Invalid parameter list of group {index}: a parameter appears twice "
-                "(list each parameter once)"
-            )
         self._check_combination({**self.defaults, **param_group})
+        if len({id(p) for p in tensors}) != len(tensors):
+            # torch.optim warns and keeps the duplicates (each occurrence is stepped); so
+            # does trainlab, to stay drop-in.
+            warnings.warn(
+                f"optimizer contains a parameter group with duplicate parameters (group "
+                f"{index}); each occurrence is updated, as in torch.optim — list each "
+                "parameter once",
+                UserWarning,
+                stacklevel=3,
+            )
         super().add_param_group(param_group)
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """torch.optim's ``load_state_dict``, after checking the saved groups.
+
+        Their hyperparameters are restored (as in torch), so they are validated first,
+        like a group given to the constructor: a group of another optimizer (SGD's
+        ``momentum`` loaded into Adam) is refused, and a failed load changes nothing.
+        The ``kept_on_load`` keys keep this optimizer's values.
+        """
+        for index, group in enumerate(state_dict["param_groups"]):
+            hyper = {k: v for k, v in group.items() if k != "params"}
+            self._validate_hyperparameters(hyper, where=f" in group {index} of the state_dict")
+            self._check_combination({**self.defaults, **hyper})
+        kept = [{k: g[k] for k in self.kept_on_load if k in g} for g in self.param_groups]
+        super().load_state_dict(state_dict)
+        for group, values in zip(self.param_groups, kept):
+            group.update(values)
 
     def __setstate__(self, state: dict[str, Any]) -> None:
         # A state saved by torch.optim lacks trainlab's extra switches: use the defaults.
+        # (Only this class's own keywords: torch's __setstate__ adds ``differentiable`` to
+        # the defaults of every optimizer, LBFGS included, whose groups have no such key.)
         super().__setstate__(state)
         for group in self.param_groups:
             for key, value in self.defaults.items():
-                group.setdefault(key, value)
+                if key in self.checks:
+                    group.setdefault(key, value)
         for param_state in self.state.values():  # checkpoints of old torch versions
             step = param_state.get("step")
             if step is not None and not isinstance(step, Tensor):
@@ -241,6 +276,9 @@ class FirstOrderOptimizer(TrainlabOptimizer):
     lazy_state: ClassVar[tuple[str, ...]] = ()
     #: True when ``coefficients`` advances state (then it runs once per parameter).
     coefficients_update_state: ClassVar[bool] = False
+    #: The rule for a sparse gradient (``torch.nn.Embedding(sparse=True)``), or None
+    #: where torch.optim refuses sparse gradients (with a RuntimeError, as here).
+    apply_sparse_rule: ClassVar[Callable[..., None] | None] = None
     #: ``track_stats`` on the fused backend: sum the statistics inside the compiled
     #: update loop. False for rules whose θ update reads a state value the same step
     #: overwrites (AdaDelta's E[Δθ²]): inductor then splits the loop and stages θ, which
@@ -338,6 +376,34 @@ class FirstOrderOptimizer(TrainlabOptimizer):
     def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
         raise NotImplementedError
 
+    def apply_rule_to_real_view(
+        self, param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]
+    ) -> None:
+        """``apply_rule`` for a complex parameter: on the real views of θ, g and the state.
+
+        As in torch.optim, a complex number counts as two real coordinates (real and
+        imaginary part), each with its own moments; the state stays complex, in torch's
+        ``state_dict`` format, and the rule updates it through the views.
+        """
+        real = {k: as_real(v) for k, v in state.items()}
+        self.apply_rule(as_real(param), as_real(grad), real, h)
+
+    def sparse_rule(self, h: dict[str, Any]) -> Callable[..., None]:
+        """The rule for a sparse gradient, or the RuntimeError torch.optim raises."""
+        name = type(self).__name__
+        if self.apply_sparse_rule is None:
+            raise RuntimeError(
+                f"{name} does not support sparse gradients (use torch.nn.Embedding("
+                "sparse=False), or SGD, Adagrad or torch.optim.SparseAdam for sparse ones)"
+            )
+        if h["weight_decay_on"] and not h["decoupled_weight_decay"]:
+            raise RuntimeError(
+                f"Invalid weight decay (weight_decay) for {name} with sparse gradients: "
+                f"{h['weight_decay']} (must be 0, or decoupled_weight_decay=True: L2 decay "
+                "would make the gradient dense)"
+            )
+        return self.apply_sparse_rule
+
     def hyperparameters(self, group: dict[str, Any]) -> dict[str, Any]:
         """The group's hyperparameters for the rule: numbers, with betas split in two.
 
@@ -381,16 +447,16 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         cached_key: tuple | None = None
         rule_h: dict[str, Any] = {}
         apply_rule, lazy_state, all_state = self.apply_rule, self.lazy_state, self.state
+        started: set[int] = set()  # parameters whose lazy buffers this step created
         for param in params:
             grad = param.grad
             if grad is None:
                 continue
+            rule = apply_rule
             if grad.is_sparse:
-                raise ValueError(
-                    f"{type(self).__name__} does not support sparse gradients "
-                    "(use torch.nn.Embedding(sparse=False), or torch.optim.SparseAdam "
-                    "for sparse embeddings)"
-                )
+                rule = self.sparse_rule(h)
+            elif param.is_complex():
+                rule = self.apply_rule_to_real_view
             state = all_state.get(param)
             if not state:
                 state = self.init_state(param, group)
@@ -404,8 +470,13 @@ class FirstOrderOptimizer(TrainlabOptimizer):
                     state.update({k: v for k, v in fresh.items() if k not in state})
             first_step = False
             for key in lazy_state:  # buffers made from the first gradient (SGD)
-                if key in state and state[key] is None:
-                    state[key] = torch.zeros_like(param, memory_format=torch.preserve_format)
+                if key not in state:
+                    continue
+                if state[key] is None:  # shaped like g: sparse for a sparse g, as in torch
+                    state[key] = torch.zeros_like(grad)
+                    started.add(id(param))
+                    first_step = True
+                elif started and id(param) in started:  # listed twice: torch restarts it
                     first_step = True
             step = None
             if "step" in state:
@@ -419,17 +490,25 @@ class FirstOrderOptimizer(TrainlabOptimizer):
                 cached_key = key
             if self.track_stats:
                 before = param.clone()
-                apply_rule(param, grad, state, rule_h)
+                rule(param, grad, state, rule_h)
                 sums = accumulate_stats(sums, grad, param, before)
             else:
-                apply_rule(param, grad, state, rule_h)
+                rule(param, grad, state, rule_h)
         return sums
+
+
+def as_real(x: Any) -> Any:
+    """A complex tensor's real view (last dimension: real, imaginary); anything else as is."""
+    return torch.view_as_real(x) if isinstance(x, Tensor) and x.is_complex() else x
 
 
 def accumulate_stats(
     sums: list[Tensor] | None, grad: Tensor, param: Tensor, before: Tensor
 ) -> list[Tensor]:
     """Add one parameter's [Σg², Σ(Δθ)², Σθ², non-finite count] to ``sums``."""
+    if grad.is_sparse:  # its stored values: the same sums, the zeros are finite
+        grad = grad.coalesce().values()
+    grad, param, before = as_real(grad), as_real(param), as_real(before)
     parts = [
         grad.double().square().sum(),
         (param - before).double().square().sum(),

@@ -229,8 +229,8 @@ class FlatGroup:
             values = [s[key] for s in states]
             if all(v is None for v in values):
                 self.state[key] = None
-            elif any(v is None for v in values):
-                self.step = None
+            elif any(v is None or v.layout is not torch.strided for v in values):
+                self.step = None  # partly created, or sparse (SGD's buffer after sparse steps)
                 return
             elif key in opt.scalar_state:
                 buffer = torch.tensor([v.item() for v in values], dtype=values[0].dtype)
@@ -267,7 +267,8 @@ class FlatGroup:
         """Re-point parameters and gradients that were replaced; refuse a device/dtype move.
 
         Returns False when a gradient cannot go into the flat buffer (a sparse one): the
-        eager loop then takes the step, and raises the sparse-gradient error.
+        eager loop then takes the step (with the sparse rule of SGD and Adagrad; the other
+        optimizers raise torch's error).
         """
         ok = True
         for i, p in enumerate(self.params):
@@ -291,7 +292,7 @@ class FlatGroup:
                 p.grad = view
                 self.has_grad[i] = False
             elif grad.layout is not torch.strided:  # sparse: no data pointer to compare
-                # Not a gradient-less parameter: the eager loop must see it (and refuse it).
+                # Not a gradient-less parameter: the eager loop must see it.
                 self.has_grad[i] = True
                 ok = False
             elif grad.data_ptr() != self.grad_ptrs[i]:  # a gradient tensor of its own
@@ -314,7 +315,12 @@ class FlatGroup:
     # -- the step ------------------------------------------------------------------------
     def fused_step(self, h: dict[str, Any]) -> bool:
         """One compiled step over the whole group; False when the eager loop must do it."""
-        if not self.fused_ok or not self.check_layout():
+        if not self.fused_ok:
+            return False
+        if not self.check_layout():
+            # A sparse gradient: the eager loop steps the group, so the step counts move on
+            # without self.step; the next fused step takes them from the state again.
+            self.needs_adopt = True
             return False
         all_grads = all(self.has_grad)
         if self.step is None or not all_grads:
@@ -468,12 +474,16 @@ class FusedEngine:
             self._group_ids[index] = id(group)
             return flats
         flats = []
-        if self.optimizer.backend != "eager":
+        params = group["params"]
+        # A group listing a parameter twice steps it twice (as torch.optim does): one flat
+        # view per parameter cannot express that, so the eager loop takes such a group.
+        if self.optimizer.backend != "eager" and len({id(p) for p in params}) == len(params):
             by_kind: dict[tuple[torch.device, torch.dtype], list[Tensor]] = {}
-            for p in group["params"]:
+            for p in params:
                 # Parameters without a gradient at the first step (frozen, unused) stay
-                # with the eager loop, which skips them as torch.optim does.
-                if p.grad is not None and not p.grad.is_sparse:
+                # with the eager loop, which skips them as torch.optim does; so do sparse
+                # gradients and complex parameters (stepped through their real view).
+                if p.grad is not None and not p.grad.is_sparse and not p.is_complex():
                     by_kind.setdefault((p.device, p.dtype), []).append(p)
             for (device, _), params in by_kind.items():
                 if self._wanted(device, params):

@@ -62,6 +62,8 @@ def strong_wolfe(
 
     Returns (loss, grad, t, evaluations) at the accepted step. Slopes stay 0-dim tensors
     in the parameters' dtype (as in torch.optim), so float32 runs decide alike.
+    ``max_ls`` bounds the evaluations after the first one (L-BFGS passes what is left of
+    its ``max_eval``); with 0 the search returns the better of t = 0 and the first t.
     """
     d_norm = direction.abs().max()
     f_new, g_new = evaluate(t)

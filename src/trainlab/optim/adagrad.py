@@ -35,6 +35,33 @@ def adagrad(
     add_quotient_(param, grad, sum_sq.sqrt().add_(eps), -lr)  # θ ← θ − η_t·g/(√G + ε)
 
 
+def adagrad_sparse(
+    param: Tensor,
+    grad: Tensor,
+    sum_sq: Tensor,
+    *,
+    lr: float,
+    eps: float,
+) -> None:
+    """One AdaGrad step for a sparse gradient: :func:`adagrad` on the entries it holds.
+
+    G ← G + g²;  θ ← θ − η_t · g / (√G + ε)     only where g has entries
+
+    Untouched rows (embeddings not in the batch) keep their θ and G. Repeated indices
+    are summed first, since the step is not linear in g.
+    """
+    g = grad.coalesce()
+
+    def at_entries(values: Tensor) -> Tensor:  # values placed at g's indices
+        return torch.sparse_coo_tensor(
+            g.indices(), values, g.shape, is_coalesced=True, check_invariants=False
+        )
+
+    sum_sq.add_(at_entries(g.values() * g.values()))  # G ← G + g²
+    scale = sum_sq.sparse_mask(g).values().sqrt_().add_(eps)  # √G + ε at g's entries
+    param.add_(at_entries(g.values() / scale), alpha=-lr)  # θ ← θ − η_t·g/(√G + ε)
+
+
 def adagrad_lr(step: float, lr: float, lr_decay: float) -> float:
     """η_t = η / (1 + (t − 1)·lr_decay), torch.optim's inverse-time decay of AdaGrad."""
     return lr / (1 + (step - 1) * lr_decay)
@@ -44,7 +71,8 @@ class Adagrad(FirstOrderOptimizer):
     """AdaGrad: G ← G + g²;  θ ← θ − η·g/(√G + ε).
 
     Same keywords, defaults and numbers as ``torch.optim.Adagrad``; trainlab adds
-    ``decoupled_weight_decay``.
+    ``decoupled_weight_decay``. A sparse gradient updates only the entries it holds
+    (:func:`adagrad_sparse`), as in torch.
 
     Args:
         params: parameters or parameter groups.
@@ -94,6 +122,8 @@ class Adagrad(FirstOrderOptimizer):
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
         start = group["initial_accumulator_value"]
+        if param.is_complex():  # G holds the real and the imaginary part's sums
+            start = complex(start, start)
         return {
             "step": step_counter(),
             "sum": torch.full_like(param, start, memory_format=torch.preserve_format),
@@ -108,3 +138,10 @@ class Adagrad(FirstOrderOptimizer):
     def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
         grad = prepare_gradient(param, grad, h)
         adagrad(param, grad, state["sum"], lr=h["lr_t"], eps=h["eps"])
+
+    @staticmethod
+    def apply_sparse_rule(
+        param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]
+    ) -> None:
+        grad = prepare_gradient(param, grad, h)
+        adagrad_sparse(param, grad, state["sum"], lr=h["lr_t"], eps=h["eps"])

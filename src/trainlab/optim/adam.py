@@ -155,8 +155,13 @@ class AdamW(Adam):
     relative shrinkage to every weight. Same keywords, defaults and numbers as
     ``torch.optim.AdamW``; ``decoupled_weight_decay=False`` turns it back into Adam.
 
+    ``load_state_dict`` keeps this optimizer's ``decoupled_weight_decay``, as
+    torch.optim.AdamW does: a state saved by Adam (coupled decay) does not turn it into Adam.
+
     References: Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019.
     """
+
+    kept_on_load = ("decoupled_weight_decay",)
 
     def __init__(
         self,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numbers
 from collections.abc import Callable
 from typing import Any, ClassVar
 
@@ -10,8 +11,17 @@ from torch import Tensor
 
 from .. import _checks
 from .._checks import Check
-from ._base import TrainlabOptimizer
+from ._base import TrainlabOptimizer, as_real
 from ._line_search import loss_value, strong_wolfe
+
+
+def tolerance(name: str, value: Any) -> None:
+    """A stopping tolerance: a number >= 0, infinity included (as torch.optim.LBFGS takes
+    it: ``tolerance_grad=inf`` stops after the first evaluation)."""
+    if isinstance(value, Tensor) and value.numel() == 1:
+        value = value.item()
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
+        raise _checks.fail(name, value, "must be a number >= 0, or inf")
 
 
 def lbfgs_direction(
@@ -45,7 +55,11 @@ class LBFGS(TrainlabOptimizer):
     (s, y) = (t·d, g_new − g) updates the history if its curvature y·s > 1e-10.
     The first iteration steps along −g with t = min(1, 1/‖g‖₁)·η.
 
-    Same keywords, defaults, state format and numbers as ``torch.optim.LBFGS``.
+    Same keywords, defaults, state format and numbers as ``torch.optim.LBFGS``, and the
+    same closure calls: the strong-Wolfe search may use what is left of ``max_eval`` plus
+    one (``max_iter=1, max_eval=5`` evaluates the closure 6 times, as in torch). As in
+    torch, a complex parameter counts as two real coordinates and a sparse gradient is
+    made dense.
     ``step(closure)`` runs up to ``max_iter`` iterations; ``closure`` must clear the
     gradients, compute the loss, call ``backward()`` and return the loss. As the lecture
     says: use it when full-batch updates are affordable, and disable all sources of
@@ -69,8 +83,8 @@ class LBFGS(TrainlabOptimizer):
         "lr": _checks.nonnegative,
         "max_iter": _checks.positive_int,
         "max_eval": _checks.optional_positive_int,
-        "tolerance_grad": _checks.nonnegative,
-        "tolerance_change": _checks.nonnegative,
+        "tolerance_grad": tolerance,
+        "tolerance_change": tolerance,
         "history_size": _checks.positive_int,
         "line_search_fn": _checks.one_of(None, "strong_wolfe"),
     }
@@ -102,20 +116,23 @@ class LBFGS(TrainlabOptimizer):
         return self.param_groups[0]["params"]
 
     # -- the parameters as one flat vector -------------------------------------------------
+    # A complex parameter is two real coordinates per entry (torch.view_as_real), as in
+    # torch.optim.LBFGS.
     def _flat_grad(self) -> Tensor:
         parts = []
         for p in self._params:
-            if p.grad is None:
-                parts.append(p.new_zeros(p.numel()))
-            elif p.grad.is_sparse:
-                raise ValueError("LBFGS does not support sparse gradients (use dense parameters)")
-            else:
-                parts.append(p.grad.reshape(-1))
+            grad = p.grad
+            if grad is None:
+                grad = torch.zeros_like(p)
+            elif grad.is_sparse:
+                grad = grad.to_dense()
+            parts.append(as_real(grad).reshape(-1))
         return torch.cat(parts, 0)
 
     def _add_step(self, t: float, d: Tensor) -> None:
         offset = 0
         for p in self._params:
+            p = as_real(p)
             n = p.numel()
             p.add_(d[offset : offset + n].view_as(p), alpha=t)
             offset += n
@@ -182,7 +199,9 @@ class LBFGS(TrainlabOptimizer):
                     old_stps.append(s)
                     ro.append(1.0 / ys)
                     h_diag = ys / y.dot(y)
-                d, _ = lbfgs_direction(grad, old_dirs, old_stps, ro, h_diag)
+                d, al = lbfgs_direction(grad, old_dirs, old_stps, ro, h_diag)
+                # torch.optim keeps the α's in the state, one slot per history entry.
+                state.setdefault("al", [None] * history_size)[: len(al)] = al
 
             if prev_grad is None:
                 prev_grad = grad.clone(memory_format=torch.contiguous_format)
@@ -203,7 +222,9 @@ class LBFGS(TrainlabOptimizer):
             if group["line_search_fn"] == "strong_wolfe":
                 start = [p.clone(memory_format=torch.contiguous_format) for p in self._params]
                 evaluate = self._evaluate_along(closure, start, d)
-                loss, grad, t, ls_evals = strong_wolfe(evaluate, t, d, loss, grad, gtd)
+                loss, grad, t, ls_evals = strong_wolfe(
+                    evaluate, t, d, loss, grad, gtd, max_ls=max_eval - evals
+                )
                 self._add_step(t, d)
                 converged = grad.abs().max() <= tol_grad
             else:

@@ -68,6 +68,7 @@ class Newton(TrainlabOptimizer):
     Newton); cs231n lecture 7, "second-order optimization".
     """
 
+    complex_parameters = False  # the Hessian solve needs a real vector space
     checks: ClassVar[dict[str, Check]] = {
         "lr": _checks.positive,
         "damping": _checks.nonnegative,

@@ -74,7 +74,8 @@ class SGD(FirstOrderOptimizer):
     Same keywords, defaults and numbers as ``torch.optim.SGD``. trainlab additions:
     ``momentum_form`` ("rho" | "cs231n" | "ema", see :func:`sgd`) and
     ``decoupled_weight_decay`` (θ ← θ·(1 − η·λ) instead of g ← g + λ·θ; identical for
-    momentum 0, different with momentum).
+    momentum 0, different with momentum). Sparse gradients (``nn.Embedding(sparse=True)``)
+    are taken as torch takes them, without (coupled) weight decay.
 
     Args:
         params: parameters or parameter groups.
@@ -150,3 +151,7 @@ class SGD(FirstOrderOptimizer):
             form=h["momentum_form"],
             first_step=h["first_step"],
         )
+
+    # A sparse g goes through the same rule: every operation on it is torch's sparse one,
+    # and the momentum buffer, started from g, stays sparse — as torch.optim.SGD keeps it.
+    apply_sparse_rule = apply_rule
