@@ -14,6 +14,7 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from trainlab.train import Phases
 from trainlab.train.config import (
     NOT_FINGERPRINTED,
     SECTIONS,
@@ -24,6 +25,7 @@ from trainlab.train.config import (
     fingerprint,
     load_config,
 )
+from trainlab.train.schedules import LinearAnneal, OneCycle, OneCycleMomentum
 
 
 def write(tmp_path: Path, text: str, name: str = "config.toml") -> Path:
@@ -89,6 +91,7 @@ NON_DEFAULT = {
     "data": """
         name = "digits"
         val_fraction = 0.25
+        test_fraction = 0.15
         stratify = false
         normalize = "channel"
         batch_size = 32
@@ -134,6 +137,7 @@ NON_DEFAULT = {
     "schedule": """
         phases = [{name = "warmup", steps = 100}, {name = "cosine", total = 900, floor = 0.01}]
         plateau = {metric = "val_accuracy", patience = 3, factor = 0.5, after_step = 100}
+        momentum = {name = "linear", start = 0.5, steps = 1000}
     """,
     "clip": """
         mode = "norm"
@@ -191,6 +195,11 @@ def test_resolved_values_are_typed_and_filled_in(tmp_path: Path) -> None:
     assert plateau is not None and plateau["cooldown"] == 0 and plateau["after_step"] == 100
     assert config.schedule.reduce_on_plateau().mode == "max"
     assert config.schedule.schedule()(100) == 1.0  # warmup over, cosine starts at 1
+    assert config.data.test_fraction == 0.15
+    momentum = {"name": "linear", "steps": 1000, "start": 0.5, "end": 0.99}  # end filled in
+    assert config.schedule.momentum == momentum
+    assert config.schedule.momentum_schedule() == LinearAnneal(1000, start=0.5, end=0.99)
+    assert config.schedule.momentum_schedule()(500) == pytest.approx(0.745)
     assert [type(a).__name__ for a in config.data.augmentations()] == [
         "Translate",
         "RandomResizedCrop",
@@ -231,6 +240,26 @@ def test_dump_toml_writes_every_kind_of_value() -> None:
 def test_dump_toml_refuses_null_inside_tables() -> None:
     with pytest.raises(ValueError, match=r"Invalid TOML value: None \(.*no null"):
         dump_toml({"a": {"b": [None]}})
+
+
+def test_dump_toml_refuses_what_toml_cannot_hold() -> None:
+    # tomli-w writes integers of any size and raises TypeErrors; these are ours
+    with pytest.raises(ValueError, match=r"^Invalid TOML value: 9223372036854775808 \(integ"):
+        dump_toml({"a": {"n": [2**63]}})
+    dump_toml({"a": {"n": [2**63 - 1, -(2**63)]}})
+    with pytest.raises(ValueError, match=r"^Invalid TOML key: 3 \(must be a string\)$"):
+        dump_toml({"a": {3: 1}})
+    with pytest.raises(ValueError, match=r"^Invalid TOML value: \{1, 2\} \(must be a bool, "):
+        dump_toml({"a": {"s": {1, 2}}})
+
+
+def test_dump_toml_keeps_arrays_on_one_line() -> None:
+    text = dump_toml(load_config(None, ["model.channels=[8, 16]", 'penalty.exclude=["a, ]", "b"]']))
+    assert "\nchannels = [8, 16]\n" in text and "\nhidden = []\n" in text
+    assert '\nexclude = ["a, ]", "b"]\n' in text
+    nested = dump_toml({"a": {"m": [[1, 2], [], ["x\ny"]], "t": [{"k": [1]}]}})
+    assert 'm = [[1, 2], [], ["x\\ny"]]' in nested
+    assert tomllib.loads(nested) == {"a": {"m": [[1, 2], [], ["x\ny"]], "t": [{"k": [1]}]}}
 
 
 # --------------------------------------------------------------------------- overrides
@@ -459,6 +488,82 @@ def test_bad_optimizer_option_value_is_prefixed() -> None:
 )
 def test_bad_schedule_phase(phases: str, pattern: str) -> None:
     error(pattern, f"schedule.phases={phases}")
+
+
+def test_momentum_schedule_config() -> None:
+    assert Config().schedule.momentum is None and Config().schedule.momentum_schedule() is None
+    config = load_config(
+        None,
+        [
+            'schedule.phases=[{name = "one_cycle", total = 580}]',
+            'schedule.momentum={name = "one_cycle", total = 580, max = 0.95, min = 0.85}',
+        ],
+    )
+    lr, momentum = config.schedule.schedule(), config.schedule.momentum_schedule()
+    assert momentum == OneCycleMomentum(580) and lr == Phases([(None, OneCycle(580))])
+    assert max(range(580), key=lr) == min(range(580), key=momentum) == 173  # p = 0.3·580 − 1
+    assert config.schedule.momentum == {
+        "name": "one_cycle",
+        "total": 580,
+        "peak_at": 0.3,
+        "max": 0.95,
+        "min": 0.85,
+    }
+
+
+@pytest.mark.parametrize(
+    ("momentum", "pattern"),
+    [
+        (
+            '{name = "lineer", steps = 10}',
+            r"Invalid schedule\.momentum\.name: 'lineer' \(unknown; did you mean 'linear'\? "
+            r"allowed: linear, cosine, one_cycle\)",
+        ),
+        ("{steps = 10}", r"Invalid schedule\.momentum\.name: None \(unknown; allowed: linear, "),
+        (
+            '{name = "linear", stpes = 10}',
+            r"Invalid schedule\.momentum key: 'stpes' \(unknown; did you mean 'steps'\? "
+            r"allowed: steps, start, end\)",
+        ),
+        (
+            '{name = "cosine"}',
+            r"Invalid schedule\.momentum: \{'name': 'cosine'\} \(missing 'steps'\)",
+        ),
+        (
+            '{name = "linear", steps = 10, end = 1.0}',
+            r"Invalid schedule\.momentum\.end: 1\.0 \(must be a number in \[0, 1\)\)",
+        ),
+        (
+            '{name = "one_cycle", total = 100, min = 0.99}',
+            r"Invalid schedule\.momentum\.min: 0\.99 \(must be <= max = 0\.95\)",
+        ),
+        ("3", r"Invalid schedule\.momentum: 3 \(must be a table \{key = value, \.\.\.\} or"),
+    ],
+)
+def test_bad_momentum_schedule(momentum: str, pattern: str) -> None:
+    error(pattern, f"schedule.momentum={momentum}")
+
+
+def test_test_fraction() -> None:
+    assert Config().data.test_fraction is None  # the test split: val_fraction (or 0.2)
+    config = load_config(None, ["data.val_fraction=0.3", "data.test_fraction=0.2"])  # 5:3:2
+    assert (config.data.val_fraction, config.data.test_fraction) == (0.3, 0.2)
+    assert load_config(None, ["data.test_fraction=0"]).data.test_fraction == 0.0
+    error(
+        r"^Invalid data\.test_fraction: 1\.0 \(must be a number in \[0, 1\)\)$",
+        "data.test_fraction=1",
+    )
+    error(r"^Invalid data\.test_fraction: -0\.1 \(must be", "data.test_fraction=-0.1")
+    error(
+        r"^Invalid data\.test_fraction: 0\.5 \(must be < 1 − data\.val_fraction = 0\.5, so "
+        r"that data is left for training\)$",
+        "data.val_fraction=0.5",
+        "data.test_fraction=0.5",
+    )
+    error(
+        r"^Invalid data\.test_fraction: 0\.8 \(must be < 1 − data\.val_fraction = 0\.8, ",
+        "data.test_fraction=0.8",
+    )
 
 
 def test_bad_plateau() -> None:

@@ -50,8 +50,11 @@ try:
 except ModuleNotFoundError:  # Python 3.10: the same parser, as the tomli package
     import tomli as tomllib  # type: ignore[no-redef]
 
+import tomli_w
+
 from .. import _checks
 from .._checks import fail
+from .schedules import MOMENTUM_SCHEDULES
 
 Check = Callable[[str, Any], None]
 
@@ -338,6 +341,14 @@ class DataConfig(_Section):
         default=0.2,
         metadata=_about("fraction of the training set held out for validation", _between(0, 0.5)),
     )
+    test_fraction: float | None = field(
+        default=None,
+        metadata=_about(
+            "fraction held out for testing when the dataset has no fixed test split (an error "
+            "for one that has); none: the same as val_fraction, or 0.2 if that is 0",
+            _between(0, 1, open_high=True),
+        ),
+    )
     stratify: bool = field(
         default=True, metadata=_about("keep the class proportions in the validation split")
     )
@@ -367,6 +378,13 @@ class DataConfig(_Section):
         if spec is None:
             raise _unknown("data.name", self.name, DATASETS)
         _check_keys("data.options", self.options, spec.options, spec.required)
+        if self.test_fraction is not None and self.val_fraction + self.test_fraction >= 1:
+            raise fail(
+                "data.test_fraction",
+                self.test_fraction,
+                f"must be < 1 − data.val_fraction = {1 - self.val_fraction:g}, so that data is "
+                "left for training",
+            )
         self.augmentations()
 
     def augmentations(self) -> list[Any]:
@@ -550,7 +568,7 @@ def _plateau_defaults() -> dict[str, Any]:
 
 @dataclass(frozen=True)
 class ScheduleConfig(_Section):
-    """[schedule]: the learning-rate factor per step, and reduce-on-plateau."""
+    """[schedule]: the learning-rate factor per step, reduce-on-plateau and the momentum."""
 
     section: ClassVar[str] = "schedule"
     phases: tuple[dict[str, Any], ...] = field(
@@ -565,12 +583,22 @@ class ScheduleConfig(_Section):
             "reduce-on-plateau {metric, patience, factor, cooldown, threshold, after_step}"
         ),
     )
+    momentum: dict[str, Any] | None = field(
+        default=None,
+        metadata=_about(
+            'momentum (or Adam\'s β₁) per step, e.g. {name = "linear", start = 0.5, end = 0.99, '
+            "steps = 1000}; " + ", ".join(MOMENTUM_SCHEDULES) + "; none: the optimizer's own"
+        ),
+    )
 
     def _validate(self) -> None:
         self.schedule()
         if self.plateau is not None:
             self._set("plateau", {**_plateau_defaults(), **self.plateau})
             self.reduce_on_plateau()
+        momentum = self.momentum_schedule()
+        if momentum is not None:  # every setting written out, defaults included
+            self._set("momentum", momentum.to_config())
 
     def schedule(self) -> Any:
         """The ``trainlab.train`` schedule of ``phases``; None for [] (a constant rate)."""
@@ -587,6 +615,21 @@ class ScheduleConfig(_Section):
             return build_schedule(list(self.phases))
         except (ValueError, TypeError) as error:
             raise _within(error, "schedule.phases", list(self.phases), {}) from None
+
+    def momentum_schedule(self) -> Any:
+        """The ``trainlab.train`` momentum schedule of ``momentum``, or None."""
+        if self.momentum is None:
+            return None
+        name = self.momentum.get("name")
+        cls = MOMENTUM_SCHEDULES.get(name) if isinstance(name, str) else None
+        if cls is None:
+            raise _unknown("schedule.momentum.name", name, MOMENTUM_SCHEDULES)
+        options = {key: value for key, value in self.momentum.items() if key != "name"}
+        _check_signature("schedule.momentum", options, cls, shown=self.momentum)
+        try:
+            return cls(**options)
+        except (ValueError, TypeError) as error:
+            raise _within(error, "schedule.momentum", self.momentum, _suffixes(options)) from None
 
     def reduce_on_plateau(self) -> Any:
         """The ``ReduceOnPlateau`` of ``plateau``, or None."""
@@ -870,76 +913,66 @@ def load_config(path: str | Path | None, overrides: Iterable[str] = ()) -> Confi
 
 # --------------------------------------------------------------------------- TOML writer
 
-_ESCAPES = {
-    '"': '\\"',
-    "\\": "\\\\",
-    "\b": "\\b",
-    "\t": "\\t",
-    "\n": "\\n",
-    "\f": "\\f",
-    "\r": "\\r",
-}
 
+def _toml_ready(value: Any) -> Any:
+    """``value`` as the plain types tomli-w writes, refusing what TOML cannot hold.
 
-def _toml_string(text: str) -> str:
-    out = []
-    for char in text:
-        if char in _ESCAPES:
-            out.append(_ESCAPES[char])
-        elif ord(char) < 0x20 or ord(char) == 0x7F:  # control characters must be escaped
-            out.append(f"\\u{ord(char):04X}")
-        else:
-            out.append(char)
-    return '"' + "".join(out) + '"'
-
-
-def _toml_key(key: Any) -> str:
-    if not isinstance(key, str):
-        raise fail("TOML key", key, "must be a string")
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else _toml_string(key)
-
-
-def _toml_value(value: Any) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
+    tomli-w raises a TypeError for None and writes integers of any size; TOML has no null
+    and its integers are 64-bit, so both are refused here, in the one error style.
+    """
+    if isinstance(value, (bool, str)):
+        return value
     if isinstance(value, numbers.Integral):
         if not -(2**63) <= int(value) < 2**63:
             raise fail("TOML value", value, "integers must fit in 64 bits")
-        return str(int(value))
-    if isinstance(value, numbers.Real):
-        value = float(value)
-        if math.isnan(value):
-            return "nan"
-        if math.isinf(value):
-            return "inf" if value > 0 else "-inf"
-        return repr(value)  # shortest form that reads back to the same float
-    if isinstance(value, str):
-        return _toml_string(value)
+        return int(value)
+    if isinstance(value, numbers.Real):  # numpy floats too; inf and nan are TOML floats
+        return float(value)
     if isinstance(value, Mapping):
-        items = ", ".join(f"{_toml_key(k)} = {_toml_value(v)}" for k, v in value.items())
-        return "{" + items + "}"
+        for key in value:
+            if not isinstance(key, str):
+                raise fail("TOML key", key, "must be a string")
+        return {key: _toml_ready(item) for key, item in value.items()}
     if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(_toml_value(item) for item in value) + "]"
+        return [_toml_ready(item) for item in value]
     allowed = "must be a bool, integer, float, string, list or table (TOML has no null)"
     raise fail("TOML value", value, allowed)
 
 
-def _write_table(lines: list[str], path: tuple[str, ...], table: Mapping[str, Any]) -> None:
-    """Key/value lines of ``table``, then its non-empty sub-tables as [path.key] tables."""
-    subtables = {k: v for k, v in table.items() if isinstance(v, Mapping) and v}
-    values = {k: v for k, v in table.items() if k not in subtables}
-    if path and (values or not subtables):
-        lines += ["", "[" + ".".join(map(_toml_key, path)) + "]"]
-    lines += [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in values.items()]
-    for key, subtable in subtables.items():
-        _write_table(lines, (*path, key), subtable)
+def _one_line_arrays(text: str) -> str:
+    r"""tomli-w's arrays, one item per line, on one line: ``[\n1,\n2,\n]`` → ``[1, 2]``.
+
+    Exact for text written with ``indent=0``: tomli-w escapes the newlines inside strings,
+    so the only line breaks within a value are those around array items, and only those
+    follow a "," or a "[" (a key/value line ends with its value, a header with "]").
+    """
+    return text.replace(",\n]", "]").replace("[\n", "[").replace(",\n", ", ")
+
+
+def _toml_inline(value: Any) -> str:
+    """One TOML value on one line (tables inline), for ``describe``'s commented lines.
+
+    tomli-w writes the scalars and keys (quotes, escapes, inf, nan); the brackets are put
+    here, since tomli-w writes a table under its own [header].
+    """
+    if isinstance(value, Mapping):
+        pairs = (f"{_toml_key(key)} = {_toml_inline(item)}" for key, item in value.items())
+        return "{" + ", ".join(pairs) + "}"
+    if isinstance(value, list):
+        return "[" + ", ".join(map(_toml_inline, value)) + "]"
+    return tomli_w.dumps({"v": value}).removeprefix("v = ").removesuffix("\n")
+
+
+def _toml_key(key: str) -> str:
+    return tomli_w.dumps({key: 0}).removesuffix(" = 0\n")
 
 
 def dump_toml(config: Config | Mapping[str, Any]) -> str:
     """TOML text of a config (None written as "none") or of any table of TOML values.
 
-    ``load_config`` of the text of a ``Config`` gives an equal ``Config``. Dicts are nested
-    tables, dicts inside lists inline tables; floats include inf and nan.
+    ``load_config`` of the text of a ``Config`` gives an equal ``Config``. Written by
+    tomli-w: dicts are [tables], lists of dicts inline tables (or [[arrays of tables]]
+    where one holds a list or is long); arrays stay on one line; floats include inf and nan.
     """
     if isinstance(config, Config):
         tree: Mapping[str, Any] = {
@@ -948,9 +981,7 @@ def dump_toml(config: Config | Mapping[str, Any]) -> str:
         }
     else:
         tree = config
-    lines: list[str] = []
-    _write_table(lines, (), tree)
-    return "\n".join(lines).lstrip("\n") + "\n"
+    return _one_line_arrays(tomli_w.dumps(_toml_ready(tree), indent=0))
 
 
 # --------------------------------------------------------------------------- docs, hashing
@@ -968,7 +999,7 @@ def describe() -> str:
         lines += ["", f"# {(cls.__doc__ or '').splitlines()[0]}", f"[{name}]"]
         for f in fields(cls):  # type: ignore[arg-type]
             default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-            value = _toml_value("none" if default is None else _plain(default))
+            value = _toml_inline(_toml_ready("none" if default is None else default))
             lines.append(f"{f'{f.name} = {value}':<40} # {f.metadata['help']}")
     return "\n".join(lines) + "\n"
 

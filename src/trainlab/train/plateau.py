@@ -3,7 +3,8 @@
 ``ReduceOnPlateau`` is the lecture's "drop η by 10× when the loss is stuck; wait a bit
 before dropping", as a multiplicative factor that can start watching only after a warmup
 phase. ``LRController`` sets every parameter group's learning rate to
-base_lr × schedule(step) × plateau factor; schedules are pure, so its state is the base
+base_lr × schedule(step) × plateau factor, and, given a momentum schedule, every group's
+momentum (or Adam's β₁) to momentum(step); schedules are pure, so its state is the base
 rates and the plateau's counters, and a resumed run sees the same rate at every step.
 """
 
@@ -175,16 +176,28 @@ class LRController:
     """The one adapter from schedules to an optimizer; call ``step(t)`` before each update.
 
         η_g(t) = base_lr_g · s(t) · f_plateau       for every param group g
+        μ_g(t) = m(t)                               (with a momentum schedule m)
 
     Args:
         optimizer: any ``torch.optim``-style optimizer; each group's lr at construction is
             its base lr (the peak for ``OneCycle``).
         schedule: a pure ``step -> factor`` callable, usually a ``Schedule``.
         plateau: a ``ReduceOnPlateau`` fed through ``report``, or None (default: None).
+        momentum: a pure ``step -> momentum`` callable with values in [0, 1), usually a
+            ``MomentumSchedule``, or None to leave the momentum alone (default: None).
 
     A drop decided by ``report`` applies from the next ``step``. ``state_dict`` holds the
     base lrs and the plateau state, all a resume needs: load it after any optimizer state,
-    whose lrs are already scheduled values and must not become the base.
+    whose lrs are already scheduled values and must not become the base. Momentum
+    schedules are pure, so they add nothing to it.
+
+    The momentum μ goes where the group keeps it: β₁ of ``betas`` (the Adam family; the
+    tuple is replaced by (μ, β₂)), else ``momentum`` (SGD, RMSprop). A group whose momentum
+    is 0 at construction is accepted: SGD (torch's and trainlab's) and trainlab's RMSprop
+    create the velocity buffer at the first step with μ ≠ 0, from that step's gradient, as
+    if momentum had been on from the start. ``torch.optim.RMSprop`` creates its buffer only
+    in its first step, so with it μ(0) must be > 0. A schedule that returns to 0 leaves the
+    buffer as it was until μ ≠ 0 again, as torch does.
     """
 
     def __init__(
@@ -192,6 +205,8 @@ class LRController:
         optimizer: torch.optim.Optimizer,
         schedule: Callable[[int], float],
         plateau: ReduceOnPlateau | None = None,
+        *,
+        momentum: Callable[[int], float] | None = None,
     ) -> None:
         groups = getattr(optimizer, "param_groups", None)
         if not isinstance(groups, list) or not groups:
@@ -200,15 +215,18 @@ class LRController:
             raise fail("schedule", schedule, "must be a callable step -> factor")
         if plateau is not None and not isinstance(plateau, ReduceOnPlateau):
             raise fail("plateau", plateau, "must be a ReduceOnPlateau or None")
+        if momentum is not None:
+            _check_momentum_schedule(optimizer, momentum)
         for group in groups:
             nonnegative("lr", group["lr"])
         self.optimizer = optimizer
         self.schedule = schedule
         self.plateau = plateau
+        self.momentum = momentum
         self.base_lrs = [float(group["lr"]) for group in groups]
 
     def step(self, step: int) -> list[float]:
-        """Set every group's lr for optimizer step ``step``; return the lrs."""
+        """Set every group's lr (and momentum) for optimizer step ``step``; return the lrs."""
         _check_step(step)
         groups = self.optimizer.param_groups
         if len(groups) != len(self.base_lrs):
@@ -222,6 +240,11 @@ class LRController:
                 group["lr"].fill_(lr)
             else:
                 group["lr"] = lr
+        if self.momentum is not None:
+            mu = self.momentum(step)
+            unit_half_open("momentum", mu)
+            for group in groups:
+                _set_momentum(group, float(mu))
         return lrs
 
     def report(self, metric: float, step: int) -> float:
@@ -251,3 +274,38 @@ class LRController:
         if self.plateau is not None:
             self.plateau.load_state_dict(state["plateau"])
         self.base_lrs = [float(lr) for lr in base_lrs]
+
+
+def _check_momentum_schedule(optimizer: Any, momentum: Any) -> None:
+    """Refuse, before training, what would fail or do nothing at a later step."""
+    name = type(optimizer).__name__
+    if not callable(momentum):
+        raise fail("momentum", momentum, "must be a callable step -> momentum, or None")
+    if any("betas" not in group and "momentum" not in group for group in optimizer.param_groups):
+        raise fail(
+            "optimizer",
+            name,
+            "a momentum schedule needs param groups with 'betas' (the Adam family) or "
+            f"'momentum' (SGD, RMSprop); {name} has neither",
+        )
+    first = momentum(0)
+    unit_half_open("momentum", first)
+    if isinstance(optimizer, torch.optim.RMSprop) and first == 0:
+        raise fail(
+            "momentum",
+            first,
+            "torch.optim.RMSprop creates its momentum buffer in its first step only if the "
+            "momentum is > 0 then: start the schedule above 0 or use trainlab.optim.RMSprop",
+        )
+
+
+def _set_momentum(group: dict[str, Any], mu: float) -> None:
+    """μ into β₁ of ``betas`` (Adam family) or into ``momentum``; tensors stay tensors."""
+    key = "betas" if "betas" in group else "momentum"
+    current = group[key][0] if key == "betas" else group[key]
+    if isinstance(current, torch.Tensor):
+        current.fill_(mu)
+    elif key == "betas":
+        group["betas"] = (mu, group["betas"][1])
+    else:
+        group["momentum"] = mu

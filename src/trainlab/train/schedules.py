@@ -1,4 +1,4 @@
-"""Learning-rate schedules: pure ``step -> factor`` functions.
+"""Learning-rate and momentum schedules: pure functions of the optimizer step.
 
 "Start fast, slow down later." A schedule is a pure function of the optimizer step t
 (counted from 0) that returns a factor s(t) of the base learning rate. ``ReduceOnPlateau``
@@ -13,6 +13,11 @@ state: there is no ``last_epoch`` to fall out of step, so learning rates do not 
 resume. ``Phases`` runs schedules in sequence (warmup, then cosine), and the plateau controller
 starts watching only after warmup (``start_step``), so the two combine instead of fighting.
 ``SCHEDULES`` is the registry that ``build_schedule`` (configs, CLI), the tests and the docs use.
+
+Momentum schedules (``MOMENTUM_SCHEDULES``) return the momentum μ(t) itself, not a factor:
+the lectures' anneal from 0.5 to 0.99 (``LinearAnneal``, ``CosineAnneal``) and one-cycle's
+inverse cycling (``OneCycleMomentum``, the mirror of ``OneCycle``). The same
+``LRController`` writes μ(t) into each param group's ``momentum`` or β₁.
 """
 
 from __future__ import annotations
@@ -22,7 +27,15 @@ import numbers
 from dataclasses import MISSING, dataclass, fields
 from typing import Any, ClassVar
 
-from .._checks import fail, nonnegative, nonnegative_int, positive, positive_int, unit_closed
+from .._checks import (
+    fail,
+    nonnegative,
+    nonnegative_int,
+    positive,
+    positive_int,
+    unit_closed,
+    unit_half_open,
+)
 
 Config = dict[str, Any] | list[dict[str, Any]]
 
@@ -65,8 +78,35 @@ def _cosine_between(start: float, end: float, pct: float) -> float:
     return end + (start - end) / 2.0 * (math.cos(math.pi * pct) + 1.0)
 
 
-class Schedule:
-    """A pure map from the optimizer step t = 0, 1, 2, ... to a factor s(t) of the base lr.
+def _check_cycle(total: Any, peak_at: Any) -> None:
+    """Refuse a cycle that is not ``total`` >= 2 steps with a way up (peak_at·total − 1) > 0."""
+    _integer_at_least("total", total, 2)
+    allowed = f"must be a number in (1/total, 1) = ({1 / total:.6g}, 1)"
+    try:
+        _unit_open("peak_at", peak_at)
+    except ValueError:
+        raise fail("peak_at", peak_at, allowed) from None
+    if peak_at * total <= 1:  # the way up needs more than one step
+        raise fail("peak_at", peak_at, allowed)
+
+
+def _one_cycle(
+    step: int, total: int, peak_at: float, start: float, peak: float, end: float
+) -> float:
+    """Half a cosine from ``start`` to ``peak`` over t <= p, then one from ``peak`` to ``end``.
+
+    p = peak_at·T − 1 (torch's phase boundary, a float step), T = total; ``end`` after T − 1.
+    ``OneCycle`` (the lr) and ``OneCycleMomentum`` share it, so their phases line up.
+    """
+    t = min(step, total - 1)
+    p = peak_at * total - 1
+    if t <= p:
+        return _cosine_between(start, peak, t / p)
+    return _cosine_between(peak, end, (t - p) / (total - 1 - p))
+
+
+class _StepFunction:
+    """A pure function of the optimizer step t = 0, 1, 2, ...
 
     Subclasses are frozen dataclasses whose fields are their hyperparameters, so equality,
     hashing and ``to_config`` come for free.
@@ -77,6 +117,22 @@ class Schedule:
     def __call__(self, step: int) -> float:
         raise NotImplementedError
 
+    def to_config(self) -> dict[str, Any]:
+        """A plain dict (name and fields) that describes an equal object."""
+        return {"name": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
+
+    def _store(self, **values: Any) -> None:
+        # Plain Python numbers (not numpy scalars or tensors), so configs are JSON.
+        for key, value in values.items():
+            object.__setattr__(self, key, value)
+
+
+class Schedule(_StepFunction):
+    """A pure map from the optimizer step t = 0, 1, 2, ... to a factor s(t) of the base lr.
+
+    ``build_schedule(s.to_config()) == s``.
+    """
+
     @property
     def duration(self) -> int | None:
         """The natural length of a phase built from this schedule (warmup steps, cosine total).
@@ -84,15 +140,6 @@ class Schedule:
         None where there is none (constant, step, exponential, 1/t decay).
         """
         return None
-
-    def to_config(self) -> dict[str, Any]:
-        """A plain dict that ``build_schedule`` turns back into an equal schedule."""
-        return {"name": self.name, **{f.name: getattr(self, f.name) for f in fields(self)}}
-
-    def _store(self, **values: Any) -> None:
-        # Plain Python numbers (not numpy scalars or tensors), so configs are JSON.
-        for key, value in values.items():
-            object.__setattr__(self, key, value)
 
 
 @dataclass(frozen=True)
@@ -285,8 +332,8 @@ class OneCycle(Schedule):
     final_div_factor=start/end)``: torch divides the peak by ``div_factor`` to start and
     the start by ``final_div_factor`` to end, so torch's defaults (25, 1e4) are start = 1/25,
     end = 1/(25·1e4) = 4e-6; the default end here (1e-4) is final_div_factor = 400.
-    Torch raises after T steps; this schedule holds ``end``. Momentum cycling is not a
-    learning-rate schedule and is left out.
+    Torch raises after T steps; this schedule holds ``end``. Torch's momentum cycling is
+    ``OneCycleMomentum``, given to ``LRController(momentum=...)`` beside this schedule.
 
     References: Smith & Topin, "Super-Convergence: Very Fast Training of Neural Networks
     Using Large Learning Rates", 2019.
@@ -299,14 +346,7 @@ class OneCycle(Schedule):
     end: float = 1 / 1e4
 
     def __post_init__(self) -> None:
-        _integer_at_least("total", self.total, 2)
-        allowed = f"must be a number in (1/total, 1) = ({1 / self.total:.6g}, 1)"
-        try:
-            _unit_open("peak_at", self.peak_at)
-        except ValueError:
-            raise fail("peak_at", self.peak_at, allowed) from None
-        if self.peak_at * self.total <= 1:  # the way up needs more than one step
-            raise fail("peak_at", self.peak_at, allowed)
+        _check_cycle(self.total, self.peak_at)
         unit_closed("start", self.start)
         unit_closed("end", self.end)
         self._store(
@@ -322,11 +362,7 @@ class OneCycle(Schedule):
 
     def __call__(self, step: int) -> float:
         _check_step(step)
-        t = min(step, self.total - 1)
-        peak = self.peak_at * self.total - 1  # a float step, as in torch
-        if t <= peak:
-            return _cosine_between(self.start, 1.0, t / peak)
-        return _cosine_between(1.0, self.end, (t - peak) / (self.total - 1 - peak))
+        return _one_cycle(step, self.total, self.peak_at, self.start, 1.0, self.end)
 
 
 @dataclass(frozen=True)
@@ -443,3 +479,132 @@ def build_schedule(spec: Config) -> Schedule:
                 )
         phases.append((duration, schedule))
     return Phases(tuple(phases))
+
+
+# --------------------------------------------------------------------------- momentum
+
+
+class MomentumSchedule(_StepFunction):
+    """A pure map from the optimizer step t to the momentum μ(t) itself, in [0, 1).
+
+    Not a factor: ``LRController(momentum=...)`` writes μ(t) into every param group, as
+    ``momentum`` (SGD, RMSprop) or as β₁ of ``betas`` (the Adam family).
+    """
+
+
+@dataclass(frozen=True)
+class _Anneal(MomentumSchedule):
+    """Fields and checks shared by the anneals from ``start`` to ``end`` over ``steps``."""
+
+    steps: int
+    start: float = 0.5
+    end: float = 0.99
+
+    def __post_init__(self) -> None:
+        positive_int("steps", self.steps)
+        unit_half_open("start", self.start)
+        unit_half_open("end", self.end)
+        self._store(steps=int(self.steps), start=float(self.start), end=float(self.end))
+
+
+@dataclass(frozen=True)
+class LinearAnneal(_Anneal):
+    """Momentum annealed linearly from ``start`` to ``end`` over ``steps`` steps, then ``end``.
+
+        μ(t) = start + (end − start)·min(t, T)/T,   T = steps
+
+    Args:
+        steps: T, the length of the anneal (an integer >= 1).
+        start: μ(0), in [0, 1) (default: 0.5).
+        end: μ(T) and every later value, in [0, 1) (default: 0.99).
+
+    References: CS231n notes, "Parameter updates": "a typical setting is to start with
+    momentum of about 0.5 and anneal it to 0.99 or so over multiple epochs".
+    """
+
+    name: ClassVar[str] = "linear"
+
+    def __call__(self, step: int) -> float:
+        _check_step(step)
+        return self.start + (self.end - self.start) * min(step, self.steps) / self.steps
+
+
+@dataclass(frozen=True)
+class CosineAnneal(_Anneal):
+    """Momentum annealed along half a cosine from ``start`` to ``end`` over ``steps``, then ``end``.
+
+        μ(t) = end + (start − end)·½(1 + cos(π·min(t, T)/T)),   T = steps
+
+    Args:
+        steps: T, the length of the anneal (an integer >= 1).
+        start: μ(0), in [0, 1) (default: 0.5).
+        end: μ(T) and every later value, in [0, 1) (default: 0.99).
+
+    Flat at both ends, unlike ``LinearAnneal``: the shape of ``Cosine`` for the lr.
+
+    References: CS231n notes, "Parameter updates" (momentum annealed from 0.5 to 0.99);
+    Loshchilov & Hutter, "SGDR", ICLR 2017 (the cosine shape).
+    """
+
+    name: ClassVar[str] = "cosine"
+
+    def __call__(self, step: int) -> float:
+        _check_step(step)
+        return _cosine_between(self.start, self.end, min(step, self.steps) / self.steps)
+
+
+@dataclass(frozen=True)
+class OneCycleMomentum(MomentumSchedule):
+    """One-cycle momentum: down from ``max`` to ``min`` while the lr rises, back while it falls.
+
+    The mirror image of ``OneCycle`` (same T = total, same p = peak_at·T − 1), so the
+    momentum is lowest exactly when the learning rate peaks::
+
+        μ(t) = min + (max − min)·½(1 + cos(π·t/p))                  for t <= p
+        μ(t) = max + (min − max)·½(1 + cos(π·(t − p)/(T − 1 − p)))  for p < t <= T − 1
+        μ(t) = max                                                  after
+
+    Args:
+        total: T, the steps of the whole cycle (an integer >= 2); as in the ``OneCycle``.
+        peak_at: the fraction of the cycle spent going down, in (1/T, 1) (default: 0.3);
+            as in the ``OneCycle``.
+        max: the first and last momentum, in [0, 1) (default: 0.95).
+        min: the momentum at the lr's peak, in [0, max] (default: 0.85).
+
+    Equals the momentum of ``torch.optim.lr_scheduler.OneCycleLR(total_steps=T,
+    pct_start=peak_at, anneal_strategy="cos", three_phase=False, cycle_momentum=True,
+    max_momentum=max, base_momentum=min)`` for t <= T − 1; torch raises after T steps,
+    this schedule holds ``max``.
+
+    References: Smith, "A disciplined approach to neural network hyper-parameters:
+    Part 1", 2018 (cyclical momentum, 0.95 → 0.85 → 0.95).
+    """
+
+    name: ClassVar[str] = "one_cycle"
+    total: int
+    peak_at: float = 0.3
+    max: float = 0.95
+    min: float = 0.85
+
+    def __post_init__(self) -> None:
+        _check_cycle(self.total, self.peak_at)
+        unit_half_open("max", self.max)
+        unit_half_open("min", self.min)
+        if self.min > self.max:
+            raise fail("min", self.min, f"must be <= max = {self.max!r}")
+        self._store(
+            total=int(self.total),
+            peak_at=float(self.peak_at),
+            max=float(self.max),
+            min=float(self.min),
+        )
+
+    def __call__(self, step: int) -> float:
+        _check_step(step)
+        return _one_cycle(step, self.total, self.peak_at, self.max, self.min, self.max)
+
+
+# The registry of momentum schedules: name -> class (configs' schedule.momentum, tests, docs).
+MOMENTUM_SCHEDULES: dict[str, type[MomentumSchedule]] = {
+    cls.name: cls for cls in (LinearAnneal, CosineAnneal, OneCycleMomentum)
+}
