@@ -56,8 +56,9 @@ def _optimizers(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
+    from .train.callbacks import ProgressBar
     from .train.config import fingerprint, load_config
-    from .train.report import ProgressLine, summary_table
+    from .train.report import summary_table
     from .train.run_folder import CONFIG_FILE, RunFolder, RunFolderError, default_stem
     from .train.trainer import Interrupted, Trainer, config_changed
 
@@ -81,9 +82,9 @@ def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
             if args.run_dir
             else RunFolder.claim_unique("runs", default_stem(stem))
         )
-    progress, stop = ProgressLine(), None
+    progress, stop = ProgressBar(), None
     try:
-        trainer = Trainer(config, folder, resume=bool(args.resume), progress=progress)
+        trainer = Trainer(config, folder, resume=bool(args.resume), callbacks=[progress])
         if trainer.resumed_from is not None:
             print(f"resuming from {trainer.resumed_from}", file=sys.stderr)
         elif args.resume:

@@ -410,9 +410,9 @@ def script_validation(trainer: Trainer, losses: list[float]) -> None:
     real = trainer.evaluate
     scripted = list(losses)
 
-    def evaluate(x, y):
-        result = real(x, y)
-        if x is trainer.data.x_val and scripted:
+    def evaluate(data):
+        result = real(data)
+        if data is trainer.val and scripted:
             result["loss"] = scripted.pop(0)
         return result
 

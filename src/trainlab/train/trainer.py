@@ -2,28 +2,34 @@
 
 One ``Trainer`` owns a run folder::
 
+    run.lock           the OS lock of the process training in it, and its PID
     config.toml        the fully resolved config
-    metrics.jsonl      one JSON object per logged step and per evaluation
+    run.json           what was trained: where the model and data came from, the task
+    metrics.jsonl      one JSON object per logged step, per evaluation and per event
+    metrics.csv        the same training and evaluation records as a table
     checkpoints/       crash-safe checkpoints (safetensors + JSON), the last k plus the best
     model.safetensors  final raw weights            (at the end)
     ema.safetensors    final averaged weights, if averaging is on
     summary.json       final metrics                (at the end)
 
-Each optimizer step: shuffled mini-batch → forward → loss + explicit penalties → backward →
-clipping → non-finite check → step → learning rate of the next step. Every epoch (or
-``eval_every`` steps): validation loss and accuracy, for the raw and the averaged weights;
-the plateau controller, the keep-best checkpoint and early stopping all read them.
-Checkpoints: every ``checkpoint_every`` steps unless the last is younger than
-``checkpoint_seconds``, and always at a new best, an early stop and the end; written by a
-background thread from copies of the tensors. Everything a step depends on — weights,
-optimizer state, batch order position, RNG states, averaged weights, counters,
-learning-rate state — is in the checkpoint, so a run killed at any point and resumed from
-its last checkpoint ends bit-identical (on CPU).
+Each optimizer step: mini-batch → forward → loss + explicit penalties → backward → clipping →
+non-finite check → step → the ``on_step_end`` event. Every epoch (or ``eval_every`` steps):
+validation metrics for the raw and the averaged weights; the plateau controller, the
+keep-best checkpoint and early stopping read them. Checkpoints: every ``checkpoint_every``
+steps unless the last is younger than ``checkpoint_seconds``, and always at a new best, an
+early stop and the end; written by a background thread from copies of the tensors.
+Everything a step depends on — weights, optimizer and scheduler state, batch position, RNG
+states, averaged weights, counters, callbacks' state — is in the checkpoint, so a run
+killed at any point and resumed from its last checkpoint ends bit-identical (on CPU).
+
+What is trained comes as :class:`~trainlab.train.build.Parts`: built from the config
+(``trainlab train``) or from the user's own model and data (``trainlab.fit``).
 """
 
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import math
 import os
@@ -31,43 +37,41 @@ import random
 import signal
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-from torch import Tensor, nn
+from torch import Tensor
 
-from .. import data as data_lib
-from .. import models as models_lib
-from ..optim import OPTIMIZERS
 from .averaging import EMA
+from .build import Parts, from_config
+from .callbacks import Callback, CsvLog, JsonlLog, Step, TensorBoardLog, overriding
 from .checkpoint import (
     CHECKPOINTS_DIR,
     RUN_WEIGHTS_FILE,
     CheckpointWriter,
     latest_checkpoint,
     load_checkpoint,
-    load_weights_file,
     prune_checkpoints,
 )
 from .config import dump_toml, fingerprint
+from .errors import TrainingError
 from .plateau import METRIC_MODES, LRController, ReduceOnPlateau, improves
 from .regularize import clip_grad_norm_, clip_grad_value_, name_matches, penalty
 from .run_folder import CONFIG_FILE, RunFolder
-from .schedules import Constant, Schedule
+from .schedules import Constant
+from .sources import evaluation_batches, size
 from .state_tree import CheckpointError, rng_state, set_rng_state
 
 MAX_ROLLBACKS = 5
-METRICS_FILE = "metrics.jsonl"
-#: Weights, gradients and optimizer state take about this many copies of the parameters.
-COPIES_PER_PARAMETER = 4
-
-
-class TrainingError(ValueError):
-    """A run that cannot start or continue; the message names the cause and the fix."""
+RUN_FILE = "run.json"
+SUMMARY_FILE = "summary.json"
+EMA_WEIGHTS_FILE = "ema.safetensors"
+#: β of the smoothed training loss, an exponential moving average with bias correction.
+LOSS_SMOOTHING = 0.98
 
 
 class NonFiniteError(TrainingError):
@@ -100,20 +104,6 @@ def config_changed(run_dir: Path, how: str) -> TrainingError:
 
 
 @dataclass
-class Prepared:
-    """The data of a run after splitting and normalization."""
-
-    x: Tensor
-    y: Tensor
-    x_val: Tensor
-    y_val: Tensor
-    x_test: Tensor
-    y_test: Tensor
-    classes: int
-    feature_shape: tuple[int, ...]
-
-
-@dataclass
 class Progress:
     """The counters and history a checkpoint carries besides tensors."""
 
@@ -125,8 +115,15 @@ class Progress:
     best_checkpoint: str | None = None
     bad_evaluations: int = 0
     seconds: float = 0.0  # training time of the steps so far, over every resumed segment
-    metrics_bytes: int = 0  # length of metrics.jsonl when the checkpoint was taken
+    loss_average: float = 0.0  # EMA of the mini-batch losses, before bias correction
+    loss_count: int = 0  # mini-batch losses in that average
     history: list[dict[str, Any]] = field(default_factory=list)
+
+    def smoothed_loss(self) -> float:
+        """The bias-corrected average: the raw EMA divided by 1 − βᵗ (as Adam's moments)."""
+        if self.loss_count == 0:
+            return math.nan
+        return self.loss_average / (1 - LOSS_SMOOTHING**self.loss_count)
 
 
 def seed_everything(seed: int) -> None:
@@ -136,13 +133,14 @@ def seed_everything(seed: int) -> None:
 
 
 class Trainer:
-    """Train the configured model in ``run_dir``; ``resume=True`` continues its last checkpoint.
+    """Train ``parts`` (default: what ``config`` describes) in ``run_dir``.
 
     ``run_dir`` is claimed for this process (see :mod:`trainlab.train.run_folder`): a new
-    run needs a folder that is new or empty, a resumed one a run folder no other process
-    has. ``progress`` is called with a dict after every logged step (the CLI draws its bar
-    with it); ``log_every`` is in optimizer steps. ``fit`` turns SIGINT and SIGTERM into a
-    checkpoint and :class:`Interrupted` when it runs in the main thread.
+    run needs a folder that is new or empty, a resumed one (``resume=True``) a run folder
+    no other process has. ``callbacks`` get the loop's events (see
+    :mod:`trainlab.train.callbacks`); ``metrics.jsonl`` and ``metrics.csv`` are written by
+    callbacks that are always attached. ``log_every`` is in optimizer steps. ``fit`` turns
+    SIGINT and SIGTERM into a checkpoint and :class:`Interrupted` in the main thread.
     """
 
     def __init__(
@@ -151,44 +149,57 @@ class Trainer:
         run_dir: str | Path | RunFolder,
         *,
         resume: bool = False,
-        progress: Callable[[dict[str, Any]], None] | None = None,
+        callbacks: Sequence[Callback] = (),
+        parts: Parts | None = None,
         log_every: int = 10,
     ) -> None:
         self.config = config
         self.run_dir = run_dir.path if isinstance(run_dir, RunFolder) else Path(run_dir)
-        self.progress_callback = progress
         self.log_every = log_every
         run = config.run
         if run.threads is not None:
             torch.set_num_threads(run.threads)
-        self.device = self._device(run.device)
-        seed_everything(run.seed)
-        self.data = self._prepare_data()
-        self.batches = self._batches()
-        self.model = self._model().to(self.device)
-        self.optimizer = self._optimizer()
+        if parts is None:
+            self.device = self._device(run.device)
+            seed_everything(run.seed)
+            parts = from_config(config, self.device)
+        else:
+            self.device = next(parts.model.parameters()).device
+        self.parts = parts
+        self.model, self.optimizer, self.batches = parts.model, parts.optimizer, parts.train
+        self.loss_fn, self.task = parts.loss, parts.task
+        self.val, self.test = parts.val, parts.test
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         exclude = config.penalty.exclude
         self._penalized = [
             p for name, p in self.model.named_parameters() if not name_matches(name, exclude)
         ]
-        self.steps_total = self._total_steps()
-        self.lr = LRController(self.optimizer, self._schedule(), self._plateau())
+        self.steps_total = run.total_steps(len(self.batches))
+        self.scheduler = parts.scheduler
+        self.lr = (
+            None
+            if self.scheduler is not None
+            else LRController(
+                self.optimizer,
+                parts.schedule or Constant(),
+                self._plateau(),
+                momentum=config.schedule.momentum_schedule(),
+            )
+        )
         averaging = config.averaging
         self.ema = (
             EMA(self.model, averaging.decay, bias_correction=averaging.bias_correction)
             if averaging.ema
             else None
         )
-        self.loss_fn = self._loss()
         self.state = Progress()
-        self._fingerprint = fingerprint(config)
-        self._metrics_file = self.run_dir / METRICS_FILE
+        self._fingerprint = _signature(config, parts)
         self._writer = CheckpointWriter()
         self._last_save = -math.inf  # time.monotonic() of the last checkpoint
         self._signal: int | None = None  # a SIGINT/SIGTERM received during fit
         self._started: float | None = None  # perf_counter() at step 0 of this segment
         self._saved_step: int | None = None  # the step of the last checkpoint submitted
+        self._pending: list[dict[str, Any]] = []  # records for the first fit's loggers
         self.resumed_from: Path | None = None  # the checkpoint a resume started from
         if isinstance(run_dir, RunFolder):
             self.folder = run_dir
@@ -197,25 +208,21 @@ class Trainer:
         else:
             self.folder = RunFolder.claim_new(self.run_dir)
         try:
-            self._tensorboard = self._tensorboard_writer() if run.tensorboard else None
+            logs: list[Callback] = [JsonlLog(self.run_dir), CsvLog(self.run_dir)]
+            if run.tensorboard:
+                logs.append(TensorBoardLog(self.run_dir))
+            self.callbacks = [*logs, *callbacks]
+            self._events = {
+                event: overriding(self.callbacks, event)
+                for event in ("on_fit_start", "on_step_end", "on_record", "on_checkpoint")
+            }
             if resume:
                 self._resume()
             else:
-                self._write_config()
+                self._write_run_files()
         except BaseException:
             self.folder.release(remove_if_unused=True)
             raise
-
-    def _tensorboard_writer(self) -> Any:
-        try:
-            from torch.utils.tensorboard import SummaryWriter
-        except ImportError:
-            raise TrainingError(
-                "Invalid run.tensorboard: true, but the tensorboard package is not installed "
-                "(pip install tensorboard, or set run.tensorboard=false; metrics.jsonl is "
-                "always written)"
-            ) from None
-        return SummaryWriter(str(self.run_dir / "tensorboard"))
 
     # -- set-up ------------------------------------------------------------------------------
     def _device(self, choice: str) -> torch.device:
@@ -228,146 +235,29 @@ class Trainer:
             return torch.device("cuda" if torch.cuda.is_available() else "cpu")
         return torch.device(choice)
 
-    def _prepare_data(self) -> Prepared:
-        cfg = self.config.data
-        ds = data_lib.load(cfg.name, **cfg.options)
-        x, y = ds.x, ds.y
-        for name, tensor in (("training", x), ("test", ds.x_test)):
-            if tensor is not None and not bool(torch.isfinite(tensor).all()):
-                raise TrainingError(
-                    f"Invalid data: the {name} features of {cfg.name!r} hold NaN or Inf "
-                    "values (clean the data before training)"
-                )
-        seed = self.config.run.seed
-        if ds.x_test is None:  # no fixed test split: carve both from the data
-            val = test = cfg.val_fraction if cfg.val_fraction > 0 else 0.2
-            parts = data_lib.split(
-                x, y, (1 - val - test, val, test), stratify=cfg.stratify, seed=seed
-            )
-            (x, y), (x_val, y_val), (x_test, y_test) = parts.train, parts.val, parts.test
-        else:
-            x_test, y_test = ds.x_test, ds.y_test
-            if cfg.val_fraction > 0:
-                (x, y), (x_val, y_val) = data_lib.carve_validation(
-                    x, y, cfg.val_fraction, stratify=cfg.stratify, seed=seed
-                )
-            else:
-                x_val, y_val = x[:0], y[:0]
-        if cfg.normalize != "none":
-            normalizer = data_lib.Normalizer(cfg.normalize).fit(x)  # training split only
-            x, x_val, x_test = normalizer(x), normalizer(x_val), normalizer(x_test)
-        return Prepared(x, y, x_val, y_val, x_test, y_test, ds.classes, ds.feature_shape)
-
-    def _batches(self) -> data_lib.Batches:
-        cfg = self.config.data
-        ops = cfg.augmentations()
-        return data_lib.Batches(
-            self.data.x,
-            self.data.y,
-            cfg.batch_size,
-            shuffle=cfg.shuffle,
-            drop_last=cfg.drop_last,
-            seed=self.config.run.seed,
-            augment=data_lib.Compose(ops) if ops else None,
-        )
-
-    def _model(self) -> nn.Module:
-        with torch.device("meta"):  # shapes only: count the parameters before allocating
-            parameters = sum(p.numel() for p in self._build_model().parameters())
-        needed, available = parameters * 4 * COPIES_PER_PARAMETER, _memory_bytes()
-        if available is not None and needed > available:
-            cfg = self.config.model
-            raise TrainingError(
-                f"Invalid model: {parameters:.3g} parameters (model.hidden={list(cfg.hidden)}, "
-                f"model.channels={list(cfg.channels)}) need about {needed / 2**30:.3g} GiB "
-                "for weights, gradients and optimizer state, and this machine has "
-                f"{available / 2**30:.3g} GiB (use fewer or narrower layers)"
-            )
-        model = self._build_model()
-        cfg = self.config.model
-        models_lib.init_(model, cfg.init, **cfg.init_options)
-        run = self.config.run
-        if run.init_from:
-            self._warm_start(model, run.init_from, run.init_skip)
-        for name, param in model.named_parameters():
-            if name_matches(name, run.freeze):
-                param.requires_grad_(False)
-        return model
-
-    def _build_model(self) -> nn.Module:
-        """The configured architecture, uninitialized (on the current default device)."""
-        cfg = self.config.model
-        common = dict(activation=cfg.activation, batch_norm=cfg.batch_norm, dropout=cfg.dropout)
-        shape = self.data.feature_shape
-        if cfg.kind == "cnn":
-            model = models_lib.cnn(
-                shape,
-                cfg.channels,
-                self.data.classes,
-                kernel_size=cfg.kernel_size,
-                hidden=tuple(cfg.hidden),
-                global_pool=cfg.global_pool,
-                **common,
-            )
-        else:
-            model = models_lib.mlp(shape, tuple(cfg.hidden), self.data.classes, **common)
-        return model
-
-    @staticmethod
-    def _warm_start(model: nn.Module, source: str, skip: list[str]) -> None:
-        weights = load_weights_file(Path(source))
-        own = model.state_dict()
-        loaded = {k: v for k, v in weights.items() if not name_matches(k, skip)}
-        for key, value in loaded.items():
-            if key not in own:
-                raise TrainingError(
-                    f"Invalid run.init_from: {source!r} has weight {key!r}, which this model "
-                    "lacks (same architecture needed; list the layers to leave out in "
-                    'run.init_skip, e.g. ["head.*"])'
-                )
-            if own[key].shape != value.shape:
-                raise TrainingError(
-                    f"Invalid run.init_from: {key!r} has shape {tuple(value.shape)} in "
-                    f"{source!r} but {tuple(own[key].shape)} here (leave it out with "
-                    "run.init_skip, e.g. the classifier when the class count differs)"
-                )
-        model.load_state_dict(loaded, strict=False)
-
-    def _optimizer(self) -> torch.optim.Optimizer:
-        cfg = self.config.optimizer
-        spec = OPTIMIZERS[cfg.name]
-        decay, no_decay = [], []
-        for name, param in self.model.named_parameters():
-            if param.requires_grad:
-                (no_decay if name_matches(name, cfg.no_decay) else decay).append(param)
-        groups = [{"params": decay}]
-        if no_decay:
-            groups.append({"params": no_decay, "weight_decay": 0.0})
-        return spec.cls(groups, lr=cfg.lr, backend=cfg.backend, **cfg.options)
-
-    def _total_steps(self) -> int:
-        return self.config.run.total_steps(len(self.batches))
-
-    def _schedule(self) -> Schedule:
-        return self.config.schedule.schedule() or Constant()
-
     def _plateau(self) -> ReduceOnPlateau | None:
         return self.config.schedule.reduce_on_plateau()
 
-    def _loss(self) -> Callable[[Tensor, Tensor], Tensor]:
-        cfg = self.config.loss
-        if cfg.name == "mse":
-            classes = self.data.classes
+    def _write_run_files(self) -> None:
+        """``config.toml`` and ``run.json``, each written to a temporary file and renamed.
 
-            def mse(logits: Tensor, y: Tensor) -> Tensor:
-                target = torch.nn.functional.one_hot(y, classes).to(logits.dtype)
-                return torch.nn.functional.mse_loss(logits, target)
-
-            return mse
-        smoothing = cfg.label_smoothing
-        return lambda logits, y: torch.nn.functional.cross_entropy(
-            logits, y, label_smoothing=smoothing
-        )
+        A run of the Python API writes only the config sections it used (``about``'s
+        ``"sections"``): its model and data are the user's, not ``[model]`` and ``[data]``.
+        """
+        sections = self.parts.about.get("sections")
+        if sections is None:
+            text = dump_toml(self.config)
+        else:
+            tree = self.config.to_dict()
+            text = dump_toml(
+                {
+                    name: {k: "none" if v is None else v for k, v in tree[name].items()}
+                    for name in sections
+                }
+            )
+        _write_atomic(self.run_dir / CONFIG_FILE, text)
+        about = {"format": "trainlab-run", "version": 1, **self.parts.about}
+        _write_atomic(self.run_dir / RUN_FILE, json.dumps(about, indent=1))
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -386,6 +276,10 @@ class Trainer:
 
     def _fit(self) -> dict[str, Any]:
         self._started = time.perf_counter() - self.state.seconds
+        self._emit("on_fit_start")
+        for record in self._pending:
+            self._record(record)
+        self._pending.clear()
         stopped_early = False
         try:
             while self.state.step < self.steps_total and not stopped_early:
@@ -405,7 +299,82 @@ class Trainer:
             self._writer.wait(raise_errors=False)
             raise
         self._writer.wait()
-        return self._finish(time.perf_counter() - self._started)
+        summary = self._finish(time.perf_counter() - self._started)
+        for callback in self.callbacks:
+            callback.on_fit_end(self, summary)
+        return summary
+
+    def _train_step(self, xb: Tensor, yb: Tensor) -> bool:
+        """One optimizer step on (xb, yb); False when non-finite values prevented it."""
+        cfg = self.config
+        if self.lr is not None:
+            self.lr.step(self.state.step)
+        self.optimizer.zero_grad()
+        outputs = self.model(xb)
+        loss = self.loss_fn(outputs, yb)
+        if cfg.penalty.l1 or cfg.penalty.l2:
+            loss = loss + penalty(self._penalized, l2=cfg.penalty.l2, l1=cfg.penalty.l1)
+        loss.backward()
+        params = [p for p in self._trainable if p.grad is not None]
+        if cfg.clip.mode == "norm":  # scales nothing when the norm is not finite
+            norm = clip_grad_norm_(params, cfg.clip.max_norm)
+        else:
+            norm = torch.linalg.vector_norm(
+                torch.stack(torch._foreach_norm([p.grad for p in params]))
+            )
+        # One synchronisation for the loss and the gradient norm (finite iff every gradient
+        # is), before value clipping, which would turn ±inf into ±limit.
+        loss_value, grad_norm = torch.stack([loss.detach().float(), norm.float()]).tolist()
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            self._nonfinite(loss_value, grad_norm)
+            return False
+        if cfg.clip.mode == "value":
+            clip_grad_value_(params, cfg.clip.value, count=False)
+        self.optimizer.step()
+        if self.scheduler is not None and not _waits_for_metric(self.scheduler):
+            self.scheduler.step()
+        if self.ema is not None:
+            self.ema.update(self.model)
+        state = self.state
+        state.step += 1
+        state.loss_count += 1
+        state.loss_average = LOSS_SMOOTHING * state.loss_average + (1 - LOSS_SMOOTHING) * loss_value
+        if self._events["on_step_end"]:
+            info = Step(
+                state.step,
+                self.batches.epoch,
+                loss_value,
+                state.smoothed_loss(),
+                grad_norm,
+                self.optimizer.param_groups[0]["lr"],
+                xb,
+                yb,
+                outputs,
+            )
+            for callback in self._events["on_step_end"]:
+                callback.on_step_end(self, info)
+        if state.step % self.log_every == 0 or state.step == 1:
+            self._record(self._step_record(loss_value, grad_norm, outputs, yb))
+        return True
+
+    def _step_record(
+        self, loss: float, grad_norm: float, outputs: Tensor, targets: Tensor
+    ) -> dict[str, Any]:
+        """The training record of a logged step: loss, smoothed loss, lr, norms, statistics."""
+        record: dict[str, Any] = {
+            "step": self.state.step,
+            "epoch": self.batches.epoch,
+            "loss": loss,
+            "smoothed_loss": self.state.smoothed_loss(),
+            "lr": _plain(self.optimizer.param_groups[0]["lr"]),
+            "grad_norm": grad_norm,
+        }
+        if self.task == "classification":  # on the training batch, in train mode
+            record["accuracy"] = (outputs.detach().argmax(1) == targets).float().mean().item()
+        for index, stats in enumerate(getattr(self.optimizer, "stats", None) or []):
+            for key, value in stats.items():  # track_stats=True: per group
+                record[f"group{index}_{key}"] = _plain(value)
+        return record
 
     def _after_step(self) -> bool:
         """Evaluation and checkpoints that are due after a step; True: stop early."""
@@ -449,51 +418,12 @@ class Trainer:
         self._writer.wait()
         raise Interrupted(signum, self.state.step, self.run_dir)
 
-    def _train_step(self, xb: Tensor, yb: Tensor) -> bool:
-        """One optimizer step on (xb, yb); False when non-finite values prevented it."""
-        cfg = self.config
-        self.lr.step(self.state.step)
-        self.optimizer.zero_grad()
-        logits = self.model(xb)
-        loss = self.loss_fn(logits, yb)
-        if cfg.penalty.l1 or cfg.penalty.l2:
-            loss = loss + penalty(self._penalized, l2=cfg.penalty.l2, l1=cfg.penalty.l1)
-        loss.backward()
-        params = [p for p in self._trainable if p.grad is not None]
-        if cfg.clip.mode == "norm":  # scales nothing when the norm is not finite
-            norms = [clip_grad_norm_(params, cfg.clip.max_norm)]
-        else:  # gradients are finite iff their norms are
-            norms = list(torch._foreach_norm([p.grad for p in params]))
-        # One synchronisation for the loss and all gradients, before value clipping
-        # (which would turn ±inf into ±limit).
-        finite = bool(torch.isfinite(torch.stack([loss.detach(), *norms])).all())
-        if finite and cfg.clip.mode == "value":
-            clip_grad_value_(params, cfg.clip.value, count=False)
-        if not finite:
-            self._nonfinite(loss)
-            return False
-        self.optimizer.step()
-        if self.ema is not None:
-            self.ema.update(self.model)
-        self.state.step += 1
-        if self.state.step % self.log_every == 0 or self.state.step == 1:
-            record = {
-                "step": self.state.step,
-                "epoch": self.batches.epoch,
-                "loss": loss.item(),
-                "lr": self.optimizer.param_groups[0]["lr"],
-                # on the training batch, in train mode (no extra forward pass)
-                "accuracy": (logits.detach().argmax(1) == yb).float().mean().item(),
-            }
-            self._log(record)
-        return True
-
-    def _nonfinite(self, loss: Tensor) -> None:
+    def _nonfinite(self, loss: float, grad_norm: float) -> None:
         policy, step = self.config.run.nonfinite, self.state.step
         self.optimizer.zero_grad()
         if policy == "skip":
             self.state.skipped += 1
-            self._log({"step": step, "event": "skipped non-finite step"})
+            self._record({"step": step, "event": "skipped non-finite step"})
             return
         if policy == "rollback":
             if self.state.rollbacks >= MAX_ROLLBACKS:
@@ -502,65 +432,96 @@ class Trainer:
                     "each cutting the learning rate by 10× (the problem is probably not the "
                     "rate: check the data, the loss and the model's initialization)"
                 )
+            if self.lr is None:
+                raise NonFiniteError(
+                    f"Non-finite values at step {step}: run.nonfinite='rollback' cuts the rate "
+                    "of a trainlab schedule, and this run uses a torch lr_scheduler (use a "
+                    "trainlab schedule, or nonfinite='skip' or 'raise')"
+                )
             self._writer.wait()  # the last good checkpoint is on disk before it is read
             last = latest_checkpoint(self.run_dir)
             if last is not None:
                 self._restore(load_checkpoint(last))
             self.lr.base_lrs = [lr * 0.1 for lr in self.lr.base_lrs]
             self.state.rollbacks += 1
-            self._log({"step": step, "event": "rollback", "to_step": self.state.step})
+            self._record({"step": step, "event": "rollback", "to_step": self.state.step})
             # Save the cut rate and the count now, whatever run.checkpoint_seconds says: a
             # later rollback must start from them, not from the checkpoint restored here.
             self.save(background=True)
             return
         self._writer.wait()  # the last good checkpoint is complete before the run stops
         raise NonFiniteError(
-            f"Non-finite {'loss' if not bool(torch.isfinite(loss)) else 'gradient'} at "
-            f"step {step} (loss {loss.item()}). The learning rate "
-            f"({self.optimizer.param_groups[0]['lr']:.3g}) is probably too high: lower "
+            f"Non-finite {'loss' if not math.isfinite(loss) else 'gradient'} at "
+            f"step {step} (loss {loss}, gradient norm {grad_norm}). The learning rate "
+            f"({_plain(self.optimizer.param_groups[0]['lr']):.3g}) is probably too high: lower "
             'optimizer.lr, or set run.nonfinite="rollback" to restore the last checkpoint '
             "and continue with a 10× smaller rate. Checkpoints already saved are kept."
         )
 
     # -- evaluation and selection --------------------------------------------------------
     @torch.no_grad()
-    def evaluate(self, x: Tensor, y: Tensor) -> dict[str, float]:
-        """Loss and accuracy on (x, y) in eval mode, in batches."""
-        if len(x) == 0:
-            return {"loss": math.nan, "accuracy": math.nan}
+    def evaluate(self, data: Any) -> dict[str, float]:
+        """Metrics on ``data`` (``(x, y)``, a Dataset or a DataLoader) in eval mode.
+
+        Classification: ``loss`` and ``accuracy``. Regression: ``loss``, ``mae`` (mean
+        absolute error), ``rmse`` and ``r2`` (1 − SSE/SST, the fraction of the targets'
+        variance explained).
+        """
+        keys = ("loss", "accuracy") if self.task == "classification" else REGRESSION_METRICS
+        if size(data) == 0:
+            return dict.fromkeys(keys, math.nan)
         was = self.model.training
         self.model.eval()
-        total_loss, correct = 0.0, 0
-        for start in range(0, len(x), 1024):
-            xb, yb = (
-                x[start : start + 1024].to(self.device),
-                y[start : start + 1024].to(self.device),
-            )
-            logits = self.model(xb)
-            total_loss += self.loss_fn(logits, yb).item() * len(xb)
-            correct += int((logits.argmax(1) == yb).sum())
+        total_loss, count, correct = 0.0, 0, 0
+        sums = torch.zeros(4, dtype=torch.float64)  # Σ|e|, Σe², Σy, Σy²
+        for xb, yb in evaluation_batches(data, "evaluation data"):
+            xb, yb = xb.to(self.device), yb.to(self.device)
+            outputs = self.model(xb)
+            total_loss += self.loss_fn(outputs, yb).item() * len(xb)
+            count += len(xb)
+            if self.task == "classification":
+                correct += int((outputs.argmax(1) == yb).sum())
+            else:
+                target = yb.double()
+                error = outputs.double().reshape(target.shape) - target
+                sums += torch.stack(
+                    [error.abs().sum(), error.square().sum(), target.sum(), target.square().sum()]
+                ).cpu()
         self.model.train(was)
-        return {"loss": total_loss / len(x), "accuracy": correct / len(x)}
+        if self.task == "classification":
+            return {"loss": total_loss / count, "accuracy": correct / count}
+        abs_sum, sq_sum, y_sum, y_sq = sums.tolist()
+        spread = y_sq - y_sum * y_sum / count  # SST = Σ(y − ȳ)²
+        return {
+            "loss": total_loss / count,
+            "mae": abs_sum / count,
+            "rmse": math.sqrt(sq_sum / count),
+            "r2": 1 - sq_sum / spread if spread > 0 else math.nan,
+        }
 
     def _evaluate_and_select(self) -> bool:
         """Evaluate on validation; plateau, keep-best and early stopping. True: stop."""
-        val = self.evaluate(self.data.x_val, self.data.y_val)
+        val = self.evaluate(self.val)
         record = {"step": self.state.step, "epoch": self.batches.epoch}
         record.update({f"val_{k}": v for k, v in val.items()})
         if self.ema is not None and self.ema.num_updates > 0:
             with self.ema.swapped(self.model):
-                ema_val = self.evaluate(self.data.x_val, self.data.y_val)
+                ema_val = self.evaluate(self.val)
             record.update({f"ema_val_{k}": v for k, v in ema_val.items()})
-        self._log(record)
+        self._record(record)
         self.state.history.append(record)
         plateau = self.config.schedule.plateau
-        if plateau:
+        if plateau and self.lr is not None:
             self.lr.report(record[plateau.get("metric", "val_loss")], self.state.step)
+        if self.scheduler is not None and _waits_for_metric(self.scheduler):
+            self.scheduler.step(record["val_loss"])
         return self._select(record)
 
     def _select(self, record: dict[str, Any]) -> bool:
         run = self.config.run
         key = run.keep_best_by or ("val_loss" if run.early_stopping else None)
+        if key is not None and key not in record:  # accuracy has no meaning for regression
+            key = "val_loss"
         if key is None or math.isnan(record[key]):
             return False
         if improves(record[key], self.state.best_metric, METRIC_MODES[key], 0.0, rel=False):
@@ -585,15 +546,16 @@ class Trainer:
         self._saved_step = self.state.step
         if self._started is not None:
             self.state.seconds = time.perf_counter() - self._started
-        self.state.metrics_bytes = _size(self._metrics_file)
         state = {
             "config_fingerprint": self._fingerprint,
             "optimizer": self.optimizer.state_dict(),
-            "lr": self.lr.state_dict(),
+            "lr": self.lr.state_dict() if self.lr is not None else None,
+            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
             "batches": self.batches.state_dict(),
             "rng": rng_state(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
             "progress": {k: v for k, v in vars(self.state).items()},
+            "callbacks": {key: cb.state_dict() for key, cb in self._keyed_callbacks()},
         }
         best, keep_last, run_dir = (
             self.state.best_checkpoint,
@@ -613,39 +575,48 @@ class Trainer:
             metrics={"step": self.state.step},
             then=prune,
         )
+        for callback in self._events["on_checkpoint"]:
+            callback.on_checkpoint(self, path)
         if not background:
             self._writer.wait()
         return path
 
-    def _write_config(self) -> None:
-        """The resolved config as ``config.toml``, written to a temporary file and renamed."""
-        temp = self.run_dir / f".{CONFIG_FILE}.tmp"
-        temp.write_text(dump_toml(self.config))
-        os.replace(temp, self.run_dir / CONFIG_FILE)
+    def _keyed_callbacks(self) -> list[tuple[str, Callback]]:
+        """Each callback under a stable key: its class name, numbered when repeated."""
+        keyed, seen = [], {}
+        for callback in self.callbacks:
+            name = type(callback).__name__
+            seen[name] = seen.get(name, 0) + 1
+            keyed.append((name if seen[name] == 1 else f"{name}#{seen[name]}", callback))
+        return keyed
 
     def _resume(self) -> None:
         """Continue from the last complete checkpoint, or from the start when there is none.
 
         A run killed before its first checkpoint was complete has nothing to continue from,
-        so it starts over (the seed makes it the same run). ``metrics.jsonl`` is cut back to
-        its length at the checkpoint: the records of steps done after it, which are done
-        again now, would otherwise appear twice.
+        so it starts over (the seed makes it the same run), its logs emptied. Otherwise the
+        logs are cut back to their length at the checkpoint: the records of the steps done
+        after it, which are done again now, would appear twice.
         """
         last = latest_checkpoint(self.run_dir)
-        cut: int | None = 0  # no checkpoint: the run starts over with an empty log
         if last is not None:
             checkpoint = load_checkpoint(last)
             saved = checkpoint.state.get("config_fingerprint")
             if saved is not None and saved != self._fingerprint:
                 raise config_changed(self.run_dir, f"the settings in its {CONFIG_FILE}")
             self._restore(checkpoint)
+            self._restore_callbacks(checkpoint.state.get("callbacks"))
             self.resumed_from = last
-            # checkpoints of earlier trainlab versions do not say: keep the whole log
-            known = "metrics_bytes" in checkpoint.state.get("progress", {})
-            cut = self.state.metrics_bytes if known else None
-        if cut is not None and _size(self._metrics_file) > cut:
-            os.truncate(self._metrics_file, cut)
-        self._log({"step": self.state.step, "event": "resumed", "from": last and last.name})
+        self._pending.append(
+            {"step": self.state.step, "event": "resumed", "from": last and last.name}
+        )
+
+    def _restore_callbacks(self, saved: Any) -> None:
+        for key, callback in self._keyed_callbacks():
+            if isinstance(saved, dict) and key in saved:
+                callback.load_state_dict(saved[key])
+            elif isinstance(callback, (JsonlLog, CsvLog)):
+                callback.load_state_dict({})  # an older checkpoint: keep the whole log
 
     def _restore(self, checkpoint: Any) -> None:
         state = checkpoint.state
@@ -653,11 +624,15 @@ class Trainer:
             self.model.load_state_dict(checkpoint.weights)
             self.optimizer.load_state_dict(state["optimizer"])
             self._check_optimizer_state()
-            self.lr.load_state_dict(state["lr"])
+            if self.lr is not None:
+                self.lr.load_state_dict(state["lr"])
+            if self.scheduler is not None:
+                self.scheduler.load_state_dict(state["scheduler"])
             self.batches.load_state_dict(state["batches"])
             if self.ema is not None and state["ema"] is not None:
                 self.ema.load_state_dict(state["ema"])
-            self.state = Progress(**state["progress"])
+            progress = {k: v for k, v in state["progress"].items() if k != "metrics_bytes"}
+            self.state = Progress(**progress)
             set_rng_state(state["rng"])
         except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as error:
             detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
@@ -688,56 +663,84 @@ class Trainer:
                 self.model.load_state_dict(
                     load_checkpoint(self.run_dir / CHECKPOINTS_DIR / best).weights
                 )
-        train = self.evaluate(self.data.x, self.data.y)
-        val = self.evaluate(self.data.x_val, self.data.y_val)
-        test = self.evaluate(self.data.x_test, self.data.y_test)
+        splits = {"train": self._train_data(), "val": self.val, "test": self.test}
+        results = {name: self.evaluate(data) for name, data in splits.items()}
         summary: dict[str, Any] = {
             "steps": self.state.step,
             "epochs": round(self.state.step / len(self.batches), 2),
             "seconds": seconds,
-            "train_accuracy": train["accuracy"],
-            "val_accuracy": val["accuracy"],
-            "test_accuracy": test["accuracy"],
-            "train_loss": train["loss"],
-            "val_loss": val["loss"],
-            "test_loss": test["loss"],
-            "generalization_gap": train["accuracy"] - test["accuracy"],
-            "skipped_steps": self.state.skipped,
-            "rollbacks": self.state.rollbacks,
+            "task": self.task,
         }
+        for metric in results["train"]:
+            for name in splits:
+                summary[f"{name}_{metric}"] = results[name][metric]
+        gap_metric = "accuracy" if self.task == "classification" else "loss"
+        sign = 1 if self.task == "classification" else -1  # higher is better vs lower
+        summary["generalization_gap"] = sign * (
+            results["train"][gap_metric] - results["test"][gap_metric]
+        )
+        summary["skipped_steps"] = self.state.skipped
+        summary["rollbacks"] = self.state.rollbacks
         weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
         safetensors.torch.save_file(weights, str(self.run_dir / RUN_WEIGHTS_FILE))
         if self.ema is not None and self.ema.num_updates > 0:
             with self.ema.swapped(self.model):
-                summary["ema_test_accuracy"] = self.evaluate(self.data.x_test, self.data.y_test)[
-                    "accuracy"
-                ]
+                ema_test = self.evaluate(self.test)
+            for metric, value in ema_test.items():
+                summary[f"ema_test_{metric}"] = value
             ema = {k: v.detach().contiguous().cpu() for k, v in self.ema.weights().items()}
-            safetensors.torch.save_file(ema, str(self.run_dir / "ema.safetensors"))
-        (self.run_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+            safetensors.torch.save_file(ema, str(self.run_dir / EMA_WEIGHTS_FILE))
+        _write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))
         return summary
 
-    def _log(self, record: dict[str, Any]) -> None:
-        with open(self._metrics_file, "a") as file:
-            file.write(json.dumps(record) + "\n")
-        if self._tensorboard is not None:
-            for key, value in record.items():
-                if key not in ("step", "epoch") and isinstance(value, (int, float)):
-                    self._tensorboard.add_scalar(key, value, record["step"])
-        if self.progress_callback is not None and "loss" in record:
-            self.progress_callback({**record, "total_steps": self.steps_total})
+    def _train_data(self) -> Any:
+        """The training examples to measure at the end: the tensors, or the loader's dataset."""
+        source = self.batches
+        if hasattr(source, "x"):
+            return (source.x, source.y)
+        return source.loader.dataset
+
+    def _emit(self, event: str) -> None:
+        for callback in self._events[event]:
+            getattr(callback, event)(self)
+
+    def _record(self, record: dict[str, Any]) -> None:
+        for callback in self._events["on_record"]:
+            callback.on_record(self, record)
 
 
-def _size(path: Path) -> int:
-    try:
-        return path.stat().st_size
-    except FileNotFoundError:
-        return 0
+REGRESSION_METRICS = ("loss", "mae", "rmse", "r2")
 
 
-def _memory_bytes() -> int | None:
-    """Physical memory of this machine, or None where the OS does not say."""
-    try:
-        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
-    except (ValueError, OSError, AttributeError):
-        return None
+def _waits_for_metric(scheduler: Any) -> bool:
+    """torch's ReduceLROnPlateau steps on a metric after each evaluation, not every step."""
+    return isinstance(scheduler, torch.optim.lr_scheduler.ReduceLROnPlateau)
+
+
+def _plain(value: Any) -> Any:
+    """A number for the logs (a 0-dim tensor, as a tensor lr or a statistic, as a float)."""
+    return value.item() if isinstance(value, Tensor) else value
+
+
+def _signature(config: Any, parts: Parts) -> str:
+    """What identifies a run for a resume: the config's fingerprint, the model's parameter
+    names and shapes, the optimizer's class and hyperparameters, the data sizes."""
+    groups = [
+        {k: repr(v) for k, v in group.items() if k != "params"}
+        for group in parts.optimizer.param_groups
+    ]
+    described = {
+        "config": fingerprint(config),
+        "about": parts.about,
+        "parameters": [(n, list(p.shape)) for n, p in parts.model.named_parameters()],
+        "optimizer": [type(parts.optimizer).__qualname__, groups],
+        "data": [size(parts.val), size(parts.test), len(parts.train)],
+    }
+    text = json.dumps(described, sort_keys=True, default=repr)
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    temp = path.with_name(f".{path.name}.tmp")
+    temp.write_text(text)
+    os.replace(temp, path)

@@ -1,0 +1,292 @@
+"""Events of the training loop, and the loggers and progress bar built on them.
+
+A callback subclasses :class:`Callback` and overrides the events it needs; the trainer
+calls only overridden methods, so an unused event costs nothing. The events:
+
+- ``on_fit_start(trainer)`` — before the first step of ``fit`` (after a resume too);
+- ``on_step_end(trainer, step)`` — after every optimizer step, with a :class:`Step`;
+- ``on_record(trainer, record)`` — a record for the logs: every ``log_every`` steps the
+  training loss, smoothed loss, learning rate, gradient norm, batch accuracy and the
+  optimizer's ``track_stats``; each evaluation (``val_loss``, ``val_accuracy``, …); and
+  events (``{"event": "resumed" | "rollback" | "skipped non-finite step", ...}``);
+- ``on_checkpoint(trainer, path)`` — a checkpoint was submitted for writing;
+- ``on_fit_end(trainer, summary)`` — after the summary is written.
+
+A callback with state implements ``state_dict()`` → a tree of tensors, numbers, strings,
+lists and dicts, and ``load_state_dict(state)``; the state is saved in every checkpoint
+and handed back on resume, so a run with callbacks attached resumes exactly.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TextIO
+
+from torch import Tensor
+
+if TYPE_CHECKING:
+    from .trainer import Trainer
+
+EVENTS = ("on_fit_start", "on_step_end", "on_record", "on_checkpoint", "on_fit_end")
+
+
+@dataclass
+class Step:
+    """What ``on_step_end`` sees: the step just taken and its batch.
+
+    ``loss`` is the mini-batch loss (a float), ``smoothed_loss`` the bias-corrected
+    exponential moving average of the mini-batch losses, ``grad_norm`` the global
+    gradient norm before clipping, ``lr`` the first group's learning rate.
+    """
+
+    step: int
+    epoch: int
+    loss: float
+    smoothed_loss: float
+    grad_norm: float
+    lr: float
+    inputs: Tensor
+    targets: Tensor
+    outputs: Tensor
+
+
+class Callback:
+    """Base class of the trainer's callbacks: override the events you need."""
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        """Before the first step of ``fit``."""
+
+    def on_step_end(self, trainer: Trainer, step: Step) -> None:
+        """After every optimizer step."""
+
+    def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        """A record for the logs (training, evaluation or an event)."""
+
+    def on_checkpoint(self, trainer: Trainer, path: Path) -> None:
+        """A checkpoint was submitted; it is on disk once the writer has finished."""
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        """After the summary is written."""
+
+    def state_dict(self) -> Any:
+        """State to save in checkpoints (None: nothing)."""
+        return None
+
+    def load_state_dict(self, state: Any) -> None:
+        """Restore what :meth:`state_dict` returned."""
+
+
+def overriding(callbacks: list[Callback], event: str) -> list[Callback]:
+    """The callbacks whose class overrides ``event``: the only ones the trainer calls."""
+    base = getattr(Callback, event)
+    return [cb for cb in callbacks if getattr(type(cb), event, base) is not base]
+
+
+class _AppendLog(Callback):
+    """A log file that is appended to and cut back to its length at a checkpoint on resume.
+
+    A resumed run repeats the steps after its checkpoint; their records, written by the
+    killed process, are cut so that they do not appear twice. With no checkpoint state
+    (a run started afresh, or resumed from before any checkpoint) the file starts empty;
+    state saved by an older trainlab, without the length, keeps the whole file.
+    """
+
+    filename = ""
+
+    def __init__(self, run_dir: Path) -> None:
+        self.path = Path(run_dir) / self.filename
+        self._restored = False
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        if not self._restored:
+            self._cut(0)
+        self._restored = True  # a second fit() of one trainer appends
+
+    def state_dict(self) -> Any:
+        return {"bytes": _size(self.path)}
+
+    def load_state_dict(self, state: Any) -> None:
+        self._restored = True
+        if isinstance(state, dict) and isinstance(state.get("bytes"), int):
+            self._cut(state["bytes"])
+
+    def _cut(self, length: int) -> None:
+        if _size(self.path) > length:
+            with open(self.path, "r+b") as file:
+                file.truncate(length)
+
+
+class JsonlLog(_AppendLog):
+    """``metrics.jsonl``: one JSON object per record (always on)."""
+
+    filename = "metrics.jsonl"
+
+    def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        with open(self.path, "a") as file:
+            file.write(json.dumps(record) + "\n")
+
+
+class CsvLog(_AppendLog):
+    """``metrics.csv``: one row per training or evaluation record, for spreadsheets.
+
+    The columns are fixed by the first record of each kind that appears: ``step``,
+    ``epoch``, then every key seen so far; a later record with a new key adds a column
+    only in the rows after it (the header row is written once), so prefer ``metrics.jsonl``
+    for programs.
+    """
+
+    filename = "metrics.csv"
+
+    def __init__(self, run_dir: Path) -> None:
+        super().__init__(run_dir)
+        self.columns: list[str] = []
+
+    def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if "event" in record:
+            return
+        new = [key for key in record if key not in self.columns]
+        if not self.columns or new:
+            self.columns += new
+            self._write_row(self.columns)
+        self._write_row([_cell(record.get(key)) for key in self.columns])
+
+    def _write_row(self, cells: list[Any]) -> None:
+        text = io.StringIO()
+        csv.writer(text).writerow(cells)
+        with open(self.path, "a", newline="") as file:
+            file.write(text.getvalue())
+
+    def state_dict(self) -> Any:
+        return {**super().state_dict(), "columns": list(self.columns)}
+
+    def load_state_dict(self, state: Any) -> None:
+        super().load_state_dict(state)
+        if isinstance(state, dict) and isinstance(state.get("columns"), list):
+            self.columns = [str(c) for c in state["columns"]]
+
+
+class TensorBoardLog(Callback):
+    """TensorBoard event files in ``run_dir/tensorboard`` (needs the tensorboard package)."""
+
+    def __init__(self, run_dir: Path) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise ValueError(
+                "Invalid run.tensorboard: true, but the tensorboard package is not installed "
+                "(pip install tensorboard, or set run.tensorboard=false; metrics.jsonl is "
+                "always written)"
+            ) from None
+        self.writer = SummaryWriter(str(Path(run_dir) / "tensorboard"))
+
+    def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        for key, value in record.items():
+            if key not in ("step", "epoch") and isinstance(value, (int, float)):
+                self.writer.add_scalar(key, value, record["step"])
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        self.writer.flush()
+
+
+class ProgressBar(Callback):
+    """The live progress: a tqdm bar on a terminal, plain lines in a log (CI).
+
+    Shows the epoch, the step, the smoothed training loss, the learning rate and — as soon
+    as an evaluation has produced them — the validation loss and accuracy.
+    """
+
+    def __init__(self, stream: TextIO | None = None, every: int = 20) -> None:
+        self.stream = stream or sys.stderr
+        self.every = every
+        self.live = self.stream.isatty()
+        self.bar: Any = None
+        self.latest: dict[str, Any] = {}
+        self.records = 0
+        self.start = time.perf_counter()
+
+    def on_fit_start(self, trainer: Trainer) -> None:
+        self.start = time.perf_counter()
+        self.first = trainer.state.step
+        if self.live:
+            from tqdm import tqdm
+
+            self.bar = tqdm(
+                total=trainer.steps_total,
+                initial=trainer.state.step,
+                file=self.stream,
+                unit="step",
+                dynamic_ncols=True,
+            )
+
+    def on_step_end(self, trainer: Trainer, step: Step) -> None:
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
+        if "event" in record:
+            return
+        self.latest.update(record)
+        shown = self._fields()
+        if self.bar is not None:
+            self.bar.set_postfix_str(shown, refresh=False)
+            return
+        self.records += 1
+        if "val_loss" in record or (self.records - 1) % self.every == 0:
+            elapsed = max(time.perf_counter() - self.start, 1e-9)
+            rate = (trainer.state.step - self.first) / elapsed
+            self.stream.write(
+                f"epoch {self.latest.get('epoch', 0):>3} step {trainer.state.step:>6}/"
+                f"{trainer.steps_total} {shown} {rate:6.1f} steps/s\n"
+            )
+            self.stream.flush()
+
+    def _fields(self) -> str:
+        parts = []
+        for key, label, form in (
+            ("smoothed_loss", "loss", ".4f"),
+            ("lr", "lr", ".2e"),
+            ("val_loss", "val_loss", ".4f"),
+            ("val_accuracy", "val_acc", ".3f"),
+        ):
+            value = self.latest.get(key)
+            if isinstance(value, (int, float)) and not math.isnan(value):
+                parts.append(f"{label} {value:{form}}")
+        return " ".join(parts)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+            self.bar = None
+
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        self.close()
+
+
+def _cell(value: Any) -> Any:
+    return "" if value is None else value
+
+
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except FileNotFoundError:
+        return 0
+
+
+__all__ = [
+    "EVENTS",
+    "Callback",
+    "CsvLog",
+    "JsonlLog",
+    "ProgressBar",
+    "Step",
+    "TensorBoardLog",
+    "overriding",
+]
