@@ -232,20 +232,179 @@ def test_newton_refuses_large_problems_and_explains_why():
     optim.Newton(big.parameters(), max_params=6000)  # allowed when asked for
 
 
-def test_newton_closure_must_not_call_backward():
-    params, loss = logistic_problem()
-    opt = optim.Newton(params)
-    with pytest.raises(ValueError, match=r"without calling loss.backward\(\)"):
-        opt.step(with_backward(opt, loss))
+CLOSURE_FORMS = ["returns_the_loss", "tensor_backward", "autograd_backward"]
+
+
+def newton_closure(opt, loss, form):
+    """A closure for ``opt`` in one of Newton's accepted forms: returning the loss only,
+    or LBFGS-style (clear the gradients, loss, backward, return the loss) with either
+    spelling of backward."""
+
+    def closure():
+        opt.zero_grad()
+        value = loss()
+        if form == "tensor_backward":
+            value.backward()
+        elif form == "autograd_backward":
+            torch.autograd.backward(value)
+        return value
+
+    return closure
+
+
+def newton_run(problem, form, steps=6, **options):
+    """Newton from a fixed start: (iterates, closure calls, func_evals, [(t, λ)] per step)."""
+    if problem == "logistic":
+        params, loss = logistic_problem()
+    else:  # Rosenbrock from where the Hessian is indefinite
+        x = torch.tensor([-1.0, 2.0], dtype=torch.float64, requires_grad=True)
+        params, loss = [x], lambda: rosenbrock(x)
+    opt = optim.Newton(params, **options)
+    closure = newton_closure(opt, loss, form)
+    calls = 0
+
+    def counted():
+        nonlocal calls
+        calls += 1
+        return closure()
+
+    iterates, steps_taken = [], []
+    for _ in range(steps):
+        opt.step(counted)
+        state = opt.state[params[0]]
+        iterates.append(torch.cat([p.detach().reshape(-1) for p in params]))
+        steps_taken.append((state["t"], state["damping"]))
+    return iterates, calls, state["func_evals"], steps_taken
+
+
+@pytest.mark.parametrize(
+    ("problem", "line_search_fn"),
+    [("logistic", None), ("logistic", "backtracking"), ("rosenbrock", "backtracking")],
+)
+def test_newton_takes_an_lbfgs_style_closure_with_identical_iterates(problem, line_search_fn):
+    plain, *lbfgs_style = [
+        newton_run(problem, form, line_search_fn=line_search_fn) for form in CLOSURE_FORMS
+    ]
+    iterates, calls, evals, steps_taken = plain
+    for other in lbfgs_style:
+        assert all(torch.equal(a, b) for a, b in zip(iterates, other[0]))
+        assert other[1:] == (calls, evals, steps_taken)
+    assert calls == evals  # each closure call is one function evaluation, searches included
+    if line_search_fn:
+        assert evals > len(steps_taken)  # the search evaluated trial steps
+    if problem == "rosenbrock":  # the run went through damping and a shortened step
+        assert any(lam > 0 for _, lam in steps_taken)
+        assert any(t < 1 for t, _ in steps_taken)
+
+
+def least_squares_problem():
+    gen = torch.Generator().manual_seed(0)
+    inputs = torch.randn(50, 3, generator=gen, dtype=torch.float64)
+    w_true = torch.tensor([[1.0], [-2.0], [0.5]], dtype=torch.float64)
+    targets = inputs @ w_true + 0.3 + 0.1 * torch.randn(50, 1, generator=gen, dtype=torch.float64)
+    design = torch.cat([inputs, torch.ones(50, 1, dtype=torch.float64)], dim=1)
+    solution = torch.linalg.lstsq(design, targets).solution.reshape(-1)
+    return inputs, targets, solution
+
+
+@pytest.mark.parametrize(
+    "spec", [s for s in optim.OPTIMIZERS.values() if s.closure], ids=lambda s: s.name
+)
+def test_full_batch_optimizers_run_torchs_lbfgs_closure_pattern(spec):
+    # The training loop from torch.optim's docs ("optimizer.step(closure)"), unchanged for
+    # every full-batch optimizer; on least squares each must reach the lstsq solution
+    # (L-BFGS within its default tolerance_grad).
+    inputs, targets, solution = least_squares_problem()
+    model = torch.nn.Linear(3, 1).double()
+    loss_fn = torch.nn.MSELoss()
+    optimizer = spec.cls(model.parameters())
+    dataset = [(inputs, targets)] * 3
+    for batch, target in dataset:
+
+        def closure(batch=batch, target=target):
+            optimizer.zero_grad()
+            output = model(batch)
+            loss = loss_fn(output, target)
+            loss.backward()
+            return loss
+
+        optimizer.step(closure)
+    fitted = torch.cat([model.weight.detach().reshape(-1), model.bias.detach()])
+    torch.testing.assert_close(fitted, solution, rtol=0, atol=1e-5)
+
+
+@pytest.mark.parametrize("line_search_fn", [None, "backtracking"])
+def test_newton_leaves_grad_as_the_closures_last_backward_left_it(line_search_fn):
+    x = torch.tensor([-1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    opt = optim.Newton([x], line_search_fn=line_search_fn)
+    evaluated_at = []
+
+    def closure():
+        evaluated_at.append(x.detach().clone())
+        return newton_closure(opt, lambda: rosenbrock(x), "tensor_backward")()
+
+    for _ in range(4):
+        opt.step(closure)
+        last = evaluated_at[-1].requires_grad_()
+        (expected,) = torch.autograd.grad(rosenbrock(last), [last])
+        torch.testing.assert_close(x.grad, expected, rtol=0, atol=0)
+        # Backtracking's last evaluation is the step it accepts; without a search the
+        # closure last ran before the step.
+        assert torch.equal(evaluated_at[-1], x.detach()) == (line_search_fn is not None)
+
+
+def test_newton_does_not_write_grad_for_a_closure_that_does_not():
+    x = torch.tensor([-1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    opt = optim.Newton([x], line_search_fn="backtracking")
+    sentinel = torch.full_like(x, 7.0)
+    x.grad = sentinel
+    opt.step(lambda: rosenbrock(x))
+    assert x.grad is sentinel
+    assert bool((sentinel == 7.0).all())
+
+
+@pytest.mark.parametrize("form", CLOSURE_FORMS)
+@pytest.mark.parametrize(
+    ("bad_loss", "got"),
+    [
+        (lambda x: (1 - x) ** 2, r"a tensor of shape \(2,\)"),
+        (lambda x: rosenbrock(x.detach()), r"a tensor without grad_fn"),
+    ],
+    ids=["non_scalar", "no_grad_fn"],
+)
+def test_newton_closure_must_return_a_scalar_loss_with_a_graph(bad_loss, got, form):
+    x = torch.tensor([-1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    opt = optim.Newton([x])
+    with pytest.raises(ValueError, match=r"must return the scalar loss tensor.*\(got " + got):
+        opt.step(newton_closure(opt, lambda: bad_loss(x), form))
+    assert torch.equal(x.detach(), torch.tensor([-1.0, 2.0], dtype=torch.float64))
 
 
 def test_newton_closure_must_return_the_loss_tensor():
     params, loss = logistic_problem()
     opt = optim.Newton(params)
-    with pytest.raises(ValueError, match=r"must return the scalar loss tensor"):
+    with pytest.raises(ValueError, match=r"must return the scalar loss tensor.*\(got float\)"):
         opt.step(lambda: loss().item())
+    lbfgs_style = newton_closure(opt, loss, "tensor_backward")
+    with pytest.raises(ValueError, match=r"must return the scalar loss tensor.*\(got float\)"):
+        opt.step(lambda: lbfgs_style().item())
     with pytest.raises(ValueError, match=r"requires a closure"):
         opt.step()
+
+
+def test_newton_explains_a_closure_that_frees_the_graph():
+    x = torch.tensor([-1.0, 2.0], dtype=torch.float64, requires_grad=True)
+    opt = optim.Newton([x])
+
+    def closure():  # computes the gradient itself, freeing the graph
+        loss = rosenbrock(x)
+        (x.grad,) = torch.autograd.grad(loss, [x])
+        return loss
+
+    with pytest.raises(
+        ValueError, match=r"freed the autograd graph.*not torch\.autograd\.grad without"
+    ):
+        opt.step(closure)
 
 
 def test_newton_damping_escapes_a_saddle():

@@ -7,6 +7,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch.overrides import TorchFunctionMode
 
 from .. import _checks
 from .._checks import Check
@@ -36,6 +37,47 @@ def newton_direction(grad: Tensor, hessian: Tensor, damping: float) -> tuple[Ten
     )
 
 
+def _check_loss(loss: object, where: str = "") -> None:
+    """Raise unless ``loss`` is a scalar tensor still attached to the autograd graph."""
+    if isinstance(loss, Tensor) and loss.numel() == 1 and loss.grad_fn is not None:
+        return
+    if not isinstance(loss, Tensor):
+        got = type(loss).__name__
+    elif loss.numel() != 1:
+        got = f"a tensor of shape {tuple(loss.shape)}"
+    else:
+        got = "a tensor without grad_fn: computed under torch.no_grad(), or detached"
+    raise ValueError(
+        "Newton's closure must return the scalar loss tensor, still attached to the "
+        f"autograd graph of the parameters (got {got}{where})"
+    )
+
+
+class _RetainGraph(TorchFunctionMode):
+    """While a closure runs, its ``backward()`` calls keep the autograd graph.
+
+    An LBFGS-style closure's ``loss.backward()`` would free the graph Newton needs to
+    differentiate the returned loss twice, so ``Tensor.backward`` and
+    ``torch.autograd.backward`` run with ``retain_graph=True`` (everything else they do,
+    filling ``.grad`` included, is unchanged). A ``TorchFunctionMode`` is local to this
+    thread and this ``with`` block: nothing in torch is patched.
+    """
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):  # type: ignore[no-untyped-def]
+        kwargs = kwargs or {}
+        if func is Tensor.backward or func is torch.autograd.backward:
+            targets = args[:1] if func is Tensor.backward else args[0]
+            if kwargs.get("gradient", kwargs.get("grad_tensors")) is None:
+                for target in targets:
+                    # Only what backward() itself would refuse, with Newton's message.
+                    if isinstance(target, Tensor) and not (
+                        target.requires_grad and target.numel() == 1
+                    ):
+                        _check_loss(target, " in backward()")
+            kwargs = {**kwargs, "retain_graph": True}
+        return func(*args, **kwargs)
+
+
 def _human_bytes(n: float) -> str:
     units = ["bytes", "kB", "MB", "GB", "TB"]
     i = 0
@@ -52,9 +94,16 @@ class Newton(TrainlabOptimizer):
     few thousand parameters: the lecture's "why is this impractical for deep nets".
     Above ``max_params`` the optimizer refuses with that explanation.
 
-    ``step(closure)``: the closure computes and **returns** the loss without calling
-    ``backward()``; Newton differentiates it twice itself (gradient, then all n
-    Hessian rows at once with ``torch.func.vmap`` through ``is_grads_batched``).
+    ``step(closure)``: the closure computes and **returns** the loss, and may call
+    ``backward()`` as a ``torch.optim.LBFGS`` closure does (``zero_grad``, loss,
+    ``backward()``, return) or not. Newton differentiates the returned loss twice itself
+    (gradient, then all n Hessian rows at once with ``torch.func.vmap`` through
+    ``is_grads_batched``); for that, the closure runs under a thread-local
+    ``TorchFunctionMode`` that makes its ``backward()`` keep the graph
+    (``retain_graph=True``), so both forms give the same iterates. Newton never writes
+    ``.grad``: after ``step`` it holds what the closure's last ``backward()`` left — the
+    gradient at the last point evaluated: the old parameters without a line search, the
+    new ones with backtracking (whose last evaluation is the step it accepts).
 
     Args:
         params: parameters (all groups are treated as one vector).
@@ -125,10 +174,12 @@ class Newton(TrainlabOptimizer):
         params = self._params
         try:
             grads = torch.autograd.grad(loss, params, create_graph=True, allow_unused=True)
-        except RuntimeError as error:
+        except RuntimeError as error:  # e.g. torch.autograd.grad in the closure freed it
             raise ValueError(
-                "Newton's closure must return the loss without calling loss.backward(): "
-                f"Newton differentiates the loss twice itself ({error})"
+                "Newton's closure freed the autograd graph of the loss it returns, but Newton "
+                "differentiates that loss twice itself: call loss.backward() in the closure "
+                "(Newton keeps the graph for it) or nothing, not torch.autograd.grad "
+                f"without retain_graph=True ({error})"
             ) from None
         grads = [torch.zeros_like(p) if g is None else g for p, g in zip(params, grads)]
         g = flat(grads)
@@ -152,25 +203,27 @@ class Newton(TrainlabOptimizer):
             p.add_(d[offset : offset + p.numel()].view_as(p) * t)
             offset += p.numel()
 
+    def _evaluate(self, closure: Callable[[], Any]) -> Tensor:
+        """The closure's loss, evaluated with gradients on and its graph kept."""
+        with torch.enable_grad(), _RetainGraph():
+            loss = closure()
+        _check_loss(loss)
+        return loss
+
     @torch.no_grad()
     def step(self, closure: Callable[[], Any] | None = None) -> Any:  # type: ignore[override]
         """One Newton step; returns the loss before the step."""
         if closure is None:
             raise ValueError(
                 "Newton.step requires a closure that computes and returns the loss "
-                "(without calling backward())"
+                "(calling backward() in it, as for LBFGS, is optional)"
             )
         group = self.param_groups[0]
         state = self.state[self._params[0]]
         state.setdefault("n_iter", 0)
         state.setdefault("func_evals", 0)
+        loss = self._evaluate(closure)
         with torch.enable_grad():
-            loss = closure()
-            if not isinstance(loss, Tensor) or loss.numel() != 1 or loss.grad_fn is None:
-                raise ValueError(
-                    "Newton's closure must return the scalar loss tensor, still attached to "
-                    f"the autograd graph of the parameters (got {type(loss).__name__})"
-                )
             grad, hessian = self._hessian(loss)
         state["func_evals"] += 1
         if not bool(hessian.any()) and bool(grad.any()):
@@ -186,10 +239,11 @@ class Newton(TrainlabOptimizer):
 
             def evaluate_loss(step: float) -> float:
                 self._add_step(step, d)
-                value = loss_value(closure())
-                for p, x in zip(self._params, start):
-                    p.copy_(x)
-                return value
+                try:
+                    return loss_value(self._evaluate(closure))
+                finally:  # back to the start, even if the closure raised
+                    for p, x in zip(self._params, start):
+                        p.copy_(x)
 
             _, t, evals = backtracking(evaluate_loss, t, loss_value(loss), grad.dot(d).item())
             state["func_evals"] += evals
