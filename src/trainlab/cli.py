@@ -122,6 +122,51 @@ def _demo(args: argparse.Namespace) -> int:
     return _train(args, [*DEMO_SETTINGS, *(args.set or [])], "demo")
 
 
+def _evaluate(args: argparse.Namespace) -> int:
+    import json
+
+    from .train.api import load_run
+    from .train.build import make_loss, prepared_data, target_data
+    from .train.evaluation import evaluate
+    from .train.report import metrics_table
+
+    run = load_run(args.run_dir, weights=args.weights)
+    if run.about.get("source") == "python":
+        raise ValueError(
+            f"Invalid run: {args.run_dir} was trained with trainlab.fit on your own model and "
+            "data, which the command line cannot rebuild (use trainlab.load_run(DIR, "
+            "model=...) and trainlab.train.evaluation.evaluate in Python)"
+        )
+    config = run.config
+    splits = prepared_data(config)
+    if args.data:
+        splits = target_data(config, args.data)
+    classes = run.about["classes"]
+    loss = make_loss(config.loss.name, "classification", classes, config.loss.label_smoothing)
+    results = {
+        name: evaluate(run.model, data, loss, "classification") for name, data in splits.items()
+    }
+    if args.json:
+        print(json.dumps({"run": str(run.path), "weights": args.weights, "splits": results}))
+    else:
+        print(metrics_table(results, f"{run.path} ({args.weights} weights)"))
+    return 0
+
+
+def _runs(args: argparse.Namespace) -> int:
+    import json
+
+    from .train.report import runs_table
+    from .train.runs import list_runs
+
+    found = list_runs(args.folder)
+    if args.json:
+        print(json.dumps(found))
+    else:
+        print(runs_table(found) if found else f"no runs in {args.folder}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train.config import describe
 
@@ -168,6 +213,29 @@ def build_parser() -> argparse.ArgumentParser:
         "--budget", type=int, default=1000, help="optimizer steps per run (default: 1000)"
     )
     race.set_defaults(run=_race)
+
+    evaluate = commands.add_parser(
+        "evaluate",
+        help="the metrics of a run's weights on its data splits",
+        description="Evaluate a finished run's weights (raw, EMA or the best checkpoint) on "
+        "the train, validation and test splits it was trained with, split and normalized as "
+        "in training, or on another dataset's test split (--data).",
+    )
+    evaluate.add_argument("run_dir", metavar="DIR", help="the run folder")
+    evaluate.add_argument("--weights", choices=("raw", "ema", "best"), default="raw")
+    evaluate.add_argument("--data", help="a dataset name: evaluate on its test split instead")
+    evaluate.add_argument("--json", action="store_true", help="print JSON")
+    evaluate.set_defaults(run=_evaluate)
+
+    runs = commands.add_parser(
+        "runs",
+        help="list the runs in a folder with their key numbers",
+        description="List the run folders under FOLDER (default: runs): status, steps, "
+        "accuracy or loss, time.",
+    )
+    runs.add_argument("folder", nargs="?", default="runs", metavar="FOLDER")
+    runs.add_argument("--json", action="store_true", help="print JSON")
+    runs.set_defaults(run=_runs)
 
     listing = commands.add_parser("optimizers", help="list the optimizers and their update rules")
     listing.set_defaults(run=_optimizers)

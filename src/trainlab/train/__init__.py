@@ -5,10 +5,14 @@ registry, ``build_schedule`` reads configs), ``ReduceOnPlateau`` drops the rate 
 stalls, and ``LRController`` applies both to an optimizer. ``EMA`` keeps Polyak/EMA weights
 beside the raw ones; ``penalty`` adds L2/L1/elastic-net terms to the loss; the clipping
 functions bound gradients by value or global norm. ``save_checkpoint`` / ``load_checkpoint``
-write and read crash-safe checkpoints of safetensors and JSON — never pickle.
+write and read crash-safe checkpoints of safetensors and JSON — never pickle. ``Trainer``
+runs the loop (``fit`` for your own model and data, ``Callback`` for its events);
+``load_run`` reads a run folder back.
 """
 
+from .api import Run, fit, load_run
 from .averaging import EMA
+from .callbacks import Callback, CsvLog, JsonlLog, ProgressBar, Step
 from .checkpoint import (
     Checkpoint,
     CheckpointError,
@@ -35,26 +39,33 @@ from .schedules import (
     StepDecay,
     build_schedule,
 )
-from .trainer import NonFiniteError, Trainer, TrainingError
+from .trainer import Interrupted, NonFiniteError, Trainer, TrainingError
 
 __all__ = [
     "EMA",
     "SCHEDULES",
+    "Callback",
     "Checkpoint",
     "CheckpointError",
     "Config",
     "Constant",
     "Cosine",
+    "CsvLog",
     "Exponential",
+    "Interrupted",
     "InverseTime",
+    "JsonlLog",
     "LRController",
     "LinearWarmup",
     "NonFiniteError",
     "OneCycle",
     "Phases",
     "PlateauState",
+    "ProgressBar",
     "ReduceOnPlateau",
+    "Run",
     "Schedule",
+    "Step",
     "StepDecay",
     "Trainer",
     "TrainingError",
@@ -64,10 +75,12 @@ __all__ = [
     "describe",
     "dump_toml",
     "fingerprint",
+    "fit",
     "latest_checkpoint",
     "list_checkpoints",
     "load_checkpoint",
     "load_config",
+    "load_run",
     "load_weights_file",
     "penalty",
     "prune_checkpoints",

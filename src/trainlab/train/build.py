@@ -144,7 +144,23 @@ def prepared_data(config: Any) -> dict[str, tuple[Tensor, Tensor]]:
     return {"train": (x, y), "val": (x_val, y_val), "test": (x_test, y_test)}
 
 
-def _prepare_data(config: Any) -> tuple[Any, ...]:
+def target_data(config: Any, name: str, options: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Dataset ``name``'s test split (all of it when it has none), normalized with the
+    statistics of the run's training split, as ``{"<name> test": (x, y)}``."""
+    ds = data_lib.load(name, **(options or {}))
+    x, y = (ds.x_test, ds.y_test) if ds.x_test is not None else (ds.x, ds.y)
+    train = _prepare_data(config, normalize=False)
+    if tuple(x.shape[1:]) != tuple(train[0].shape[1:]):
+        raise TrainingError(
+            f"Invalid --data: {name!r} has examples of shape {tuple(x.shape[1:])}, the run's "
+            f"model takes {tuple(train[0].shape[1:])} (pass a dataset of the same shape)"
+        )
+    if config.data.normalize != "none":
+        x = data_lib.Normalizer(config.data.normalize).fit(train[0])(x)
+    return {f"{name} test": (x, y)}
+
+
+def _prepare_data(config: Any, normalize: bool = True) -> tuple[Any, ...]:
     cfg = config.data
     ds = data_lib.load(cfg.name, **cfg.options)
     x, y = ds.x, ds.y
@@ -174,7 +190,7 @@ def _prepare_data(config: Any) -> tuple[Any, ...]:
             )
         else:
             x_val, y_val = x[:0], y[:0]
-    if cfg.normalize != "none":
+    if normalize and cfg.normalize != "none":
         normalizer = data_lib.Normalizer(cfg.normalize).fit(x)  # training split only
         x, x_val, x_test = normalizer(x), normalizer(x_val), normalizer(x_test)
     return x, y, x_val, y_val, x_test, y_test, ds

@@ -527,9 +527,12 @@ class LossConfig(_Section):
     """[loss]: the data loss (penalties are in [penalty])."""
 
     section: ClassVar[str] = "loss"
-    name: Literal["cross_entropy", "mse"] = field(
+    name: Literal["cross_entropy", "mse", "huber", "l1"] = field(
         default="cross_entropy",
-        metadata=_about("softmax cross-entropy, or squared error against one-hot targets"),
+        metadata=_about(
+            "softmax cross-entropy, or squared / Huber / absolute error (against one-hot "
+            "targets for classes)"
+        ),
     )
     label_smoothing: float = field(
         default=0.0,

@@ -1,64 +1,30 @@
-"""What a person sees while and after training: a live progress line and a summary table."""
+"""What a person reads after training: the summary, evaluation and run tables."""
 
 from __future__ import annotations
 
-import sys
-import time
-from typing import Any, TextIO
-
-
-class ProgressLine:
-    """A one-line progress bar: epoch, steps, loss, accuracy, learning rate, steps/s.
-
-    On a terminal the line is redrawn in place; elsewhere (a log file, CI) a line is
-    printed every ``every`` calls, so logs stay readable.
-    """
-
-    def __init__(self, stream: TextIO | None = None, width: int = 24, every: int = 20) -> None:
-        self.stream = stream or sys.stderr
-        self.width, self.every, self.calls = width, every, 0
-        self.live = self.stream.isatty()
-        self.start = time.perf_counter()
-        self.first_step: int | None = None
-
-    def __call__(self, record: dict[str, Any]) -> None:
-        self.calls += 1
-        if self.first_step is None:
-            self.first_step, self.start = record["step"], time.perf_counter()
-        if not self.live and (self.calls - 1) % self.every:  # calls 1, 1 + every, ...
-            return
-        total = max(record["total_steps"], 1)
-        done = min(record["step"] / total, 1.0)
-        filled = int(done * self.width)
-        elapsed = max(time.perf_counter() - self.start, 1e-9)
-        rate = (record["step"] - self.first_step) / elapsed
-        line = (
-            f"epoch {record['epoch']:>3} [{'#' * filled}{'.' * (self.width - filled)}] "
-            f"{record['step']:>6}/{total} loss {record['loss']:.4f} "
-            f"acc {record['accuracy']:.3f} lr {record['lr']:.2e} {rate:6.1f} steps/s"
-        )
-        if self.live:
-            self.stream.write("\r" + line)
-        else:
-            self.stream.write(line + "\n")
-        self.stream.flush()
-
-    def close(self) -> None:
-        if self.live:
-            self.stream.write("\n")
-            self.stream.flush()
+import math
+from typing import Any
 
 
 def summary_table(summary: dict[str, Any], run_dir: str) -> str:
-    """The end-of-run table: accuracy and loss per split, generalization gap, time, folder."""
-    rows = [f"{'':<8}{'accuracy':>10}{'loss':>10}"]
-    for split in ("train", "val", "test"):
-        accuracy, loss = summary[f"{split}_accuracy"] * 100, summary[f"{split}_loss"]
-        rows.append(f"{split:<8}{accuracy:>9.1f}%{loss:>10.4f}")
+    """The end-of-run table: metrics per split, generalization gap, time, folder."""
+    classification = summary.get("task", "classification") == "classification"
+    results = {
+        split: {
+            key[len(split) + 1 :]: value
+            for key, value in summary.items()
+            if key.startswith(f"{split}_") and isinstance(value, (int, float))
+        }
+        for split in ("train", "val", "test")
+    }
+    rows = [_table(results)]
     if "ema_test_accuracy" in summary:
         rows.append(f"{'test EMA':<8}{summary['ema_test_accuracy'] * 100:>9.1f}%")
-    gap = summary["generalization_gap"] * 100
-    rows.append(f"generalization gap (train − test accuracy): {gap:.1f} points")
+    if classification:
+        gap = summary["generalization_gap"] * 100
+        rows.append(f"generalization gap (train − test accuracy): {gap:.1f} points")
+    else:
+        rows.append(f"generalization gap (test − train loss): {summary['generalization_gap']:.4g}")
     rows.append(
         f"{summary['steps']} steps, {summary['epochs']:g} epochs in {summary['seconds']:.1f} s"
         + (
@@ -69,4 +35,40 @@ def summary_table(summary: dict[str, Any], run_dir: str) -> str:
         + (f"; {summary['rollbacks']} rollbacks" if summary["rollbacks"] else "")
     )
     rows.append(f"run folder: {run_dir}")
+    return "\n".join(rows)
+
+
+def metrics_table(results: dict[str, dict[str, float]], title: str) -> str:
+    """``trainlab evaluate``'s table: one row per split, one column per metric."""
+    return f"{title}\n{_table(results)}"
+
+
+def _table(results: dict[str, dict[str, float]]) -> str:
+    metrics = list(next(iter(results.values())))
+    rows = [f"{'':<8}" + "".join(f"{m:>10}" for m in metrics)]
+    for split, values in results.items():
+        cells = []
+        for metric in metrics:
+            value = values.get(metric, math.nan)
+            cells.append(f"{value * 100:>9.1f}%" if metric == "accuracy" else f"{value:>10.4f}")
+        rows.append(f"{split:<8}" + "".join(cells))
+    return "\n".join(rows)
+
+
+def runs_table(runs: list[dict[str, Any]]) -> str:
+    """``trainlab runs``: one line per run folder."""
+    header = (
+        f"{'run':<32} {'status':<16} {'steps':>7} {'test acc':>9} {'test loss':>10} {'time':>8}"
+    )
+    rows = [header, "-" * len(header)]
+    for run in runs:
+        accuracy = run.get("test_accuracy")
+        loss = run.get("test_loss")
+        seconds = run.get("seconds")
+        rows.append(
+            f"{run['name'][:32]:<32} {run['status'][:16]:<16} {run.get('steps') or 0:>7} "
+            + (f"{accuracy * 100:>8.1f}%" if isinstance(accuracy, float) else f"{'—':>9}")
+            + (f" {loss:>10.4f}" if isinstance(loss, float) else f" {'—':>10}")
+            + (f" {seconds:>7.1f}s" if isinstance(seconds, (int, float)) else f" {'—':>8}")
+        )
     return "\n".join(rows)

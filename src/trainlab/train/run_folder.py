@@ -227,6 +227,32 @@ def _holds_run(path: Path) -> bool:
     return bool({LOCK_FILE, CONFIG_FILE} & _entries(path))
 
 
+def holder(path: str | Path) -> int | None:
+    """The PID of the process training in the run folder ``path``, or None when none is.
+
+    Probes the lock with a shared, non-blocking request released at once; where the OS
+    has no ``flock`` (Windows) it answers None.
+    """
+    try:
+        import fcntl
+    except ImportError:
+        return None
+    try:
+        fd = os.open(Path(path) / LOCK_FILE, os.O_RDONLY)
+    except OSError:
+        return None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_SH | fcntl.LOCK_NB)
+    except BlockingIOError:
+        text = _holder(Path(path))
+        return int(text.split()[-1]) if text.split()[-1].isdigit() else -1
+    else:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        return None
+    finally:
+        os.close(fd)
+
+
 def _refuse_occupied(path: Path) -> None:
     names = sorted(_entries(path) - {LOCK_FILE})
     if _holds_run(path):
@@ -253,5 +279,6 @@ __all__ = [
     "RunFolder",
     "RunFolderError",
     "default_stem",
+    "holder",
     "os_error_message",
 ]

@@ -48,7 +48,7 @@ from torch import Tensor
 
 from .averaging import EMA
 from .build import Parts, from_config
-from .callbacks import Callback, CsvLog, JsonlLog, Step, TensorBoardLog, overriding
+from .callbacks import EVENTS, Callback, CsvLog, JsonlLog, Step, TensorBoardLog, overriding
 from .checkpoint import (
     CHECKPOINTS_DIR,
     RUN_WEIGHTS_FILE,
@@ -59,11 +59,12 @@ from .checkpoint import (
 )
 from .config import dump_toml, fingerprint
 from .errors import TrainingError
+from .evaluation import evaluate
 from .plateau import METRIC_MODES, LRController, ReduceOnPlateau, improves
 from .regularize import clip_grad_norm_, clip_grad_value_, name_matches, penalty
 from .run_folder import CONFIG_FILE, RunFolder
 from .schedules import Constant
-from .sources import evaluation_batches, size
+from .sources import size
 from .state_tree import CheckpointError, rng_state, set_rng_state
 
 MAX_ROLLBACKS = 5
@@ -212,10 +213,7 @@ class Trainer:
             if run.tensorboard:
                 logs.append(TensorBoardLog(self.run_dir))
             self.callbacks = [*logs, *callbacks]
-            self._events = {
-                event: overriding(self.callbacks, event)
-                for event in ("on_fit_start", "on_step_end", "on_record", "on_checkpoint")
-            }
+            self._events = {event: overriding(self.callbacks, event) for event in EVENTS}
             if resume:
                 self._resume()
             else:
@@ -244,17 +242,16 @@ class Trainer:
         A run of the Python API writes only the config sections it used (``about``'s
         ``"sections"``): its model and data are the user's, not ``[model]`` and ``[data]``.
         """
-        sections = self.parts.about.get("sections")
+        sections = self.parts.about.get("sections")  # "section" or "section.key" entries
         if sections is None:
             text = dump_toml(self.config)
         else:
-            tree = self.config.to_dict()
-            text = dump_toml(
-                {
-                    name: {k: "none" if v is None else v for k, v in tree[name].items()}
-                    for name in sections
-                }
-            )
+            tree: dict[str, dict[str, Any]] = {}
+            for name, table in self.config.to_dict().items():
+                for key, value in table.items():
+                    if name in sections or f"{name}.{key}" in sections:
+                        tree.setdefault(name, {})[key] = "none" if value is None else value
+            text = dump_toml(tree)
         _write_atomic(self.run_dir / CONFIG_FILE, text)
         about = {"format": "trainlab-run", "version": 1, **self.parts.about}
         _write_atomic(self.run_dir / RUN_FILE, json.dumps(about, indent=1))
@@ -300,8 +297,7 @@ class Trainer:
             raise
         self._writer.wait()
         summary = self._finish(time.perf_counter() - self._started)
-        for callback in self.callbacks:
-            callback.on_fit_end(self, summary)
+        self._emit("on_fit_end", summary)
         return summary
 
     def _train_step(self, xb: Tensor, yb: Tensor) -> bool:
@@ -330,6 +326,7 @@ class Trainer:
             return False
         if cfg.clip.mode == "value":
             clip_grad_value_(params, cfg.clip.value, count=False)
+        lr = _plain(self.optimizer.param_groups[0]["lr"])  # this step's (before a scheduler's)
         self.optimizer.step()
         if self.scheduler is not None and not _waits_for_metric(self.scheduler):
             self.scheduler.step()
@@ -346,19 +343,18 @@ class Trainer:
                 loss_value,
                 state.smoothed_loss(),
                 grad_norm,
-                self.optimizer.param_groups[0]["lr"],
+                lr,
                 xb,
                 yb,
                 outputs,
             )
-            for callback in self._events["on_step_end"]:
-                callback.on_step_end(self, info)
+            self._emit("on_step_end", info)
         if state.step % self.log_every == 0 or state.step == 1:
-            self._record(self._step_record(loss_value, grad_norm, outputs, yb))
+            self._record(self._step_record(loss_value, grad_norm, lr, outputs, yb))
         return True
 
     def _step_record(
-        self, loss: float, grad_norm: float, outputs: Tensor, targets: Tensor
+        self, loss: float, grad_norm: float, lr: float, outputs: Tensor, targets: Tensor
     ) -> dict[str, Any]:
         """The training record of a logged step: loss, smoothed loss, lr, norms, statistics."""
         record: dict[str, Any] = {
@@ -366,7 +362,7 @@ class Trainer:
             "epoch": self.batches.epoch,
             "loss": loss,
             "smoothed_loss": self.state.smoothed_loss(),
-            "lr": _plain(self.optimizer.param_groups[0]["lr"]),
+            "lr": lr,
             "grad_norm": grad_norm,
         }
         if self.task == "classification":  # on the training batch, in train mode
@@ -459,45 +455,9 @@ class Trainer:
         )
 
     # -- evaluation and selection --------------------------------------------------------
-    @torch.no_grad()
     def evaluate(self, data: Any) -> dict[str, float]:
-        """Metrics on ``data`` (``(x, y)``, a Dataset or a DataLoader) in eval mode.
-
-        Classification: ``loss`` and ``accuracy``. Regression: ``loss``, ``mae`` (mean
-        absolute error), ``rmse`` and ``r2`` (1 − SSE/SST, the fraction of the targets'
-        variance explained).
-        """
-        keys = ("loss", "accuracy") if self.task == "classification" else REGRESSION_METRICS
-        if size(data) == 0:
-            return dict.fromkeys(keys, math.nan)
-        was = self.model.training
-        self.model.eval()
-        total_loss, count, correct = 0.0, 0, 0
-        sums = torch.zeros(4, dtype=torch.float64)  # Σ|e|, Σe², Σy, Σy²
-        for xb, yb in evaluation_batches(data, "evaluation data"):
-            xb, yb = xb.to(self.device), yb.to(self.device)
-            outputs = self.model(xb)
-            total_loss += self.loss_fn(outputs, yb).item() * len(xb)
-            count += len(xb)
-            if self.task == "classification":
-                correct += int((outputs.argmax(1) == yb).sum())
-            else:
-                target = yb.double()
-                error = outputs.double().reshape(target.shape) - target
-                sums += torch.stack(
-                    [error.abs().sum(), error.square().sum(), target.sum(), target.square().sum()]
-                ).cpu()
-        self.model.train(was)
-        if self.task == "classification":
-            return {"loss": total_loss / count, "accuracy": correct / count}
-        abs_sum, sq_sum, y_sum, y_sq = sums.tolist()
-        spread = y_sq - y_sum * y_sum / count  # SST = Σ(y − ȳ)²
-        return {
-            "loss": total_loss / count,
-            "mae": abs_sum / count,
-            "rmse": math.sqrt(sq_sum / count),
-            "r2": 1 - sq_sum / spread if spread > 0 else math.nan,
-        }
+        """Metrics of the model on ``data`` (see :func:`~trainlab.train.evaluation.evaluate`)."""
+        return evaluate(self.model, data, self.loss_fn, self.task, self.device)
 
     def _evaluate_and_select(self) -> bool:
         """Evaluate on validation; plateau, keep-best and early stopping. True: stop."""
@@ -575,8 +535,7 @@ class Trainer:
             metrics={"step": self.state.step},
             then=prune,
         )
-        for callback in self._events["on_checkpoint"]:
-            callback.on_checkpoint(self, path)
+        self._emit("on_checkpoint", path)
         if not background:
             self._writer.wait()
         return path
@@ -700,16 +659,24 @@ class Trainer:
             return (source.x, source.y)
         return source.loader.dataset
 
-    def _emit(self, event: str) -> None:
+    def _emit(self, event: str, *args: Any) -> None:
+        """Call ``event`` on the callbacks that implement it; name a failing callback."""
         for callback in self._events[event]:
-            getattr(callback, event)(self)
+            try:
+                getattr(callback, event)(self, *args)
+            except (TrainingError, CheckpointError):
+                raise
+            except Exception as error:
+                self._writer.wait(raise_errors=False)
+                raise TrainingError(
+                    f"Callback {type(callback).__name__}.{event} raised "
+                    f"{type(error).__name__}: {error} (at step {self.state.step}; fix or "
+                    "remove the callback: the checkpoints already saved are intact, and "
+                    "resuming continues from the last one)"
+                ) from error
 
     def _record(self, record: dict[str, Any]) -> None:
-        for callback in self._events["on_record"]:
-            callback.on_record(self, record)
-
-
-REGRESSION_METRICS = ("loss", "mae", "rmse", "r2")
+        self._emit("on_record", record)
 
 
 def _waits_for_metric(scheduler: Any) -> bool:
