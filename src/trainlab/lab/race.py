@@ -54,7 +54,9 @@ def _run(entrant: Entrant, problem: Problem, lr: float, budget: int) -> RaceResu
     spec, evals = entrant.spec, 0
     options = dict(entrant.options)
     if spec.name == "lbfgs":
-        options.update(max_iter=1, line_search_fn="strong_wolfe")
+        # one iteration per step; max_eval bounds the line search too (torch's default for
+        # max_iter=1, 1 evaluation, would leave it none)
+        options.update(max_iter=1, max_eval=25, line_search_fn="strong_wolfe")
     elif spec.name == "newton":
         options.update(line_search_fn="backtracking")
     opt = spec.cls([theta], lr=lr, **options)
