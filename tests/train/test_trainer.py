@@ -15,9 +15,10 @@ import safetensors.torch
 import torch
 
 from trainlab.cli import main
+from trainlab.train import Callback
 from trainlab.train.config import load_config
 from trainlab.train.run_folder import RunFolderError
-from trainlab.train.trainer import NonFiniteError, Trainer, TrainingError
+from trainlab.train.trainer import Interrupted, NonFiniteError, Trainer, TrainingError
 
 # A small, fast run: an MLP on scikit-learn's digits, a few epochs, checkpoint every 5 steps.
 TINY = [
@@ -479,3 +480,51 @@ def test_resume_from_a_corrupt_checkpoint_exits_2_and_keeps_files(tmp_path, caps
 def test_resume_of_a_folder_that_is_not_a_run(tmp_path, capsys):
     assert main(["train", "--resume", str(tmp_path)]) == 2
     assert "has no config.toml" in capsys.readouterr().err
+
+
+LOGISTIC = [
+    "data.name=digits",
+    "model.kind=mlp",
+    "model.hidden=[]",  # softmax (logistic) regression: convex, 650 parameters
+    "model.dropout=0",
+    "model.batch_norm=false",
+    "optimizer.lr=1",
+    "penalty.l2=1e-3",
+    "run.epochs=8",
+    "run.checkpoint_seconds=0",
+    "run.threads=1",
+]
+
+
+class StopAt(Callback):
+    """Send this process SIGTERM after step ``step``: the trainer saves and stops there."""
+
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, step):
+        if step.step == self.step:
+            signal.raise_signal(signal.SIGTERM)
+
+
+@pytest.mark.parametrize(
+    "optimizer",
+    [
+        ["optimizer.name=lbfgs", 'optimizer.options={line_search_fn="strong_wolfe"}'],
+        ["optimizer.name=newton", 'optimizer.options={line_search_fn="backtracking"}'],
+    ],
+    ids=["lbfgs", "newton"],
+)
+def test_full_batch_methods_train_on_the_whole_set_and_resume_exactly(tmp_path, optimizer):
+    config = load_config(None, [*LOGISTIC, *optimizer])
+    reference = Trainer(config, tmp_path / "reference")
+    summary = reference.fit()
+    assert len(reference.batches) == 1 and summary["steps"] == 8  # one step an epoch
+    assert summary["test_accuracy"] > 0.93
+
+    stopped = Trainer(config, tmp_path / "stopped", callbacks=[StopAt(3)])
+    with pytest.raises(Interrupted, match="stopped by SIGTERM at step 3"):
+        stopped.fit()
+    Trainer(config, tmp_path / "stopped", resume=True).fit()
+    expected, got = weights(tmp_path / "reference"), weights(tmp_path / "stopped")
+    assert all(torch.equal(expected[k], got[k]) for k in expected)

@@ -107,11 +107,12 @@ def from_config(config: Any, device: torch.device) -> Parts:
     x, y, x_val, y_val, x_test, y_test, ds = _prepare_data(config)
     cfg = config.data
     ops = cfg.augmentations()
+    full_batch = OPTIMIZERS[config.optimizer.name].closure  # L-BFGS, Newton: all at once
     batches = data_lib.Batches(
         x,
         y,
-        cfg.batch_size,
-        shuffle=cfg.shuffle,
+        len(x) if full_batch else cfg.batch_size,
+        shuffle="none" if full_batch else cfg.shuffle,
         drop_last=cfg.drop_last,
         seed=config.run.seed,
         augment=data_lib.Compose(ops) if ops else None,
@@ -290,6 +291,8 @@ def build_optimizer(config: Any, model: nn.Module) -> torch.optim.Optimizer:
             "Invalid model: it has no trainable parameters (every parameter is frozen by "
             "run.freeze, or requires_grad is False; train at least one)"
         )
+    if spec.closure:  # full-batch methods take one group and no backend
+        return spec.cls(decay + no_decay, lr=cfg.lr, **cfg.options)
     groups = [{"params": decay}] if decay else []
     if no_decay:
         groups.append({"params": no_decay, "weight_decay": 0.0})

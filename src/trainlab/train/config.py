@@ -474,7 +474,11 @@ class OptimizerConfig(_Section):
 
     section: ClassVar[str] = "optimizer"
     name: str = field(
-        default="adamw", metadata=_about("a key of trainlab.optim.OPTIMIZERS (not lbfgs or newton)")
+        default="adamw",
+        metadata=_about(
+            "a key of trainlab.optim.OPTIMIZERS; lbfgs and newton step on the whole "
+            "training set (one step an epoch)"
+        ),
     )
     lr: float = field(
         default=1e-3,
@@ -502,21 +506,14 @@ class OptimizerConfig(_Section):
         spec = OPTIMIZERS.get(self.name)
         if spec is None:
             raise _unknown("optimizer.name", self.name, OPTIMIZERS)
-        if spec.closure:
-            usable = ", ".join(name for name, s in OPTIMIZERS.items() if not s.closure)
-            raise fail(
-                "optimizer.name",
-                self.name,
-                "a full-batch method: its step needs a closure that re-evaluates the loss on "
-                f"the whole training set, which mini-batch training has not; use one of {usable}",
-            )
         for own in ("lr", "backend"):
             if own in self.options:
                 raise fail("optimizer.options key", own, f"is a setting: use optimizer.{own}")
         _check_signature("optimizer.options", self.options, spec.cls, ("params", "lr", "backend"))
         probe = [torch.zeros(1, requires_grad=True)]
         try:  # the constructor checks values and combinations (Nesterov needs momentum)
-            spec.cls(probe, lr=self.lr, backend="eager", **self.options)
+            backend = {} if spec.closure else {"backend": "eager"}
+            spec.cls(probe, lr=self.lr, **backend, **self.options)
         except (ValueError, TypeError) as error:
             options = self.options
             raise _within(error, "optimizer.options", options, _suffixes(options)) from None

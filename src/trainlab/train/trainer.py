@@ -171,6 +171,7 @@ class Trainer:
         self.loss_fn, self.task = parts.loss, parts.task
         self.val, self.test = parts.val, parts.test
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
+        self._full_batch = _needs_closure(self.optimizer)
         exclude = config.penalty.exclude
         self._penalized = [
             p for name, p in self.model.named_parameters() if not name_matches(name, exclude)
@@ -300,16 +301,24 @@ class Trainer:
         self._emit("on_fit_end", summary)
         return summary
 
+    def _objective(self, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
+        """(outputs, loss): the data loss plus the explicit penalties."""
+        cfg = self.config
+        outputs = self.model(xb)
+        loss = self.loss_fn(outputs, yb)
+        if cfg.penalty.l1 or cfg.penalty.l2:
+            loss = loss + penalty(self._penalized, l2=cfg.penalty.l2, l1=cfg.penalty.l1)
+        return outputs, loss
+
     def _train_step(self, xb: Tensor, yb: Tensor) -> bool:
         """One optimizer step on (xb, yb); False when non-finite values prevented it."""
         cfg = self.config
         if self.lr is not None:
             self.lr.step(self.state.step)
+        if self._full_batch:
+            return self._closure_step(xb, yb)
         self.optimizer.zero_grad()
-        outputs = self.model(xb)
-        loss = self.loss_fn(outputs, yb)
-        if cfg.penalty.l1 or cfg.penalty.l2:
-            loss = loss + penalty(self._penalized, l2=cfg.penalty.l2, l1=cfg.penalty.l1)
+        outputs, loss = self._objective(xb, yb)
         loss.backward()
         params = [p for p in self._trainable if p.grad is not None]
         if cfg.clip.mode == "norm":  # scales nothing when the norm is not finite
@@ -328,6 +337,41 @@ class Trainer:
             clip_grad_value_(params, cfg.clip.value, count=False)
         lr = _plain(self.optimizer.param_groups[0]["lr"])  # this step's (before a scheduler's)
         self.optimizer.step()
+        self._stepped(loss_value, grad_norm, lr, xb, yb, outputs)
+        return True
+
+    def _closure_step(self, xb: Tensor, yb: Tensor) -> bool:
+        """A step of a full-batch method (L-BFGS, Newton): it re-evaluates the loss itself."""
+        evaluated: list[Tensor] = []
+
+        def closure() -> Tensor:
+            self.optimizer.zero_grad()
+            outputs, loss = self._objective(xb, yb)
+            loss.backward()
+            evaluated[:] = [outputs.detach()]
+            return loss
+
+        lr = _plain(self.optimizer.param_groups[0]["lr"])
+        loss = self.optimizer.step(closure)
+        grads = [p.grad for p in self._trainable if p.grad is not None]
+        norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
+        loss_value, grad_norm = torch.stack([loss.detach().float(), norm.float()]).tolist()
+        if not (math.isfinite(loss_value) and math.isfinite(grad_norm)):
+            self._nonfinite(loss_value, grad_norm)
+            return False
+        self._stepped(loss_value, grad_norm, lr, xb, yb, evaluated[0])
+        return True
+
+    def _stepped(
+        self,
+        loss_value: float,
+        grad_norm: float,
+        lr: float,
+        xb: Tensor,
+        yb: Tensor,
+        outputs: Tensor,
+    ) -> None:
+        """After an optimizer step: scheduler, EMA, counters, smoothed loss, events, logs."""
         if self.scheduler is not None and not _waits_for_metric(self.scheduler):
             self.scheduler.step()
         if self.ema is not None:
@@ -351,7 +395,6 @@ class Trainer:
             self._emit("on_step_end", info)
         if state.step % self.log_every == 0 or state.step == 1:
             self._record(self._step_record(loss_value, grad_norm, lr, outputs, yb))
-        return True
 
     def _step_record(
         self, loss: float, grad_norm: float, lr: float, outputs: Tensor, targets: Tensor
@@ -602,7 +645,20 @@ class Trainer:
             ) from None
 
     def _check_optimizer_state(self) -> None:
-        """Every per-parameter state tensor has its parameter's shape (or is a scalar)."""
+        """Every per-parameter state tensor has its parameter's shape (or is a scalar).
+
+        Full-batch methods keep their state over all parameters flattened: each vector
+        there (directions, gradients, history) has their total length.
+        """
+        if self._full_batch:
+            total = sum(p.numel() for p in self._trainable)
+            for key, value in _tensors(self.optimizer.state_dict()["state"]):
+                if value.dim() > 0 and value.shape != (total,):
+                    raise ValueError(
+                        f"optimizer state {key!r} has shape {tuple(value.shape)}, the "
+                        f"flattened parameters ({total},)"
+                    )
+            return
         for group in self.optimizer.param_groups:
             for param in group["params"]:
                 for key, value in self.optimizer.state.get(param, {}).items():
@@ -677,6 +733,26 @@ class Trainer:
 
     def _record(self, record: dict[str, Any]) -> None:
         self._emit("on_record", record)
+
+
+def _tensors(tree: Any, path: str = "") -> Iterator[tuple[str, Tensor]]:
+    """Every tensor in a tree of dicts and lists, with its path."""
+    if isinstance(tree, Tensor):
+        yield path, tree
+    elif isinstance(tree, dict):
+        for key, value in tree.items():
+            yield from _tensors(value, f"{path}/{key}" if path else str(key))
+    elif isinstance(tree, (list, tuple)):
+        for index, value in enumerate(tree):
+            yield from _tensors(value, f"{path}/{index}")
+
+
+def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
+    """Full-batch methods (L-BFGS, Newton, torch's LBFGS) re-evaluate the loss in ``step``."""
+    from ..optim import OPTIMIZERS
+
+    closure_classes = tuple(spec.cls for spec in OPTIMIZERS.values() if spec.closure)
+    return isinstance(optimizer, (*closure_classes, torch.optim.LBFGS))
 
 
 def _waits_for_metric(scheduler: Any) -> bool:
