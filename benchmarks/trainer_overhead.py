@@ -24,7 +24,7 @@ from pathlib import Path
 import torch
 
 from trainlab.cli import DEMO_SETTINGS
-from trainlab.train import LRController, OneCycle
+from trainlab.train import Callback, LRController, OneCycle
 from trainlab.train.config import load_config
 from trainlab.train.trainer import Trainer
 
@@ -32,7 +32,12 @@ from trainlab.train.trainer import Trainer
 def settings(epochs: int) -> list[str]:
     steps = epochs * 29  # ceil(3600 / 128) batches per epoch
     return [
-        *[s for s in DEMO_SETTINGS if not s.startswith(("run.epochs", "schedule.phases"))],
+        *[
+            s
+            for s in DEMO_SETTINGS
+            # no augmentation: the plain loop below has none either
+            if not s.startswith(("run.epochs", "schedule.phases", "data.augment"))
+        ],
         f"run.epochs={epochs}",
         f'schedule.phases=[{{name="one_cycle", total={steps}}}]',
         "averaging.ema=false",
@@ -40,29 +45,45 @@ def settings(epochs: int) -> list[str]:
     ]
 
 
-def trainer_seconds(epochs: int) -> float:
+class NoOp(Callback):
+    """A callback on every step and record that does nothing: the cost of dispatch."""
+
+    def on_step_end(self, trainer: Trainer, step: object) -> None:
+        pass
+
+    def on_record(self, trainer: Trainer, record: object) -> None:
+        pass
+
+
+def trainer_seconds(epochs: int, callbacks: tuple[Callback, ...] = ()) -> float:
     with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(load_config(None, settings(epochs)), run_dir)
+        trainer = Trainer(load_config(None, settings(epochs)), run_dir, callbacks=callbacks)
         start = time.perf_counter()
         trainer.fit()
         return time.perf_counter() - start - _final_evaluation_seconds(trainer)
 
 
 def _final_evaluation_seconds(trainer: Trainer) -> float:
-    # fit() ends with train/val/test evaluations and saving; the hand loop does neither.
+    # fit() ends with train/val/test evaluations and saving; the hand loops do neither.
     start = time.perf_counter()
-    for x, y in ((trainer.data.x, trainer.data.y), (trainer.data.x_val, trainer.data.y_val)):
-        trainer.evaluate(x, y)
-    trainer.evaluate(trainer.data.x_test, trainer.data.y_test)
+    for data in (trainer._train_data(), trainer.val, trainer.test):
+        trainer.evaluate(data)
     return time.perf_counter() - start
+
+
+def built(epochs: int) -> Trainer:
+    """The objects the trainer builds (data, model, optimizer), in a throw-away folder."""
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = Trainer(load_config(None, settings(epochs)), run_dir)
+        trainer.folder.release()
+    return trainer
 
 
 def hand_seconds(epochs: int, validate: bool = False) -> float:
     # The same objects the trainer builds, driven by the plainest loop.
-    with tempfile.TemporaryDirectory() as run_dir:
-        trainer = Trainer(load_config(None, settings(epochs)), run_dir)
+    trainer = built(epochs)
     model, optimizer, batches = trainer.model, trainer.optimizer, trainer.batches
-    x_val, y_val = trainer.data.x_val, trainer.data.y_val
+    x_val, y_val = trainer.val
     controller = LRController(optimizer, OneCycle(epochs * len(batches)))
     loss_fn = torch.nn.functional.cross_entropy
     start = time.perf_counter()
@@ -76,14 +97,60 @@ def hand_seconds(epochs: int, validate: bool = False) -> float:
             optimizer.step()
             step += 1
         if validate:
-            model.eval()
-            with torch.no_grad():
-                logits = model(x_val)
-                val_loss = loss_fn(logits, y_val).item()
-                val_accuracy = (logits.argmax(1) == y_val).float().mean().item()
-            model.train()
-            del val_loss, val_accuracy
+            validate_once(model, x_val, y_val)
     return time.perf_counter() - start
+
+
+def validate_once(model: torch.nn.Module, x_val: torch.Tensor, y_val: torch.Tensor) -> None:
+    model.eval()
+    with torch.no_grad():
+        logits = model(x_val)
+        torch.nn.functional.cross_entropy(logits, y_val).item()
+        (logits.argmax(1) == y_val).float().mean().item()
+    model.train()
+
+
+def plain_pytorch_seconds(epochs: int) -> float:
+    """The loop a user writes instead: torch.optim.AdamW, OneCycleLR, randperm batches."""
+    trainer = built(epochs)  # the same data and a model of the same architecture and init
+    model = trainer.model
+    x, y = trainer.batches.x, trainer.batches.y
+    x_val, y_val = trainer.val
+    decay = [p for n, p in model.named_parameters() if not n.endswith("bias") and ".norm." not in n]
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or ".norm." in n]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=0.01,
+        weight_decay=0.001,
+    )
+    steps_per_epoch = -(-len(x) // 128)
+    scheduler = torch.optim.lr_scheduler.OneCycleLR(
+        optimizer, max_lr=0.01, total_steps=epochs * steps_per_epoch
+    )
+    generator = torch.Generator().manual_seed(0)
+    start = time.perf_counter()
+    model.train()
+    for _ in range(epochs):
+        order = torch.randperm(len(x), generator=generator)
+        for b in range(steps_per_epoch):
+            index = order[b * 128 : (b + 1) * 128]
+            optimizer.zero_grad()
+            loss = torch.nn.functional.cross_entropy(model(x[index]), y[index])
+            loss.backward()
+            optimizer.step()
+            scheduler.step()
+        validate_once(model, x_val, y_val)
+    return time.perf_counter() - start
+
+
+def dispatch_nanoseconds(trainer: Trainer, repeats: int = 200_000) -> float:
+    """The per-step cost of the event dispatch with no callback on steps: one empty check."""
+    events = trainer._events
+    start = time.perf_counter_ns()
+    for _ in range(repeats):
+        if events["on_step_end"]:
+            pass
+    return (time.perf_counter_ns() - start) / repeats
 
 
 def main() -> None:
@@ -92,18 +159,42 @@ def main() -> None:
     parser.add_argument("--epochs", type=int, default=10)
     args = parser.parse_args()
     torch.set_num_threads(2)
-    times: dict[str, list[float]] = {"hand": [], "hand_validated": [], "trainer": []}
-    for _ in range(args.repeats):
-        times["hand"].append(hand_seconds(args.epochs))
-        times["hand_validated"].append(hand_seconds(args.epochs, validate=True))
-        times["trainer"].append(trainer_seconds(args.epochs))
-    hand, validated, ours = (statistics.median(times[k]) for k in times)
+    runs = {
+        "hand": lambda: hand_seconds(args.epochs),
+        "hand_validated": lambda: hand_seconds(args.epochs, validate=True),
+        "plain_pytorch": lambda: plain_pytorch_seconds(args.epochs),
+        "trainer": lambda: trainer_seconds(args.epochs),
+        "trainer_noop_callback": lambda: trainer_seconds(args.epochs, (NoOp(),)),
+    }
+    for run in runs.values():  # warm up: first-call costs (allocator, kernels) out of the way
+        run()
+    times: dict[str, list[float]] = {name: [] for name in runs}
+    for _ in range(args.repeats):  # alternating, so that drift hits every variant alike
+        for name, run in runs.items():
+            times[name].append(run())
+    median = {name: statistics.median(values) for name, values in times.items()}
+    steps = args.epochs * 29
+    step_us = median["trainer"] / steps * 1e6
+    empty_ns = dispatch_nanoseconds(built(args.epochs))
+    noop_us = (median["trainer_noop_callback"] - median["trainer"]) / steps * 1e6
+    ours = median["trainer"]
     print(f"{args.epochs} epochs of the MNIST-1D demo CNN, 2 threads, median of {args.repeats}:")
-    print(f"  hand-written loop                 {hand:6.2f} s")
-    print(f"  hand-written loop + validation    {validated:6.2f} s")
+    labels = {
+        "plain_pytorch": "plain PyTorch loop (AdamW, OneCycleLR, randperm, validation)",
+        "hand": "hand-written loop on trainlab's objects",
+        "hand_validated": "the same + validation every epoch",
+    }
+    for name, label in labels.items():
+        print(f"  {label:<62}{median[name]:6.2f} s")
     print(
-        f"  trainlab Trainer                  {ours:6.2f} s   ({ours / hand:.2f}x the bare loop, "
-        f"{ours / validated:.2f}x the validated one)"
+        f"  {'trainlab Trainer':<62}{ours:6.2f} s   "
+        f"({ours / median['plain_pytorch']:.2f}x plain PyTorch, {ours / median['hand']:.2f}x the "
+        f"bare loop, {ours / median['hand_validated']:.2f}x the validated one)"
+    )
+    print(
+        f"  event dispatch: {empty_ns:.0f} ns a step with no callback on steps "
+        f"({empty_ns / 1e3 / step_us:.4%} of a {step_us:.0f} µs step); a no-op callback on "
+        f"every step and record: {noop_us:+.1f} µs a step ({noop_us / step_us:+.2%})"
     )
     out = Path("benchmarks/results/trainer_overhead.json")
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -111,11 +202,14 @@ def main() -> None:
         json.dumps(
             {
                 "epochs": args.epochs,
-                "hand_seconds": hand,
-                "hand_validated_seconds": validated,
-                "trainer_seconds": ours,
-                "ratio": ours / hand,
-                "ratio_validated": ours / validated,
+                "seconds": median,
+                "all_seconds": times,
+                "ratio_plain_pytorch": ours / median["plain_pytorch"],
+                "ratio": ours / median["hand"],
+                "ratio_validated": ours / median["hand_validated"],
+                "step_microseconds": step_us,
+                "empty_dispatch_nanoseconds": empty_ns,
+                "noop_callback_microseconds_per_step": noop_us,
             },
             indent=1,
         )

@@ -65,3 +65,12 @@ def test_readme_data_and_models_example_runs(tmp_path, monkeypatch):
     exec(compile(code, "README.md", "exec"), namespace)
     assert namespace["state"]["batch"] == 1  # one batch taken before the state was saved
     assert namespace["ds"].sizes == {"train": 4000, "test": 1000}
+
+
+def test_readme_python_api_example_runs(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    namespace: dict = {}
+    exec(compile(readme_block("## Your own model and data"), "README.md", "exec"), namespace)
+    assert namespace["summary"]["test_accuracy"] > 0.8
+    assert namespace["run"].summary["test_loss"] == namespace["summary"]["test_loss"]
+    assert (tmp_path / "runs" / "my-model" / "model.safetensors").exists()
