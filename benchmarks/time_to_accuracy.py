@@ -42,7 +42,7 @@ def seconds_to_target(seed: int, epochs: int, target: float) -> tuple[float | No
             for xb, yb in trainer.batches:
                 trainer._train_step(xb, yb)
             trained += time.perf_counter() - start
-            accuracy = trainer.evaluate(trainer.data.x_test, trainer.data.y_test)["accuracy"]
+            accuracy = trainer.evaluate(trainer.test)["accuracy"]
             best = max(best, accuracy)
             if accuracy >= target:
                 return trained, accuracy
