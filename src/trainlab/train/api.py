@@ -79,7 +79,7 @@ def fit(
     settings: dict[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
-    """Train ``model`` on ``train`` and return the summary (also in ``summary.json``).
+    """Train ``model`` on ``train`` and return the summary, as in ``summary.json``.
 
     Args:
         model: any ``nn.Module``: built, initialized and on its device by you.
@@ -131,7 +131,7 @@ def fit(
     finally:
         for callback in bar:
             callback.close()  # type: ignore[attr-defined]
-    return {**summary, "run_dir": str(trainer.run_dir)}
+    return summary
 
 
 def _settings_tree(

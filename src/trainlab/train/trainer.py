@@ -696,6 +696,7 @@ class Trainer:
         )
         summary["skipped_steps"] = self.state.skipped
         summary["rollbacks"] = self.state.rollbacks
+        summary["run_dir"] = str(self.run_dir)
         weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
         safetensors.torch.save_file(weights, str(self.run_dir / RUN_WEIGHTS_FILE))
         if self.ema is not None and self.ema.num_updates > 0:
