@@ -432,6 +432,6 @@ def test_a_failing_callback_leaves_the_saved_checkpoints_intact(tmp_path):
 def test_fit_returns_what_summary_json_holds(tmp_path):
     g = torch.Generator().manual_seed(0)
     x, y = torch.randn(32, 4, generator=g), torch.randint(0, 3, (32,), generator=g)
-    summary = trainlab.fit(nn.Linear(4, 3), (x, y), test=(x, y), run_dir=tmp_path / "r")
+    summary = trainlab.fit(nn.Linear(4, 3), (x, y), val=(x, y), test=(x, y), run_dir=tmp_path / "r")
     assert summary == json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["run_dir"] == str(tmp_path / "r")
