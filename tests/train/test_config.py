@@ -432,11 +432,12 @@ def test_unknown_optimizer() -> None:
 
 
 @pytest.mark.parametrize("name", ["lbfgs", "newton"])
-def test_closure_optimizers_are_refused(name: str) -> None:
+def test_full_batch_optimizers_are_accepted_and_their_options_checked(name: str) -> None:
+    assert load_config(None, [f"optimizer.name={name}"]).optimizer.name == name
     error(
-        rf"Invalid optimizer\.name: '{name}' \(a full-batch method: "
-        r"its step needs a closure .* use one of sgd, ",
+        r"Invalid optimizer\.options\.line_search_fn: 'wolfe' \(must be one of",
         f"optimizer.name={name}",
+        'optimizer.options={line_search_fn="wolfe"}',
     )
 
 
