@@ -56,7 +56,17 @@ else:  # pragma: no cover
     import tomli as tomllib
 
 # Sections that apply to a run of the user's own model and data ([data] only for batching).
-API_SECTIONS = ("data", "optimizer", "loss", "penalty", "schedule", "clip", "averaging", "run")
+API_SECTIONS = (
+    "data",
+    "optimizer",
+    "loss",
+    "penalty",
+    "schedule",
+    "clip",
+    "averaging",
+    "diagnostics",
+    "run",
+)
 _DATA_KEYS = ("batch_size", "shuffle", "drop_last")
 
 

@@ -10,7 +10,10 @@ calls only overridden methods, so an unused event costs nothing. The events:
   optimizer's ``track_stats``; each evaluation (``val_loss``, ``val_accuracy``, …); and
   events (``{"event": "resumed" | "rollback" | "skipped non-finite step", ...}``);
 - ``on_checkpoint(trainer, path)`` — a checkpoint was submitted for writing;
+- ``on_summary(trainer, summary)`` — the summary before it is written: add to it;
 - ``on_fit_end(trainer, summary)`` — after the summary is written.
+
+A callback adds its own records to the logs with ``trainer.log(record)``.
 
 A callback with state implements ``state_dict()`` → a tree of tensors, numbers, strings,
 lists and dicts, and ``load_state_dict(state)``; the state is saved in every checkpoint
@@ -34,7 +37,14 @@ from torch import Tensor
 if TYPE_CHECKING:
     from .trainer import Trainer
 
-EVENTS = ("on_fit_start", "on_step_end", "on_record", "on_checkpoint", "on_fit_end")
+EVENTS = (
+    "on_fit_start",
+    "on_step_end",
+    "on_record",
+    "on_checkpoint",
+    "on_summary",
+    "on_fit_end",
+)
 
 
 @dataclass
@@ -71,6 +81,9 @@ class Callback:
 
     def on_checkpoint(self, trainer: Trainer, path: Path) -> None:
         """A checkpoint was submitted; it is on disk once the writer has finished."""
+
+    def on_summary(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        """The summary before it is written to summary.json: add keys to it here."""
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         """After the summary is written."""
@@ -151,6 +164,7 @@ class CsvLog(_AppendLog):
     def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
         if "event" in record:
             return
+        record = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
         new = [key for key in record if key not in self.columns]
         if not self.columns or new:
             self.columns += new
@@ -230,7 +244,7 @@ class ProgressBar(Callback):
             self.bar.update(1)
 
     def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        if "event" in record:
+        if "event" in record or "diagnostics" in record:
             return
         self.latest.update(record)
         shown = self._fields()

@@ -77,6 +77,13 @@ AUGMENTATIONS: dict[str, str] = {
 # schedule spans the whole run, so a longer run is a different run (start a new one from
 # the old weights with run.init_from instead).
 NOT_FINGERPRINTED = (
+    # the instruments observe the run and change none of its numbers
+    "diagnostics.enabled",
+    "diagnostics.every",
+    "diagnostics.window",
+    "diagnostics.histograms",
+    "diagnostics.layers",
+    "diagnostics.plots",
     "run.checkpoint_every",
     "run.checkpoint_seconds",
     "run.device",
@@ -687,6 +694,42 @@ class AveragingConfig(_Section):
     )
 
 
+@dataclass(frozen=True)
+class DiagnosticsConfig(_Section):
+    """[diagnostics]: live instruments and verdicts while training (the lectures' babysitting)."""
+
+    section: ClassVar[str] = "diagnostics"
+    enabled: bool = field(
+        default=False,
+        metadata=_about(
+            "per-layer activations, dead/saturated units, gradient and update/weight ratios, "
+            "and verdicts (lr too high/low, plateau, over/underfitting) in summary.json"
+        ),
+    )
+    every: int = field(
+        default=10, metadata=_about("optimizer steps between two samples", _at_least(1))
+    )
+    window: int = field(
+        default=10,
+        metadata=_about(
+            "samples over which a unit must stay inactive to count as dead, and over which "
+            "loss trends are judged",
+            _at_least(2),
+        ),
+    )
+    histograms: bool = field(
+        default=False, metadata=_about("also keep activation and gradient histograms")
+    )
+    layers: tuple[str, ...] = field(
+        default=(),
+        metadata=_about(
+            'module-name patterns to instrument, e.g. ["block*"]; empty: every layer',
+            _each(_pattern),
+        ),
+    )
+    plots: bool = field(default=True, metadata=_about("write PNG figures into the run folder"))
+
+
 _EARLY_STOPPING = {"patience": 10, "restore_best": True}
 
 
@@ -789,6 +832,7 @@ SECTIONS: dict[str, type[_Section]] = {
         ScheduleConfig,
         ClipConfig,
         AveragingConfig,
+        DiagnosticsConfig,
         RunConfig,
     )
 }
@@ -817,6 +861,7 @@ class Config:
     schedule: ScheduleConfig = field(default_factory=ScheduleConfig)
     clip: ClipConfig = field(default_factory=ClipConfig)
     averaging: AveragingConfig = field(default_factory=AveragingConfig)
+    diagnostics: DiagnosticsConfig = field(default_factory=DiagnosticsConfig)
     run: RunConfig = field(default_factory=RunConfig)
 
     def __post_init__(self) -> None:
@@ -1026,6 +1071,7 @@ __all__ = [
     "ClipConfig",
     "Config",
     "DataConfig",
+    "DiagnosticsConfig",
     "LossConfig",
     "ModelConfig",
     "OptimizerConfig",

@@ -213,6 +213,19 @@ class Trainer:
             logs: list[Callback] = [JsonlLog(self.run_dir), CsvLog(self.run_dir)]
             if run.tensorboard:
                 logs.append(TensorBoardLog(self.run_dir))
+            diagnostics = config.diagnostics
+            if diagnostics.enabled:
+                from ..diagnose.instruments import Instruments
+
+                logs.append(
+                    Instruments(
+                        diagnostics.every,
+                        diagnostics.window,
+                        histograms=diagnostics.histograms,
+                        layers=diagnostics.layers,
+                        plots=diagnostics.plots,
+                    )
+                )
             self.callbacks = [*logs, *callbacks]
             self._events = {event: overriding(self.callbacks, event) for event in EVENTS}
             if resume:
@@ -706,6 +719,7 @@ class Trainer:
                 summary[f"ema_test_{metric}"] = value
             ema = {k: v.detach().contiguous().cpu() for k, v in self.ema.weights().items()}
             safetensors.torch.save_file(ema, str(self.run_dir / EMA_WEIGHTS_FILE))
+        self._emit("on_summary", summary)
         _write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))
         return summary
 
@@ -734,6 +748,10 @@ class Trainer:
 
     def _record(self, record: dict[str, Any]) -> None:
         self._emit("on_record", record)
+
+    def log(self, record: dict[str, Any]) -> None:
+        """Add a record (a dict with ``"step"``) to the logs, as a callback's own output."""
+        self._record(record)
 
 
 def _tensors(tree: Any, path: str = "") -> Iterator[tuple[str, Tensor]]:
