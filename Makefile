@@ -30,6 +30,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/data_batches.py
 	$(PY) benchmarks/trainer_overhead.py
 	$(PY) benchmarks/time_to_accuracy.py
+	$(PY) benchmarks/diagnostics_overhead.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

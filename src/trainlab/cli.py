@@ -167,6 +167,84 @@ def _runs(args: argparse.Namespace) -> int:
     return 0
 
 
+def _config_parts(args: argparse.Namespace) -> tuple[object, object]:
+    """The config of ``args`` (CONFIG and --set) and the parts it describes, on the CPU/GPU."""
+    from .train.build import choose_device, from_config
+    from .train.config import load_config
+    from .train.trainer import seed_everything
+
+    config = load_config(args.config, list(args.set or []))
+    if config.run.threads is not None:
+        torch.set_num_threads(config.run.threads)
+    seed_everything(config.run.seed)
+    return config, from_config(config, choose_device(config.run.device))
+
+
+def _doctor(args: argparse.Namespace) -> int:
+    import json
+
+    from .diagnose import doctor
+    from .diagnose.findings import table
+
+    config, parts = _config_parts(args)
+    findings = doctor(
+        parts.model,
+        (parts.train.x, parts.train.y),
+        loss_fn=parts.loss,
+        task=parts.task,
+        shuffle=config.data.shuffle,
+        l2=config.penalty.l2,
+        seed=config.run.seed,
+    )
+    if args.json:
+        print(json.dumps({"checks": [f.to_dict() for f in findings]}))
+    else:
+        print(table(findings))
+    return 1 if any(f.status == "fail" for f in findings) else 0
+
+
+def _lr_find(args: argparse.Namespace) -> int:
+    import json
+
+    from .diagnose.lr_find import lr_find, plot, suggested_overrides
+    from .train.config import dump_toml, load_config
+
+    config, parts = _config_parts(args)
+    result = lr_find(
+        parts.model,
+        parts.train,
+        loss_fn=parts.loss,
+        optimizer=parts.optimizer,
+        start=args.start,
+        end=args.end,
+        steps=args.steps,
+        method=args.method,
+        seed=config.run.seed,
+    )
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    plot(result, out / "lr_find.png")
+    (out / "lr_find.json").write_text(json.dumps(result.to_dict(), indent=1))
+    if args.apply:
+        applied = load_config(args.config, [*(args.set or []), *suggested_overrides(result)])
+        (out / "config.toml").write_text(dump_toml(applied))
+    if args.json:
+        print(json.dumps(result.to_dict()))
+        return 0
+    print(f"suggested learning rate ({result.method}): {result.suggestion:.3g}")
+    for method, value in result.suggestions.items():
+        shown = "—" if value is None else f"{value:.3g}"
+        print(f"  {method:<12} {shown}")
+    if result.stopped_early:
+        print(f"  stopped early: {result.reason}")
+    print(f"plot: {out / 'lr_find.png'}  curve: {out / 'lr_find.json'}")
+    if args.apply:
+        print(f"config with optimizer.lr={result.suggestion:.3g}: {out / 'config.toml'}")
+    else:
+        print(f"apply it: --set optimizer.lr={result.suggestion:.3g}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train.config import describe
 
@@ -236,6 +314,46 @@ def build_parser() -> argparse.ArgumentParser:
     runs.add_argument("folder", nargs="?", default="runs", metavar="FOLDER")
     runs.add_argument("--json", action="store_true", help="print JSON")
     runs.set_defaults(run=_runs)
+
+    doctor = commands.add_parser(
+        "doctor",
+        help="pre-flight checks of a config: loss at init, gradients, overfitting a tiny "
+        "subset, data, initialization",
+        description="Run the lectures' babysitting checks on the model and data a config "
+        "describes, before training: each check prints pass/warn/fail, the evidence and the "
+        "fix. Exit 0 when no check fails, 1 when one fails, 2 on bad input. No run folder is "
+        "created or touched.",
+    )
+    doctor.add_argument("config", nargs="?", help="the TOML config (default: the defaults)")
+    doctor.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
+    doctor.add_argument("--json", action="store_true", help="print JSON")
+    doctor.set_defaults(run=_doctor)
+
+    finder = commands.add_parser(
+        "lr-find",
+        help="find a learning rate: an exponential sweep with the smoothed loss",
+        description="Sweep the learning rate exponentially over a few mini-batches of the "
+        "config's training data, with a bias-corrected smoothed loss; stop when it exceeds "
+        "4× its best; suggest a rate. The model, optimizer and data are built afresh and "
+        "left untouched. Writes lr_find.png and lr_find.json into --out.",
+    )
+    finder.add_argument("config", nargs="?", help="the TOML config (default: the defaults)")
+    finder.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
+    finder.add_argument("--json", action="store_true", help="print JSON")
+    finder.add_argument("--out", default="lr-find", help="output folder (default: lr-find)")
+    finder.add_argument("--start", type=float, default=1e-7, help="first rate (default: 1e-7)")
+    finder.add_argument("--end", type=float, default=10.0, help="last rate (default: 10)")
+    finder.add_argument("--steps", type=int, default=100, help="steps (default: 100)")
+    finder.add_argument(
+        "--method",
+        default="valley",
+        choices=("valley", "steepest", "minimum/10"),
+        help="how to pick the suggestion (default: valley)",
+    )
+    finder.add_argument(
+        "--apply", action="store_true", help="write the config with the suggested rate to --out"
+    )
+    finder.set_defaults(run=_lr_find)
 
     listing = commands.add_parser("optimizers", help="list the optimizers and their update rules")
     listing.set_defaults(run=_optimizers)

@@ -102,6 +102,18 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor] | None] = {
 # --- from a config --------------------------------------------------------------------------
 
 
+def choose_device(choice: str) -> torch.device:
+    """``run.device``: "cpu", "cuda" (refused without a GPU) or "auto" (cuda when present)."""
+    if choice == "cuda" and not torch.cuda.is_available():
+        raise TrainingError(
+            "Invalid run.device: 'cuda' (no CUDA device is available here; use "
+            'run.device="auto" or "cpu")'
+        )
+    if choice == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(choice)
+
+
 def from_config(config: Any, device: torch.device) -> Parts:
     """The parts the config describes, built through the registries."""
     x, y, x_val, y_val, x_test, y_test, ds = _prepare_data(config)
@@ -308,6 +320,7 @@ __all__ = [
     "build_model",
     "build_optimizer",
     "check_fits_in_memory",
+    "choose_device",
     "from_config",
     "make_loss",
     "prepared_data",

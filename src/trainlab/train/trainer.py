@@ -47,7 +47,7 @@ import torch
 from torch import Tensor
 
 from .averaging import EMA
-from .build import Parts, from_config
+from .build import Parts, choose_device, from_config
 from .callbacks import EVENTS, Callback, CsvLog, JsonlLog, Step, TensorBoardLog, overriding
 from .checkpoint import (
     CHECKPOINTS_DIR,
@@ -161,7 +161,7 @@ class Trainer:
         if run.threads is not None:
             torch.set_num_threads(run.threads)
         if parts is None:
-            self.device = self._device(run.device)
+            self.device = choose_device(run.device)
             seed_everything(run.seed)
             parts = from_config(config, self.device)
         else:
@@ -237,16 +237,6 @@ class Trainer:
             raise
 
     # -- set-up ------------------------------------------------------------------------------
-    def _device(self, choice: str) -> torch.device:
-        if choice == "cuda" and not torch.cuda.is_available():
-            raise TrainingError(
-                "Invalid run.device: 'cuda' (no CUDA device is available here; use "
-                'run.device="auto" or "cpu")'
-            )
-        if choice == "auto":
-            return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-        return torch.device(choice)
-
     def _plateau(self) -> ReduceOnPlateau | None:
         return self.config.schedule.reduce_on_plateau()
 
