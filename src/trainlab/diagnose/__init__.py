@@ -6,14 +6,9 @@ scale, the activations at initialization — and returns :class:`Finding` s; ``t
 prints them. Each check is also a function of its own.
 """
 
-from .checks import (
-    CHECKS,
-    data_checks,
-    doctor,
-    initialization_check,
-    loss_at_init,
-    overfit_tiny,
-)
+from .activations import initialization_check
+from .checks import CHECKS, doctor, loss_at_init, overfit_tiny
+from .data_checks import data_checks
 from .findings import STATUSES, Finding, Status, table
 from .gradcheck import gradient_check
 

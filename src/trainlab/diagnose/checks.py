@@ -9,21 +9,24 @@ The lectures' checklist before a long run, each a function returning
 2. :func:`~trainlab.diagnose.gradcheck.gradient_check` — autograd against centred differences.
 3. :func:`overfit_tiny` — with regularization off, the model must fit ~20 examples
    perfectly (100% train accuracy, loss → 0); if it cannot, nothing larger will work.
-4. :func:`data_checks` — labels stored in order ("all the cats first, then all the dogs")
-   with no shuffling, unnormalized features (x' = (x − μ)/σ), class imbalance.
-5. :func:`initialization_check` — activations per layer: collapse towards 0 with depth
-   (N(0, 0.01) weights in a deep tanh net), explosion or saturation (weights too large),
-   dead ReLUs, and identical units (zero init: symmetry never breaks).
+4. :func:`~trainlab.diagnose.data_checks.data_checks` — labels stored in order ("all the
+   cats first, then all the dogs") with no shuffling, unnormalized features
+   (x' = (x − μ)/σ), class imbalance.
+5. :func:`~trainlab.diagnose.activations.initialization_check` — activations per layer:
+   collapse towards 0 with depth (N(0, 0.01) weights in a deep tanh net), explosion or
+   saturation (weights too large), dead ReLUs, and identical units (zero init: symmetry
+   never breaks).
 
 :func:`doctor` runs them all on a batch of the data. Every check works on a deep copy of the
 model and restores the global RNG state: the model (weights, buffers, train/eval flags,
 ``requires_grad``) and the random streams are exactly as they were before.
 
-How the copy runs its forward: train mode, so that batch norm normalizes with the batch's
-statistics as the first training step will (fresh running statistics in eval mode would
-not normalize at all), with dropout switched off (the lecture's "turn off regularization";
-it would also add noise to every statistic) and torch's RNG seeded, so that any other
-random module is repeatable. The gradient check keeps dropout on, with one fixed mask.
+How the copy (:func:`~trainlab.diagnose.activations.training_copy`) runs its forward:
+train mode, so that batch norm normalizes with the batch's statistics as the first training
+step will (fresh running statistics in eval mode would not normalize at all), with dropout
+switched off (the lecture's "turn off regularization"; it would also add noise to every
+statistic) and torch's RNG seeded, so that any other random module is repeatable. The
+gradient check keeps dropout on, with one fixed mask.
 
 References: cs231n lecture 6 (2017), "Babysitting the learning process"; Gunasekar,
 "Tricks and tools for NN training" (TTICS 2018): gradient checker, sample order,
@@ -43,61 +46,16 @@ from torch import Tensor, nn
 
 from .._checks import fail, nonnegative, one_of, positive_int
 from ..data.batches import SHUFFLES
-from ..models.layers import InvertedDropout
 from ..optim import Adam
-from ..train.build import TASKS, make_loss
+from ..train.build import make_loss
 from ..train.regularize import penalty
 from ..train.sources import check_pair
+from .activations import initialization_check, json_number, on_device, training_copy
+from .data_checks import data_checks, is_classification
 from .findings import Finding
-from .gradcheck import (
-    check_batch,
-    deep_copy,
-    forward,
-    gradient_check,
-    loss_value,
-    model_device,
-    rng_restored,
-)
+from .gradcheck import check_batch, forward, gradient_check, loss_value, rng_restored
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
-
-#: Modules switched off (eval mode) in the copies the checks run: regularization off.
-DROPOUTS = (
-    nn.Dropout,
-    nn.Dropout1d,
-    nn.Dropout2d,
-    nn.Dropout3d,
-    nn.AlphaDropout,
-    nn.FeatureAlphaDropout,
-    InvertedDropout,
-)
-#: Layers whose outputs are the pre-activations checked for identical units.
-WEIGHTED = (nn.Linear, nn.Bilinear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
-#: Saturating nonlinearities and where they saturate (gradient σ'(z) ≈ 0).
-SATURATION: dict[type[nn.Module], Callable[[Tensor], Tensor]] = {
-    nn.Tanh: lambda h: h.abs() > 0.99,
-    nn.Sigmoid: lambda h: (h < 0.01) | (h > 0.99),
-}
-#: Rectifiers whose gradient is exactly 0 where the output is 0: units can die.
-RECTIFIERS = (nn.ReLU, nn.ReLU6)
-#: Nonlinearities whose outputs the initialization check reports.
-NONLINEARITIES = (
-    *SATURATION,
-    *RECTIFIERS,
-    nn.LeakyReLU,
-    nn.PReLU,
-    nn.ELU,
-    nn.CELU,
-    nn.SELU,
-    nn.GELU,
-    nn.SiLU,
-    nn.Mish,
-    nn.Softplus,
-    nn.Softsign,
-    nn.Hardtanh,
-    nn.Hardswish,
-    nn.Hardsigmoid,
-)
 
 # --- thresholds (each with the reason it is where it is) ------------------------------------
 
@@ -107,62 +65,8 @@ NONLINEARITIES = (
 LOSS_WARN, LOSS_FAIL = 0.1, 0.5
 #: The L2 strength used to show the penalty's effect when the run itself has none.
 L2_PROBE = 1e-3
-#: std of the last reported layer over the first's: below these, the signal collapsed
-#: (N(0, 0.01) in a 10-layer tanh net gives ~1e-10; Xavier ~0.4; Xavier on ReLU ~0.03).
-COLLAPSE_WARN, COLLAPSE_FAIL = 0.1, 1e-2
-#: Growth of the std across layers (or above std 1) beyond which activations explode.
-EXPLODE_WARN, EXPLODE_FAIL = 10.0, 100.0
-#: Fraction of saturated outputs of a tanh/sigmoid layer (Kaiming-tanh: ~0.1; N(0, 1): ~0.7).
-SATURATION_WARN, SATURATION_FAIL = 0.2, 0.5
-#: Fraction of ReLU units never active on the batch (Kaiming, 10 layers: ≤ 0.16).
-DEAD_WARN, DEAD_FAIL = 0.25, 0.5
-#: Units are "identical" when they differ by less than this fraction of the layer's scale.
-IDENTICAL_TOLERANCE = 1e-6
-#: Adjacent-label disagreement over its value in a random order: below these the data is
-#: sorted or clustered, provided the deficit is also 4 standard deviations of the random
-#: orders (so small data sets do not cry wolf).
-ORDER_WARN, ORDER_FAIL, ORDER_Z = 0.8, 0.5, 4.0
-#: Random orders drawn to estimate that baseline.
-ORDER_PERMUTATIONS = 32
-#: Feature statistics: max |μⱼ| above 3 / 10, or the median σⱼ outside [0.1, 10] / [0.01, 100],
-#: or one feature's σ 100× the median: Xavier and Kaiming assume inputs of mean 0, variance 1.
-MEAN_WARN, MEAN_FAIL = 3.0, 10.0
-STD_WARN, STD_FAIL = 10.0, 100.0
-STD_SPREAD_WARN = 100.0
-#: Rows used for the feature statistics (evenly spaced when there are more).
-FEATURE_ROWS = 4096
-#: Rarest over most frequent class below which the classes are imbalanced.
-IMBALANCE_WARN = 0.1
 #: overfit_tiny: regression passes when the loss falls below this fraction of its start.
 REGRESSION_FIT = 0.01
-
-
-# --- copies that run deterministically ------------------------------------------------------
-
-
-def training_copy(model: nn.Module, *, dropout: bool = False) -> nn.Module:
-    """A deep copy in train mode (batch norm uses batch statistics), dropout off by default."""
-    work = deep_copy(model).train()
-    if not dropout:
-        for module in work.modules():
-            if isinstance(module, DROPOUTS):
-                module.eval()
-    return work
-
-
-def _on_device(model: nn.Module, *tensors: Tensor) -> list[Tensor]:
-    device = model_device(model)
-    return [t.to(device) for t in tensors]
-
-
-def _classification(task: str, y: Tensor) -> bool:
-    one_of(*TASKS)("task", task)
-    if task == "classification" and (y.is_floating_point() or y.is_complex()):
-        raise ValueError(
-            f"Invalid y: {y.dtype} targets for task 'classification' (class labels must be "
-            "integers; use task='regression' for real-valued targets)"
-        )
-    return task == "classification"
 
 
 # --- 1. loss at init ------------------------------------------------------------------------
@@ -219,7 +123,7 @@ def loss_at_init(
         if classes < 2:
             raise fail("classes", classes, "must be >= 2; use classes=None for one output")
     work = training_copy(model)
-    x, y = _on_device(work, x, y)
+    x, y = on_device(work, x, y)
     with rng_restored(), torch.no_grad():
         torch.manual_seed(0)
         out = forward(work, x)
@@ -241,14 +145,14 @@ def loss_at_init(
     ln_c = math.log(classes) if classes is not None else None
     softmax_ce = ln_c is not None and abs(baseline - ln_c) <= 1e-6 * ln_c
     data: dict[str, Any] = {
-        "loss": _number(measured),
+        "loss": json_number(measured),
         "classes": classes,
         "expected": ln_c if softmax_ce else None,
-        "baseline": _number(baseline),
+        "baseline": json_number(baseline),
         "l2": strength,
         "l2_is_probe": l2 == 0,
-        "penalty": _number(added),
-        "loss_with_penalty": _number(measured + added),
+        "penalty": json_number(added),
+        "loss_with_penalty": json_number(measured + added),
     }
     with_l2 = (
         f"; with the L2 penalty λ = {strength:g}{' (a probe)' if l2 == 0 else ''} it rises to "
@@ -311,16 +215,6 @@ def _mean_prediction_loss(loss_fn: LossFn, out: Tensor, y: Tensor) -> float | No
         return None
 
 
-def _count(n: int, noun: str) -> str:
-    """``"1 layer"``, ``"3 layers"``."""
-    return f"{n} {noun}{'s' if n != 1 else ''}"
-
-
-def _number(value: float | None) -> float | None:
-    """A JSON number: None for NaN and ±inf."""
-    return value if value is not None and math.isfinite(value) else None
-
-
 # --- 3. overfit a tiny subset ---------------------------------------------------------------
 
 
@@ -368,7 +262,7 @@ def overfit_tiny(
         ``Finding("overfit_tiny", ...)``; ``data["losses"]`` holds the loss of every step.
     """
     check_batch(x, y)
-    classification = _classification(task, y)
+    classification = is_classification(task, y)
     positive_int("examples", examples)
     positive_int("steps", steps)
     nonnegative("lr", lr)
@@ -379,7 +273,7 @@ def overfit_tiny(
             "Invalid model: it has no trainable parameters (requires_grad is False "
             "everywhere; nothing can be fitted)"
         )
-    x, y = _on_device(work, x[:examples], y[:examples])
+    x, y = on_device(work, x[:examples], y[:examples])
     optimizer = Adam(trainable, lr=lr, weight_decay=0.0, backend="eager")
     losses: list[float] = []
     accuracy = None
@@ -432,10 +326,10 @@ def _overfit_finding(
         "lr": lr,
         "reached_at_step": reached,
         "final_accuracy": accuracy,
-        "initial_loss": _number(first),
-        "final_loss": _number(last),
+        "initial_loss": json_number(first),
+        "final_loss": json_number(last),
         "label_entropy": prior_loss,
-        "losses": [_number(v) for v in losses],
+        "losses": [json_number(v) for v in losses],
     }
     goal = "100% train accuracy" if classification else f"a loss below {REGRESSION_FIT:.0%} of it"
     if reached is not None:
@@ -491,477 +385,6 @@ def _overfit_cause(losses: list[float], prior_loss: float | None, lr: float) -> 
         "the loss was still falling when the budget ran out: raise the learning rate "
         "(try ×3) or the steps"
     )
-
-
-# --- 4. the data ----------------------------------------------------------------------------
-
-
-def data_checks(
-    x: Tensor, y: Tensor, *, shuffle: str, task: str, classes: int | None = None
-) -> list[Finding]:
-    """The data's pitfalls: sorted labels without shuffling, unnormalized features, imbalance.
-
-    - ``label_order`` (only when ``shuffle="none"``): the lecture's "what happens if all the
-      cats are stored first and then all the dogs?" — every mini-batch would hold one
-      class and SGD would chase each in turn. Measured as the disagreement between
-      neighbours (labels that differ; |Δy| for regression) over its mean in random orders
-      of the same data: ≈ 1 for shuffled data, ≈ 0 for sorted. Below 0.8 warns, below 0.5
-      fails — when the deficit is also 4 standard deviations of the random orders.
-    - ``feature_scale``: per-feature mean μⱼ and std σⱼ. Xavier and Kaiming assume inputs of
-      mean 0 and variance 1 (the lecture's x' = (x − μ)/σ); max |μⱼ| > 3 or a median σⱼ
-      outside [0.1, 10] warns, > 10 or outside [0.01, 100] fails; one feature whose σ is
-      100× the median warns (features on different scales: elongated loss contours).
-      Constant features are left out of the σ statistics.
-    - ``class_balance`` (classification): the rarest class's frequency over the most
-      frequent one's; below 0.1, or a class with no example, warns.
-
-    Args:
-        x: all the training inputs (row-wise; at most 4096 evenly spaced rows are used for
-            the feature statistics).
-        y: their targets.
-        shuffle: the run's order, one of ``trainlab.data.batches.SHUFFLES``.
-        task: "classification" or "regression".
-        classes: the number of classes (default: None, the largest label + 1).
-
-    Returns:
-        The findings ``label_order``, ``feature_scale`` and, for classes, ``class_balance``.
-    """
-    check_batch(x, y)
-    one_of(*SHUFFLES)("shuffle", shuffle)
-    classification = _classification(task, y)
-    if classes is not None:
-        positive_int("classes", classes)
-    findings = [_label_order(y, shuffle, classification), _feature_scale(x)]
-    if classification:
-        findings.append(_class_balance(y, classes))
-    return findings
-
-
-def _label_order(y: Tensor, shuffle: str, classification: bool) -> Finding:
-    if shuffle != "none":
-        orders = {
-            "epoch": "a new random order every epoch (the lecture's best choice)",
-            "once": "one random permutation, cycled (fine; reshuffling every epoch is better)",
-            "replacement": "examples drawn independently with replacement",
-        }
-        return Finding(
-            "label_order",
-            "pass",
-            f"shuffle='{shuffle}': {orders[shuffle]}, so the stored order does not matter",
-            "",
-            {"shuffle": shuffle},
-        )
-    values = (
-        y.reshape(len(y), -1).double().mean(1)
-        if not classification
-        else y.reshape(len(y), -1)[:, 0]
-    )
-    if len(values) < 3:
-        return Finding("label_order", "pass", f"only {len(values)} examples: no order to judge")
-
-    def disagreement(v: Tensor) -> float:
-        if classification:
-            return (v[1:] != v[:-1]).double().mean().item()
-        return (v[1:] - v[:-1]).abs().mean().item()
-
-    observed = disagreement(values)
-    generator = torch.Generator().manual_seed(0)
-    random_orders = torch.tensor(
-        [
-            disagreement(values[torch.randperm(len(values), generator=generator)])
-            for _ in range(ORDER_PERMUTATIONS)
-        ],
-        dtype=torch.float64,
-    )
-    expected, spread = random_orders.mean().item(), random_orders.std().item()
-    run = _longest_run(values) if classification else None
-    data = {
-        "shuffle": "none",
-        "disagreement": observed,
-        "random_disagreement": expected,
-        "longest_run": run,
-    }
-    if expected == 0.0:
-        return Finding(
-            "label_order", "pass", "every target is the same: no order to judge", "", data
-        )
-    ratio = observed / expected
-    if spread > 0:
-        z = (observed - expected) / spread
-    else:  # every random order gives the same value: any deficit is certain
-        z = -math.inf if observed < expected else 0.0
-    data.update(ratio=ratio, z=z if math.isfinite(z) else None)
-    clustered = z <= -ORDER_Z
-    status = (
-        "fail"
-        if clustered and ratio < ORDER_FAIL
-        else "warn"
-        if clustered and ratio < ORDER_WARN
-        else "pass"
-    )
-    what = "labels differ" if classification else "targets change"
-    runs = f"; the longest run of one label is {run} examples" if run is not None else ""
-    evidence = (
-        f"with shuffle='none', neighbouring {what} {ratio:.0%} as often as in a random order "
-        f"({observed:.3g} vs {expected:.3g}){runs}"
-    )
-    fix = (
-        "The data is stored sorted or clustered and is read in that order — the lecture's "
-        "cats-then-dogs: use shuffle='epoch' (a new random order every epoch), or shuffle the "
-        "data once before training"
-    )
-    return Finding("label_order", status, evidence, fix if status != "pass" else "", data)
-
-
-def _longest_run(labels: Tensor) -> int:
-    changes = torch.nonzero(labels[1:] != labels[:-1]).flatten()
-    edges = torch.cat([torch.tensor([-1]), changes, torch.tensor([len(labels) - 1])])
-    return int((edges[1:] - edges[:-1]).max().item())
-
-
-def _feature_scale(x: Tensor) -> Finding:
-    if not x.is_floating_point():
-        return Finding(
-            "feature_scale",
-            "pass",
-            f"x holds {x.dtype} values (ids or tokens, e.g. for an embedding): not normalized",
-        )
-    rows = x.reshape(len(x), -1)
-    if len(rows) > FEATURE_ROWS:
-        rows = rows[torch.linspace(0, len(rows) - 1, FEATURE_ROWS).long()]
-    rows = rows.double()
-    if not torch.isfinite(rows).all():
-        return Finding(
-            "feature_scale",
-            "fail",
-            "x holds NaN or infinite values",
-            "Clean the data: replace missing values (e.g. by the feature's mean) before training",
-        )
-    mean, std = rows.mean(0), rows.std(0, unbiased=False)
-    varying = std[std > 0]
-    if len(varying) == 0:
-        return Finding(
-            "feature_scale",
-            "fail",
-            f"every one of the {rows.shape[1]} features is constant",
-            "The inputs carry no information: check the data loading",
-            {"features": rows.shape[1]},
-        )
-    worst = int(mean.abs().argmax())
-    max_mean, median_std, max_std = (
-        mean.abs().max().item(),
-        varying.median().item(),
-        varying.max().item(),
-    )
-    scale = max(median_std, 1 / median_std)
-    spread = max_std / median_std
-    data = {
-        "features": rows.shape[1],
-        "constant_features": int((std == 0).sum()),
-        "max_abs_mean": max_mean,
-        "feature_with_max_abs_mean": worst,
-        "median_std": median_std,
-        "max_std": max_std,
-    }
-    if max_mean > MEAN_FAIL or scale > STD_FAIL:
-        status = "fail"
-    elif max_mean > MEAN_WARN or scale > STD_WARN or spread > STD_SPREAD_WARN:
-        status = "warn"
-    else:
-        status = "pass"
-    evidence = (
-        f"per-feature means up to {max_mean:.3g} (feature {worst}), median std {median_std:.3g}, "
-        f"largest std {max_std:.3g} over {rows.shape[1]} features, against mean 0 and std 1"
-    )
-    fix = (
-        "Normalize the inputs, x' = (x − μ)/σ with μ and σ of the training set "
-        "(trainlab.data.Normalizer): the initialization assumes inputs of mean 0 and "
-        "variance 1, and unscaled features stretch the loss surface"
-    )
-    return Finding("feature_scale", status, evidence, fix if status != "pass" else "", data)
-
-
-def _class_balance(y: Tensor, classes: int | None) -> Finding:
-    labels = y.reshape(-1).long()
-    if labels.min() < 0:
-        raise ValueError(f"Invalid y: label {int(labels.min())} (class labels must be >= 0)")
-    count = classes if classes is not None else int(labels.max()) + 1
-    if int(labels.max()) >= count:
-        raise ValueError(
-            f"Invalid y: label {int(labels.max())} with classes={count} (labels must be in "
-            f"0…{count - 1})"
-        )
-    counts = torch.bincount(labels, minlength=count)
-    rarest, commonest = int(counts.argmin()), int(counts.argmax())
-    ratio = counts[rarest].item() / counts[commonest].item()
-    absent = [k for k in range(count) if counts[k] == 0]
-    data = {"counts": counts.tolist(), "ratio": ratio, "absent": absent}
-    status = "warn" if absent or ratio < IMBALANCE_WARN else "pass"
-    evidence = (
-        f"the rarest class ({rarest}: {counts[rarest].item()} examples) over the most frequent "
-        f"({commonest}: {counts[commonest].item()}) is {ratio:.2g}"
-        + (f"; classes {absent} have no example" if absent else "")
-    )
-    fix = (
-        "Accuracy is misleading on imbalanced classes: report per-class metrics, reweight the "
-        "loss or resample the rare classes; a class without examples can never be predicted"
-    )
-    return Finding("class_balance", status, evidence, fix if status != "pass" else "", data)
-
-
-# --- 5. activations at initialization -------------------------------------------------------
-
-
-@dataclass
-class LayerStats:
-    """What one layer's output looked like on the batch."""
-
-    name: str
-    kind: str
-    units: int
-    mean: float
-    std: float
-    saturated: float | None = None  # tanh/sigmoid: fraction of outputs in the flat tails
-    dead: float | None = None  # ReLU: fraction of units never active on the batch
-    identical: bool = False  # every unit outputs the same value on every example
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: _number(v) if isinstance(v, float) else v for k, v in vars(self).items()}
-
-
-def layer_stats(name: str, module: nn.Module, output: Tensor) -> LayerStats:
-    """Mean, std, saturation, dead units and identical units of one layer's output.
-
-    Units are along dim 1 (features of a Linear, channels of a Conv); a unit is dead when
-    its output is 0 for every example and position, and the units are identical when, for
-    every example, max − min over units ≤ 1e-6 × the largest |output|.
-    """
-    h = output.detach().double()
-    units = h.shape[1] if h.dim() >= 2 else 1
-    per_unit = h.transpose(0, 1).reshape(units, -1) if h.dim() >= 2 else h.reshape(1, -1)
-    stats = LayerStats(
-        name, type(module).__name__, units, h.mean().item(), h.std(unbiased=False).item()
-    )
-    for kind, saturates in SATURATION.items():
-        if isinstance(module, kind):
-            stats.saturated = saturates(h).double().mean().item()
-    if isinstance(module, RECTIFIERS):
-        stats.dead = 1.0 - (per_unit > 0).any(1).double().mean().item()
-    if units > 1:
-        gap = (per_unit.max(0).values - per_unit.min(0).values).max().item()
-        stats.identical = gap <= IDENTICAL_TOLERANCE * h.abs().max().item()
-    return stats
-
-
-def initialization_check(model: nn.Module, x: Tensor) -> list[Finding]:
-    """Activations layer by layer at initialization: collapse, explosion, saturation, symmetry.
-
-    One forward of ``x`` with hooks on every nonlinearity module (and on every Linear/Conv,
-    whose outputs are the pre-activations): each layer's output mean, std, saturated
-    fraction and dead units. The lecture's picture of a 10-layer tanh net:
-
-    - ``activation_scale``: with N(0, 0.01) weights every layer multiplies the std by about
-      √fan_in·0.01 < 1, the activations collapse towards 0 (std ~1e-10 at layer 10) and
-      so do the gradients; with weights too large they grow layer after layer. The std of
-      the deepest reported layer over the first's below 0.1 warns, below 1e-2 fails
-      (Xavier on tanh keeps ~0.4); any layer's over the first's above 10 warns, above
-      100 fails. Reported: the outputs of the nonlinearity modules, or of the Linear/Conv
-      layers except the last when the model has none (functional activations).
-    - ``saturation`` (tanh, sigmoid): the fraction of outputs with |tanh| > 0.99, or
-      sigmoid < 0.01 or > 0.99, where σ'(z) ≈ 0 and the gradient vanishes: above 0.2
-      warns, above 0.5 fails.
-    - ``dead_units`` (ReLU): units whose input is negative for every example of the batch
-      get no gradient and never recover: a fraction above 0.25 warns, above 0.5 fails.
-    - ``symmetry``: a hidden layer (a Linear/Conv other than the last) whose units all
-      output the same value for every example — zero or constant initialization: the
-      units get the same gradient and stay copies of each other, "symmetry never breaks".
-
-    Runs on a copy in train mode with dropout off (batch norm normalizes with the batch's
-    statistics, as in the first training step), under ``torch.no_grad``.
-
-    Args:
-        model: the network, freshly initialized.
-        x: a batch of inputs (a few hundred examples; dead units are judged on it).
-
-    Returns:
-        ``activation_scale`` and ``symmetry``, plus ``saturation`` when the model has tanh or
-        sigmoid modules and ``dead_units`` when it has ReLUs; the per-layer table is in
-        ``activation_scale``'s data.
-    """
-    check_batch(x)
-    work = training_copy(model)
-    (x,) = _on_device(work, x)
-    records: list[tuple[str, nn.Module, LayerStats]] = []
-    seen: dict[str, int] = {}
-
-    def hook(name: str) -> Callable[[nn.Module, Any, Any], None]:
-        def record(module: nn.Module, _inputs: Any, output: Any) -> None:
-            if isinstance(output, Tensor) and output.is_floating_point() and output.numel():
-                seen[name] = seen.get(name, 0) + 1  # a module used twice: name#2
-                label = name if seen[name] == 1 else f"{name}#{seen[name]}"
-                records.append((label, module, layer_stats(label, module, output)))
-
-        return record
-
-    handles = [
-        module.register_forward_hook(hook(name or type(module).__name__))
-        for name, module in work.named_modules()
-        if isinstance(module, (*NONLINEARITIES, *WEIGHTED))
-    ]
-    try:
-        with rng_restored(), torch.no_grad():
-            torch.manual_seed(0)
-            forward(work, x)
-    finally:
-        for handle in handles:
-            handle.remove()
-    weighted = [s for _, m, s in records if isinstance(m, WEIGHTED)]
-    hidden = weighted[:-1]  # the last Linear/Conv gives the logits: units differ by target
-    activations = [s for _, m, s in records if isinstance(m, NONLINEARITIES)]
-    reported = activations or hidden
-    findings = [_activation_scale(reported), _symmetry(hidden or activations)]
-    saturating = [s for s in activations if s.saturated is not None]
-    if saturating:
-        findings.append(_saturation(saturating))
-    rectified = [s for s in activations if s.dead is not None]
-    if rectified:
-        findings.append(_dead_units(rectified))
-    return findings
-
-
-_INIT_FIX = (
-    "initialize with the variance the lecture derives: Xavier, Var(W) = 1/fan_in, for "
-    "tanh/sigmoid; Kaiming, Var(W) = 2/fan_in, for ReLU (trainlab.models.init_), or add "
-    "batch norm"
-)
-
-
-def _activation_scale(layers: list[LayerStats]) -> Finding:
-    table = [s.to_dict() for s in layers]
-    if not layers:
-        return Finding(
-            "activation_scale",
-            "pass",
-            "no nonlinearity or Linear/Conv module found to measure (functional layers only)",
-            "",
-            {"layers": table},
-        )
-    first = layers[0]
-    data: dict[str, Any] = {"layers": table}
-    stds = " → ".join(f"{s.std:.2g}" for s in layers)
-    if first.std == 0.0:
-        return Finding(
-            "activation_scale",
-            "fail",
-            f"the first reported layer '{first.name}' ({first.kind}) outputs 0 on every example",
-            "The signal dies at the first layer (zero weights, or every ReLU dead): " + _INIT_FIX,
-            data,
-        )
-    ratios = [s.std / first.std for s in layers]
-    data["std_ratio_to_first"] = [_number(r) for r in ratios]
-    # growth against the first layer, or against std 1 (what Xavier/Kaiming keep for
-    # unit-variance inputs) when the first layer is already larger than that
-    reference = min(first.std, 1.0)
-    where = max(layers, key=lambda s: s.std)
-    growth = where.std / reference
-    last = ratios[-1]
-    if growth > EXPLODE_WARN:
-        status = "fail" if growth > EXPLODE_FAIL else "warn"
-        against = f"'{first.name}'" if first.std < 1.0 else "std 1"
-        evidence = (
-            f"activations explode: the std reaches {where.std:.3g} at '{where.name}' "
-            f"({where.kind}), {growth:.3g}× {against}, across {_count(len(layers), 'layer')} "
-            f"({stds})"
-        )
-        return Finding(
-            "activation_scale",
-            status,
-            evidence,
-            "Weights too large, or inputs not normalized: " + _INIT_FIX,
-            data,
-        )
-    if last < COLLAPSE_WARN:
-        status = "fail" if last < COLLAPSE_FAIL else "warn"
-        threshold = COLLAPSE_FAIL if status == "fail" else COLLAPSE_WARN
-        crossed = layers[next(k for k, r in enumerate(ratios) if r < threshold)]
-        evidence = (
-            f"activations collapse towards 0 with depth: std {first.std:.2g} at '{first.name}', "
-            f"{layers[-1].std:.2g} at '{layers[-1].name}' ({last:.2g}× the first; below "
-            f"{threshold:g}× from '{crossed.name}' on)"
-        )
-        return Finding(
-            "activation_scale",
-            status,
-            evidence,
-            "Weights too small (e.g. N(0, 0.01)): the gradients vanish with the activations; "
-            + _INIT_FIX,
-            data,
-        )
-    return Finding(
-        "activation_scale",
-        "pass",
-        f"activation std stays in scale across {_count(len(layers), 'layer')} ({stds})",
-        "",
-        data,
-    )
-
-
-def _symmetry(layers: list[LayerStats]) -> Finding:
-    same = [s for s in layers if s.identical]
-    data = {"identical_layers": [s.name for s in same], "checked_layers": [s.name for s in layers]}
-    if not same:
-        return Finding(
-            "symmetry",
-            "pass",
-            f"the units differ from each other in each of {_count(len(layers), 'hidden layer')}",
-            "",
-            data,
-        )
-    first = same[0]
-    return Finding(
-        "symmetry",
-        "fail",
-        f"in hidden layer '{first.name}' ({first.kind}) all {first.units} units output the same "
-        f"value on every example ({len(same)} of {len(layers)} layers are so): identical units "
-        "get identical gradients, so the symmetry never breaks",
-        "Initialize the weights randomly — small random numbers scaled by fan-in (Xavier, "
-        "Kaiming) — never all to zero or to one constant",
-        data,
-    )
-
-
-def _saturation(layers: list[LayerStats]) -> Finding:
-    worst = max(layers, key=lambda s: s.saturated or 0.0)
-    fraction = worst.saturated or 0.0
-    status = (
-        "fail" if fraction > SATURATION_FAIL else "warn" if fraction > SATURATION_WARN else "pass"
-    )
-    data = {"saturated": {s.name: s.saturated for s in layers}}
-    evidence = (
-        f"{fraction:.0%} of the outputs of '{worst.name}' ({worst.kind}), the most saturated "
-        "layer, sit in the flat tails (|tanh| > 0.99, sigmoid < 0.01 or > 0.99)"
-        + (", where the gradient vanishes" if status != "pass" else "")
-    )
-    fix = "Weights too large for a saturating nonlinearity: " + _INIT_FIX
-    return Finding("saturation", status, evidence, fix if status != "pass" else "", data)
-
-
-def _dead_units(layers: list[LayerStats]) -> Finding:
-    worst = max(layers, key=lambda s: s.dead or 0.0)
-    fraction = worst.dead or 0.0
-    status = "fail" if fraction > DEAD_FAIL else "warn" if fraction > DEAD_WARN else "pass"
-    data = {"dead": {s.name: s.dead for s in layers}}
-    evidence = (
-        f"{fraction:.0%} of the {worst.units} units of '{worst.name}' ({worst.kind}), the "
-        "layer with the most, are never active on the batch"
-        + (": a dead ReLU gets no gradient and never recovers" if status != "pass" else "")
-    )
-    fix = (
-        "The ReLU inputs are negative for every example — a large negative bias, weights too "
-        "large, or unnormalized inputs: initialize biases to 0 (or slightly positive), use "
-        "Kaiming init and normalized inputs, or Leaky ReLU to keep units alive"
-    )
-    return Finding("dead_units", status, evidence, fix if status != "pass" else "", data)
 
 
 # --- all of them ----------------------------------------------------------------------------
@@ -1072,7 +495,7 @@ def doctor(
     nonnegative("l2", l2)
     if task is None:
         task = "regression" if y.is_floating_point() else "classification"
-    classification = _classification(task, y)
+    classification = is_classification(task, y)
     with rng_restored():
         batch = torch.randperm(len(x), generator=torch.Generator().manual_seed(seed))
         batch = batch[:FORWARD_BATCH]
@@ -1091,7 +514,7 @@ def doctor(
 def _output_width(model: nn.Module, x: Tensor) -> int:
     """The number of logits the model gives per example (its output's dim 1)."""
     work = training_copy(model).eval()  # eval: batch norm accepts one example
-    (x,) = _on_device(work, x)
+    (x,) = on_device(work, x)
     with torch.no_grad():
         out = forward(work, x)
     if out.dim() < 2:
