@@ -60,7 +60,9 @@ def plot_seconds(epochs: int) -> float:
         trainer = Trainer(load_config(None, settings(epochs, 10)), run_dir)
         trainer.fit()
         instruments = trainer.callbacks[2]
-        metrics = [json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().split()]
+        metrics = [
+            json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
+        ]
         start = time.perf_counter()
         diagnostics_figures(Path(run_dir), instruments.history, metrics)
         return time.perf_counter() - start
