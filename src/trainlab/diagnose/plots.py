@@ -100,19 +100,29 @@ def layer_traces(history: list[dict[str, Any]], path: Path) -> Path:
 
 
 def histograms(sample: dict[str, Any], path: Path) -> Path:
-    """The activation histograms of one sample, one panel per layer (up to 12)."""
-    layers = [(n, s) for n, s in sample["layers"].items() if s.get("histogram")][:12]
-    columns = min(4, max(1, len(layers)))
-    rows = max(1, -(-len(layers) // columns))
+    """One sample's activation histograms (per layer) and gradient histograms (per tensor)."""
+    panels = [
+        (f"{name} activations", stats["histogram"])
+        for name, stats in sample["layers"].items()
+        if stats.get("histogram")
+    ][:8]
+    panels += [
+        (f"{name} gradient", stats["grad_histogram"])
+        for name, stats in sample["parameters"].items()
+        if stats.get("grad_histogram")
+    ][:8]
+    columns = min(4, max(1, len(panels)))
+    rows = max(1, -(-len(panels) // columns))
     figure, axes = _figure(width=3 * columns, height=2.4 * rows, rows=rows, columns=columns)
-    for ax, (name, stats) in zip(axes.flat, layers):
-        histogram = stats["histogram"]
+    for ax, (title, histogram) in zip(axes.flat, panels):
         counts = histogram["counts"]
         if counts:
             width = (histogram["high"] - histogram["low"]) / len(counts) or 1.0
             edges = [histogram["low"] + i * width for i in range(len(counts))]
             ax.bar(edges, counts, width=width, align="edge")
-        ax.set_title(f"{name} (step {sample['step']})", fontsize=8)
+        ax.set_title(f"{title} (step {sample['step']})", fontsize=7)
+    for ax in list(axes.flat)[len(panels) :]:
+        ax.set_visible(False)
     figure.savefig(path)
     return path
 
@@ -123,8 +133,10 @@ def diagnostics_figures(
     """The run's figures: curves, layer traces and (when kept) the last histograms."""
     run_dir = Path(run_dir)
     paths = [curves(metrics, run_dir / CURVES_FILE), layer_traces(history, run_dir / LAYERS_FILE)]
-    if history and any(s.get("histogram") for s in history[-1]["layers"].values()):
-        paths.append(histograms(history[-1], run_dir / HISTOGRAMS_FILE))
+    last = history[-1] if history else {"layers": {}, "parameters": {}}
+    kept = [*last["layers"].values(), *last["parameters"].values()]
+    if any(s.get("histogram") or s.get("grad_histogram") for s in kept):
+        paths.append(histograms(last, run_dir / HISTOGRAMS_FILE))
     return paths
 
 
