@@ -96,7 +96,7 @@ def run(run_dir, kind, resume=False, slow_after=None):
     summary = trainlab.fit(
         model, train, val=(x[400:500], y[400:500]), test=(x[500:], y[500:]),
         run_dir=run_dir, resume=resume, callbacks=[tally], epochs=4, seed=3,
-        batch_size=32, lr=3e-3, checkpoint_every=5, checkpoint_seconds=0,
+        batch_size=32, lr=3e-3, checkpoint_every=5, checkpoint_seconds=0, threads=1,
         settings={"averaging.ema": True},
     )
     return summary, tally
