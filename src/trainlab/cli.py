@@ -383,6 +383,11 @@ def main(argv: list[str] | None = None) -> int:
             "machine's memory: use a smaller model, batch or dataset)",
             file=sys.stderr,
         )
+    except BrokenPipeError:  # the reader of our output went away (`| head`): not an error
+        import os
+
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except OSError as error:  # the disk, the file system, permissions
         print(f"trainlab: error: {os_error_message(error, 'access')}", file=sys.stderr)
     except KeyboardInterrupt:
