@@ -245,6 +245,44 @@ def _lr_find(args: argparse.Namespace) -> int:
     return 0
 
 
+def _lab(args: argparse.Namespace) -> int:
+    import json
+
+    from .lab import experiment, experiments
+
+    registry = experiments.load()
+    if args.lab_command == "list":
+        described = [entry.describe() for entry in registry.values()]
+        if args.json:
+            print(json.dumps([{k: d[k] for k in ("name", "claim", "seed")} for d in described]))
+        else:
+            for entry in described:
+                print(f"{entry['name']:<24} [{entry['seed']}] {entry['claim']}")
+        return 0
+    names = list(registry) if args.lab_command == "all" else [args.name]
+    print(
+        f"trainlab lab — {len(names)} experiment(s), {'quick' if args.quick else 'full'} mode,"
+        f" into {args.out}/",
+        flush=True,
+    )
+    for name in names:
+        results = experiment.run(name, args.out, quick=args.quick, fresh=args.fresh)
+        cached = " (cached)" if results["cached"] else f" ({results['seconds']:.1f} s)"
+        print(f"  {name:<24} {results['verdict']:<6}{cached}  {results['evidence']}", flush=True)
+    if args.lab_command == "all":
+        from .lab.report import write_report
+
+        print(f"report: {write_report(args.out)}")
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from .lab.report import write_report
+
+    print(write_report(args.source, args.output))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .train.config import describe
 
@@ -354,6 +392,36 @@ def build_parser() -> argparse.ArgumentParser:
         "--apply", action="store_true", help="write the config with the suggested rate to --out"
     )
     finder.set_defaults(run=_lr_find)
+
+    lab = commands.add_parser(
+        "lab",
+        help="the lectures' claims as experiments with figures and verdicts",
+        description="Each experiment states a lecture's claim, runs it with trainlab's own "
+        "optimizers, models and data, saves its figures and results.json, and judges the "
+        "claim by a rule written next to it. Results are cached by code and settings.",
+    )
+    lab_commands = lab.add_subparsers(dest="lab_command", required=True, metavar="COMMAND")
+    lab_list = lab_commands.add_parser("list", help="list the experiments and their claims")
+    lab_list.add_argument("--json", action="store_true", help="print JSON")
+    lab_run = lab_commands.add_parser("run", help="run one experiment")
+    lab_run.add_argument("name", help="the experiment (trainlab lab list)")
+    lab_all = lab_commands.add_parser("all", help="run every experiment, then the report")
+    for sub in (lab_run, lab_all):
+        sub.add_argument("--quick", action="store_true", help="a small, fast version")
+        sub.add_argument("--out", default="lab", help="output folder (default: lab)")
+        sub.add_argument("--fresh", action="store_true", help="ignore cached results")
+    lab.set_defaults(run=_lab)
+
+    report = commands.add_parser(
+        "report",
+        help="one self-contained HTML file for experiments or runs",
+        description="Write one HTML file with every figure, table, claim, verdict and config "
+        "of an experiment folder, a lab folder, a run folder or a folder of runs; it loads "
+        "nothing from the network.",
+    )
+    report.add_argument("source", metavar="DIR")
+    report.add_argument("-o", "--output", help="the HTML file (default: DIR/report.html)")
+    report.set_defaults(run=_report)
 
     listing = commands.add_parser("optimizers", help="list the optimizers and their update rules")
     listing.set_defaults(run=_optimizers)

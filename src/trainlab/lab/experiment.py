@@ -1,0 +1,172 @@
+"""The lab's experiments: a lecture's claim, a run, figures, numbers and a verdict.
+
+An experiment is a function registered with :func:`experiment`: it gets a
+:class:`Context` (output folder, quick or full mode, seed), runs trainlab's own
+optimizers, trainer, models and data, draws its figures with ``ctx.figure`` and returns
+an :class:`Outcome` — the verdict computed from the numbers by the rule written beside the
+claim, the evidence in one sentence, and the numbers. :func:`run` writes them to
+``results.json`` next to the figures (PNG and SVG). A claim that does not hold in a run is
+reported as ``"fails"`` with its numbers, never hidden.
+
+Runs are cached: ``results.json`` records a key made of the experiment's name, mode, seed
+and the source code of its module and of this one; a later run with the same key reuses
+it unless ``fresh=True``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import inspect
+import json
+import math
+import sys
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+RESULTS_FILE = "results.json"
+Verdict = Literal["holds", "fails"]
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What an experiment found: the verdict on its claim, the evidence, the numbers."""
+
+    verdict: Verdict
+    evidence: str
+    numbers: dict[str, Any] = field(default_factory=dict)
+    tables: dict[str, list[dict[str, Any]]] = field(default_factory=dict)
+
+    @staticmethod
+    def judge(holds: bool, evidence: str, **numbers: Any) -> Outcome:
+        """The outcome of a rule: ``holds`` decides the verdict."""
+        return Outcome("holds" if holds else "fails", evidence, numbers)
+
+
+@dataclass
+class Context:
+    """What an experiment runs with, and where its figures go."""
+
+    out: Path
+    quick: bool
+    seed: int = 0
+    figures: list[str] = field(default_factory=list)
+
+    def figure(
+        self, name: str, width: float = 7.0, height: float = 4.5, rows: int = 1, columns: int = 1
+    ) -> tuple[Any, Any]:
+        """A new matplotlib figure (Agg canvas) and its axes; :meth:`save` writes it."""
+        from matplotlib.backends.backend_agg import FigureCanvasAgg
+        from matplotlib.figure import Figure
+
+        figure = Figure(figsize=(width, height), dpi=110, layout="constrained")
+        FigureCanvasAgg(figure)
+        figure.trainlab_name = name  # type: ignore[attr-defined]
+        axes = figure.subplots(rows, columns, squeeze=False)
+        return figure, axes
+
+    def save(self, figure: Any) -> None:
+        """Write ``figure`` as ``<name>.png`` and ``<name>.svg`` into the experiment folder."""
+        name = figure.trainlab_name
+        for suffix in ("png", "svg"):
+            figure.savefig(self.out / f"{name}.{suffix}")
+        self.figures.append(f"{name}.png")
+
+
+@dataclass(frozen=True)
+class Experiment:
+    """A registered experiment: its claim, the lecture it comes from, and its function."""
+
+    name: str
+    claim: str
+    seed: str  # the lecture file the claim comes from, e.g. "003"
+    rule: str  # how the verdict is computed from the numbers
+    function: Callable[[Context], Outcome]
+
+    def describe(self) -> dict[str, str]:
+        return {"name": self.name, "claim": self.claim, "seed": self.seed, "rule": self.rule}
+
+
+EXPERIMENTS: dict[str, Experiment] = {}
+"""The registry: every experiment, in the order the modules register them."""
+
+
+def experiment(name: str, *, claim: str, seed: str, rule: str) -> Callable[..., Any]:
+    """Register the decorated ``function(ctx) -> Outcome`` as experiment ``name``."""
+
+    def register(function: Callable[[Context], Outcome]) -> Callable[[Context], Outcome]:
+        if name in EXPERIMENTS:
+            raise ValueError(f"Invalid experiment name: {name!r} (registered twice)")
+        EXPERIMENTS[name] = Experiment(name, claim, seed, rule, function)
+        return function
+
+    return register
+
+
+def cache_key(entry: Experiment, quick: bool, seed: int) -> str:
+    """What a cached result must match: name, mode, seed and the code that produced it."""
+    module = sys.modules[entry.function.__module__]
+    code = inspect.getsource(module) + inspect.getsource(sys.modules[__name__])
+    text = json.dumps([entry.name, quick, seed, hashlib.sha256(code.encode()).hexdigest()])
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def run(
+    name: str, out: str | Path, *, quick: bool = False, seed: int = 0, fresh: bool = False
+) -> dict[str, Any]:
+    """Run experiment ``name`` into ``out/<name>/`` and return its results.json contents."""
+    if name not in EXPERIMENTS:
+        import difflib
+
+        close = difflib.get_close_matches(name, list(EXPERIMENTS), n=1)
+        hint = f"did you mean {close[0]!r}? " if close else ""
+        raise ValueError(
+            f"Invalid experiment: {name!r} (unknown; {hint}trainlab lab list shows them all)"
+        )
+    entry = EXPERIMENTS[name]
+    folder = Path(out) / name
+    folder.mkdir(parents=True, exist_ok=True)
+    key = cache_key(entry, quick, seed)
+    saved = folder / RESULTS_FILE
+    if not fresh and saved.is_file():
+        try:
+            previous = json.loads(saved.read_text())
+        except ValueError:
+            previous = {}
+        if previous.get("cache_key") == key and all(
+            (folder / figure).is_file() for figure in previous.get("figures", [])
+        ):
+            return {**previous, "cached": True}
+    ctx = Context(folder, quick, seed)
+    start = time.perf_counter()
+    outcome = entry.function(ctx)
+    results = {
+        **entry.describe(),
+        "verdict": outcome.verdict,
+        "evidence": outcome.evidence,
+        "numbers": _plain(outcome.numbers),
+        "tables": _plain(outcome.tables),
+        "figures": ctx.figures,
+        "mode": "quick" if quick else "full",
+        "seconds": time.perf_counter() - start,
+        "cache_key": key,
+    }
+    temp = saved.with_name(f".{RESULTS_FILE}.tmp")
+    temp.write_text(json.dumps(results, indent=1))
+    temp.replace(saved)
+    return {**results, "cached": False}
+
+
+def _plain(value: Any) -> Any:
+    """JSON-safe: NaN and infinities as None, tuples as lists, numpy and torch scalars as floats."""
+    if isinstance(value, dict):
+        return {str(k): _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value

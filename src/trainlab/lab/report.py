@@ -1,0 +1,194 @@
+"""``trainlab report``: one self-contained HTML file for experiments or training runs.
+
+The report embeds everything — figures as base64 PNG, tables as HTML, the claim, the
+verdict and its evidence, the config, timings — and loads nothing from the network, so it
+opens anywhere, offline. It takes an experiment folder (``results.json``), a folder of
+experiments (``trainlab lab all``'s), a run folder (``config.toml``), or a folder of runs.
+
+A small inline script records, in the page's own attributes, whether every figure loaded
+with a non-zero size and whether any script error happened; the tests read them from a
+real headless browser.
+"""
+
+from __future__ import annotations
+
+import base64
+import html
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from .experiment import RESULTS_FILE
+
+REPORT_FILE = "report.html"
+
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
+       line-height: 1.45; padding: 0 1em; }
+h1 { margin-bottom: 0.2em; } h2 { margin-top: 2em; border-bottom: 1px solid #ddd; }
+.claim { font-size: 1.05em; } .rule { color: #555; font-size: 0.9em; }
+.verdict { display: inline-block; padding: 0.1em 0.6em; border-radius: 0.3em;
+           font-weight: bold; color: white; }
+.holds { background: #2e7d32; } .fails { background: #c62828; }
+.pass { color: #2e7d32; } .warn { color: #b26a00; } .fail { color: #c62828; }
+img { max-width: 100%; border: 1px solid #eee; margin: 0.5em 0; }
+table { border-collapse: collapse; margin: 0.8em 0; font-size: 0.9em; }
+td, th { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f4f4f4; } td:first-child, th:first-child { text-align: left; }
+pre { background: #f7f7f7; padding: 0.8em; overflow-x: auto; font-size: 0.85em; }
+nav a { margin-right: 1em; }
+"""
+
+CHECK_SCRIPT = """
+window.trainlabErrors = [];
+window.addEventListener('error', function (e) { window.trainlabErrors.push(String(e.message)); });
+window.addEventListener('load', function () {
+  var images = Array.prototype.slice.call(document.images);
+  var empty = images.filter(function (i) { return !(i.naturalWidth > 0 && i.naturalHeight > 0); });
+  document.body.setAttribute('data-figures', String(images.length));
+  document.body.setAttribute('data-empty-figures', String(empty.length));
+  document.body.setAttribute('data-errors', String(window.trainlabErrors.length));
+});
+"""
+
+
+def write_report(source: str | Path, output: str | Path | None = None) -> Path:
+    """Write the report of ``source`` to ``output`` (default: ``source/report.html``)."""
+    source = Path(source)
+    if not source.is_dir():
+        raise ValueError(f"Invalid report source: {str(source)!r} is not a folder")
+    sections = _sections(source)
+    if not sections:
+        raise ValueError(
+            f"Invalid report source: {str(source)!r} holds no experiment (results.json) and no "
+            "run (config.toml) (pass what trainlab lab or trainlab train wrote)"
+        )
+    title = f"trainlab report — {source.name}"
+    nav = "".join(
+        f'<a href="#{html.escape(anchor)}">{html.escape(name)}</a>' for anchor, name, _ in sections
+    )
+    body = "".join(content for _, _, content in sections)
+    page = (
+        "<!DOCTYPE html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style>"
+        f"<script>{CHECK_SCRIPT}</script></head><body>"
+        f"<h1>{html.escape(title)}</h1><nav>{nav}</nav>{body}</body></html>"
+    )
+    path = Path(output) if output is not None else source / REPORT_FILE
+    path.write_text(page, encoding="utf-8")
+    return path
+
+
+def _sections(source: Path) -> list[tuple[str, str, str]]:
+    if (source / RESULTS_FILE).is_file():
+        return [_experiment(source)]
+    if (source / "config.toml").is_file():
+        return [_run(source)]
+    found = []
+    for child in sorted(p for p in source.iterdir() if p.is_dir()):
+        if (child / RESULTS_FILE).is_file():
+            found.append(_experiment(child))
+        elif (child / "config.toml").is_file():
+            found.append(_run(child))
+    return found
+
+
+def _experiment(folder: Path) -> tuple[str, str, str]:
+    results = json.loads((folder / RESULTS_FILE).read_text())
+    name = results.get("name", folder.name)
+    verdict = results.get("verdict", "fails")
+    parts = [
+        f"<h2 id='{html.escape(name)}'>{html.escape(name)} "
+        f"<span class='verdict {html.escape(verdict)}'>{html.escape(verdict)}</span></h2>",
+        f"<p class='claim'>{html.escape(results.get('claim', ''))}</p>",
+        f"<p class='rule'>Rule: {html.escape(results.get('rule', ''))} — lecture seed "
+        f"{html.escape(str(results.get('seed', '')))}</p>",
+        f"<p><b>Evidence.</b> {html.escape(results.get('evidence', ''))}</p>",
+    ]
+    for figure in results.get("figures", []):
+        parts.append(_image(folder / figure, f"{name}: {figure}"))
+    for table_name, rows in (results.get("tables") or {}).items():
+        parts.append(f"<h3>{html.escape(table_name)}</h3>{_table(rows)}")
+    mode, seconds = results.get("mode", ""), results.get("seconds")
+    if isinstance(seconds, (int, float)):
+        parts.append(f"<p class='rule'>{html.escape(mode)} mode, {seconds:.1f} s</p>")
+    return name, name, "".join(parts)
+
+
+def _run(folder: Path) -> tuple[str, str, str]:
+    name = folder.name
+    parts = [f"<h2 id='{html.escape(name)}'>run {html.escape(name)}</h2>"]
+    summary = _json(folder / "summary.json")
+    if summary:
+        scalars = [
+            {"metric": k, "value": v}
+            for k, v in summary.items()
+            if isinstance(v, (int, float, str)) and k != "run_dir"
+        ]
+        parts.append(_table(scalars))
+        for verdict in summary.get("verdicts", []):
+            status = html.escape(verdict.get("status", ""))
+            parts.append(
+                f"<p class='{status}'><b>[{status}] {html.escape(verdict.get('name', ''))}</b>: "
+                f"{html.escape(verdict.get('evidence', ''))}<br><i>fix:</i> "
+                f"{html.escape(verdict.get('fix', ''))}</p>"
+            )
+    else:
+        parts.append("<p>The run has not finished: no summary.json yet.</p>")
+    curves = folder / "curves.png"
+    if not curves.is_file() and (folder / "metrics.jsonl").is_file():
+        from ..diagnose.plots import curves as draw_curves
+
+        metrics = [
+            json.loads(line)
+            for line in (folder / "metrics.jsonl").read_text().splitlines()
+            if line.strip()
+        ]
+        curves = draw_curves(metrics, folder / "curves.png")
+    for figure in ("curves.png", "layers.png", "histograms.png"):
+        if (folder / figure).is_file():
+            parts.append(_image(folder / figure, f"{name}: {figure}"))
+    parts.append(
+        f"<h3>config.toml</h3><pre>{html.escape((folder / 'config.toml').read_text())}</pre>"
+    )
+    return name, f"run {name}", "".join(parts)
+
+
+def _image(path: Path, alt: str) -> str:
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
+
+
+def _table(rows: list[dict[str, Any]]) -> str:
+    if not rows:
+        return ""
+    columns = list(dict.fromkeys(key for row in rows for key in row))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(row.get(c)))}</td>" for c in columns) + "</tr>"
+        for row in rows
+    )
+    return f"<table><tr>{head}</tr>{body}</table>"
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return str(value)
+        return f"{value:.4g}"
+    if isinstance(value, (list, dict)):
+        return json.dumps(value)[:80]
+    return str(value)
+
+
+def _json(path: Path) -> dict[str, Any] | None:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+    return value if isinstance(value, dict) else None

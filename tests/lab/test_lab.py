@@ -1,0 +1,125 @@
+"""The lab's framework, its commands and the HTML report, checked in a real browser."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+import subprocess
+from pathlib import Path
+
+import pytest
+
+from trainlab.cli import main
+from trainlab.lab import experiment, experiments
+
+from ..train.test_trainer import TINY, set_args
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+needs_chromium = pytest.mark.skipif(
+    CHROMIUM is None, reason="needs Chromium (.ci/run installs Debian's chromium package)"
+)
+BROWSER_FLAGS = [
+    "--headless",
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-quic",
+    "--no-first-run",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
+
+
+def test_lab_list_gives_every_experiment_with_its_claim_and_seed(capsys):
+    assert main(["lab", "list", "--json"]) == 0
+    listed = json.loads(capsys.readouterr().out)
+    assert [entry["name"] for entry in listed] == list(experiments.load())
+    assert all(set(entry) == {"name", "claim", "seed"} for entry in listed)
+    assert all(re.fullmatch(r"00[0-4]", entry["seed"]) for entry in listed)
+
+
+@pytest.mark.parametrize("name", ["ewma", "adam_bias_correction"])
+def test_cheap_experiments_hold_in_quick_mode(tmp_path, name):
+    experiments.load()
+    results = experiment.run(name, tmp_path, quick=True)
+    assert results["verdict"] == "holds", results["evidence"]
+    saved = json.loads((tmp_path / name / "results.json").read_text())
+    assert {"name", "claim", "verdict", "evidence"} <= saved.keys()
+    for figure in saved["figures"]:
+        png = tmp_path / name / figure
+        assert png.read_bytes().startswith(b"\x89PNG") and png.with_suffix(".svg").stat().st_size
+
+
+def test_results_are_cached_until_fresh(tmp_path):
+    experiments.load()
+    first = experiment.run("ewma", tmp_path, quick=True)
+    again = experiment.run("ewma", tmp_path, quick=True)
+    assert not first["cached"] and again["cached"] and again["evidence"] == first["evidence"]
+    assert not experiment.run("ewma", tmp_path, quick=True, fresh=True)["cached"]
+    assert not experiment.run("ewma", tmp_path, quick=False)["cached"]  # another mode
+
+
+def test_an_unknown_experiment_is_named_with_the_closest(capsys, tmp_path):
+    assert main(["lab", "run", "ewm", "--out", str(tmp_path)]) == 2
+    assert "did you mean 'ewma'" in capsys.readouterr().err
+
+
+def render(page: Path, tmp_path: Path) -> tuple[str, bytes]:
+    """The page's body tag after load, and a screenshot, from headless Chromium."""
+    common = [CHROMIUM, *BROWSER_FLAGS, "--virtual-time-budget=5000"]
+    dom = subprocess.run(
+        [*common, f"--user-data-dir={tmp_path / 'profile1'}", "--dump-dom", page.as_uri()],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    ).stdout
+    shot = tmp_path / "shot.png"
+    subprocess.run(
+        [
+            *common,
+            f"--user-data-dir={tmp_path / 'profile2'}",
+            "--window-size=1200,1600",
+            f"--screenshot={shot}",
+            page.as_uri(),
+        ],
+        capture_output=True,
+        timeout=120,
+        check=True,
+    )
+    return re.search(r"<body[^>]*>", dom).group(0), shot.read_bytes()
+
+
+@needs_chromium
+def test_the_lab_report_renders_in_a_real_browser(tmp_path):
+    out = tmp_path / "lab"
+    assert main(["lab", "run", "ewma", "--quick", "--out", str(out)]) == 0
+    assert main(["lab", "run", "adam_bias_correction", "--quick", "--out", str(out)]) == 0
+    assert main(["report", str(out), "-o", str(tmp_path / "lab.html")]) == 0
+    page = tmp_path / "lab.html"
+    text = page.read_text()
+    assert not re.search(r"(src|href)=['\"]https?://", text)  # nothing to fetch
+    assert "holds" in text and "Rule:" in text
+    body, shot = render(page, tmp_path)
+    assert 'data-figures="2"' in body  # every figure embedded and loaded
+    assert 'data-empty-figures="0"' in body and 'data-errors="0"' in body
+    assert shot.startswith(b"\x89PNG") and len(shot) > 50_000
+
+
+@needs_chromium
+def test_a_training_run_gets_the_same_report(tmp_path):
+    run_dir = tmp_path / "run"
+    settings = [*TINY, "diagnostics.enabled=true", "diagnostics.every=5"]
+    assert main(["train", "--run-dir", str(run_dir), *set_args(settings)]) == 0
+    assert main(["report", str(run_dir)]) == 0
+    page = run_dir / "report.html"
+    assert "generalization_gap" in page.read_text() and "config.toml" in page.read_text()
+    body, shot = render(page, tmp_path)
+    assert 'data-figures="2"' in body and 'data-empty-figures="0"' in body  # curves, layers
+    assert 'data-errors="0"' in body and len(shot) > 50_000
+
+
+def test_report_of_a_folder_with_nothing_in_it_exits_2(tmp_path, capsys):
+    assert main(["report", str(tmp_path)]) == 2
+    assert "holds no experiment" in capsys.readouterr().err
