@@ -435,3 +435,53 @@ def test_fit_returns_what_summary_json_holds(tmp_path):
     summary = trainlab.fit(nn.Linear(4, 3), (x, y), val=(x, y), test=(x, y), run_dir=tmp_path / "r")
     assert summary == json.loads((tmp_path / "r" / "summary.json").read_text())
     assert summary["run_dir"] == str(tmp_path / "r")
+
+
+def test_a_label_out_of_range_deep_in_a_dataset_is_named(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(600, 4, generator=g), torch.randint(0, 3, (600,), generator=g)
+    y[500] = 7  # beyond the first batch the checks before training look at
+    with pytest.raises(TrainingError, match=r"labels here run from 0 to 7, the model gives 3"):
+        trainlab.fit(
+            nn.Linear(4, 3),
+            TensorDataset(x, y),
+            run_dir=tmp_path / "r",
+            epochs=1,
+            batch_size=100,
+            settings={"data.shuffle": "none"},
+        )
+    resumed = trainlab.fit(nn.Linear(4, 3), (x[:100], y[:100]), run_dir=tmp_path / "r2")
+    assert resumed["steps"] > 0  # the process holds no stale lock that would stop a new run
+
+
+def test_a_failed_start_gives_back_the_default_folder(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(40, 4, generator=g), torch.randint(0, 3, (40,), generator=g)
+    model = nn.Linear(4, 3)
+    with pytest.raises(ValueError, match=r"Invalid optimizer: 'Adagrad'"):
+        trainlab.fit(
+            model,
+            (x, y),
+            optimizer=torch.optim.Adagrad(model.parameters()),
+            settings={"schedule.momentum": {"name": "linear", "steps": 10}},
+        )
+    assert list((tmp_path / "runs").iterdir()) == []  # no folder, no lock left behind
+
+
+def test_instruments_take_their_hooks_away_when_fit_raises(tmp_path):
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+    model = nn.Sequential(nn.Linear(4, 8), nn.ReLU(), nn.Linear(8, 3))
+    with pytest.raises(trainlab.train.NonFiniteError):
+        trainlab.fit(
+            model,
+            (x, y),
+            run_dir=tmp_path / "r",
+            lr=1e30,
+            optimizer="sgd",
+            epochs=3,
+            batch_size=8,
+            settings={"diagnostics.enabled": True, "diagnostics.every": 1},
+        )
+    assert all(not m._forward_hooks for m in model.modules())

@@ -430,3 +430,14 @@ def test_a_checkpoint_of_an_earlier_version_keeps_the_whole_log(tmp_path):
     before = (run_dir / "metrics.jsonl").read_text()
     assert main(["train", "--resume", str(run_dir)]) == 0
     assert (run_dir / "metrics.jsonl").read_text().startswith(before)
+
+
+def test_a_refused_claim_leaves_the_holders_lock_and_folder_alone(tmp_path):
+    owner = RunFolder.claim_unique(tmp_path, "run")  # holds an empty new folder
+    for _ in range(2):
+        with pytest.raises(RunFolderError, match="in use by process"):
+            RunFolder.claim_new(owner.path)
+    assert (owner.path / "run.lock").is_file()
+    with pytest.raises(RunFolderError, match="in use by process"):  # still one owner
+        RunFolder.claim_new(owner.path)
+    owner.release()

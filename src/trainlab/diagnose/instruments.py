@@ -141,7 +141,7 @@ class Instruments(Callback):
 
     # -- events --------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer) -> None:
-        self._layers = self._choose_layers(trainer.model)
+        self._layers = self.choose_layers(trainer.model)
         if trainer.state.step % self.every == self.every - 1 or self.every == 1:
             self._arm(trainer)
 
@@ -181,6 +181,11 @@ class Instruments(Callback):
 
             diagnostics_figures(trainer.run_dir, self.history, _read_metrics(trainer.run_dir))
 
+    def close(self) -> None:
+        """Remove the hooks and the saved weights, however ``fit`` ended."""
+        self._detach()
+        self._captured, self._before = {}, {}
+
     def state_dict(self) -> Any:
         return {
             "history": self.history,
@@ -201,7 +206,8 @@ class Instruments(Callback):
         self.losses = list(state["losses"])
 
     # -- sampling ------------------------------------------------------------------------
-    def _choose_layers(self, model: nn.Module) -> dict[str, nn.Module]:
+    def choose_layers(self, model: nn.Module) -> dict[str, nn.Module]:
+        """The modules to instrument; a pattern that matches none is an error."""
         named = dict(model.named_modules())
         if self.patterns:
             for pattern in self.patterns:

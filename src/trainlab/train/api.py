@@ -135,13 +135,13 @@ def fit(
         from .callbacks import ProgressBar
 
         bar = [ProgressBar()]
-    trainer = Trainer(config, run_dir, resume=resume, callbacks=[*bar, *callbacks], parts=parts)
     try:
-        summary = trainer.fit()
-    finally:
-        for callback in bar:
-            callback.close()  # type: ignore[attr-defined]
-    return summary
+        trainer = Trainer(config, run_dir, resume=resume, callbacks=[*bar, *callbacks], parts=parts)
+    except BaseException:
+        if isinstance(run_dir, RunFolder):  # the folder claimed above, unused: give it back
+            run_dir.release(remove_if_unused=True)
+        raise
+    return trainer.fit()
 
 
 def _settings_tree(

@@ -13,7 +13,8 @@ calls only overridden methods, so an unused event costs nothing. The events:
 - ``on_summary(trainer, summary)`` — the summary before it is written: add to it;
 - ``on_fit_end(trainer, summary)`` — after the summary is written.
 
-A callback adds its own records to the logs with ``trainer.log(record)``.
+``close()`` is called when ``fit`` returns or raises, whatever happened. A callback adds
+its own records to the logs with ``trainer.log(record)``.
 
 A callback with state implements ``state_dict()`` → a tree of tensors, numbers, strings,
 lists and dicts, and ``load_state_dict(state)``; the state is saved in every checkpoint
@@ -87,6 +88,9 @@ class Callback:
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         """After the summary is written."""
+
+    def close(self) -> None:
+        """When ``fit`` returns or raises: release what the callback holds (hooks, files)."""
 
     def state_dict(self) -> Any:
         """State to save in checkpoints (None: nothing)."""
@@ -205,8 +209,8 @@ class TensorBoardLog(Callback):
             if key not in ("step", "epoch") and isinstance(value, (int, float)):
                 self.writer.add_scalar(key, value, record["step"])
 
-    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
-        self.writer.flush()
+    def close(self) -> None:
+        self.writer.close()
 
 
 class ProgressBar(Callback):

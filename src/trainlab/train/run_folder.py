@@ -180,11 +180,16 @@ class RunFolder:
             self._acquire()
 
     def release(self, *, remove_if_unused: bool = False) -> None:
-        """Drop the lock; ``remove_if_unused`` also deletes what the claim itself created."""
-        if self._fd is not None:
+        """Drop the lock; ``remove_if_unused`` also deletes what the claim itself created.
+
+        Only a holder removes anything: a claim refused because another process holds the
+        folder never touches that process's lock file or folder.
+        """
+        held = self._fd is not None
+        if held:
             os.close(self._fd)  # closing the descriptor drops the OS lock
             self._fd = None
-        if remove_if_unused and not (_entries(self.path) - {LOCK_FILE}):
+        if remove_if_unused and held and not (_entries(self.path) - {LOCK_FILE}):
             (self.path / LOCK_FILE).unlink(missing_ok=True)
             if self.created:
                 shutil.rmtree(self.path, ignore_errors=True)

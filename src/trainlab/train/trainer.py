@@ -82,12 +82,18 @@ class NonFiniteError(TrainingError):
 class Interrupted(Exception):
     """SIGINT or SIGTERM stopped ``fit`` at a step boundary, after a checkpoint was saved."""
 
-    def __init__(self, signum: int, step: int, run_dir: Path) -> None:
+    def __init__(self, signum: int, step: int, run_dir: Path, *, python: bool = False) -> None:
         self.signum, self.step, self.run_dir = signum, step, run_dir
         name = signal.Signals(signum).name
+        how = (
+            f"trainlab.fit(..., run_dir={str(run_dir)!r}, resume=True) with the same model, "
+            "data and settings"
+            if python
+            else f"trainlab train --resume {run_dir}"
+        )
         super().__init__(
             f"stopped by {name} at step {step}; the checkpoint of step {step} is saved. "
-            f"Continue with: trainlab train --resume {run_dir}"
+            f"Continue with: {how}"
         )
 
     @property
@@ -203,6 +209,7 @@ class Trainer:
         self._saved_step: int | None = None  # the step of the last checkpoint submitted
         self._pending: list[dict[str, Any]] = []  # records for the first fit's loggers
         self.resumed_from: Path | None = None  # the checkpoint a resume started from
+        instruments = self._instruments()  # checked before the folder is claimed or written
         if isinstance(run_dir, RunFolder):
             self.folder = run_dir
         elif resume:
@@ -210,22 +217,9 @@ class Trainer:
         else:
             self.folder = RunFolder.claim_new(self.run_dir)
         try:
-            logs: list[Callback] = [JsonlLog(self.run_dir), CsvLog(self.run_dir)]
+            logs: list[Callback] = [JsonlLog(self.run_dir), CsvLog(self.run_dir), *instruments]
             if run.tensorboard:
                 logs.append(TensorBoardLog(self.run_dir))
-            diagnostics = config.diagnostics
-            if diagnostics.enabled:
-                from ..diagnose.instruments import Instruments
-
-                logs.append(
-                    Instruments(
-                        diagnostics.every,
-                        diagnostics.window,
-                        histograms=diagnostics.histograms,
-                        layers=diagnostics.layers,
-                        plots=diagnostics.plots,
-                    )
-                )
             self.callbacks = [*logs, *callbacks]
             self._events = {event: overriding(self.callbacks, event) for event in EVENTS}
             if resume:
@@ -237,6 +231,23 @@ class Trainer:
             raise
 
     # -- set-up ------------------------------------------------------------------------------
+    def _instruments(self) -> list[Callback]:
+        """The live instruments of ``[diagnostics]``, their layer patterns checked."""
+        diagnostics = self.config.diagnostics
+        if not diagnostics.enabled:
+            return []
+        from ..diagnose.instruments import Instruments
+
+        instruments = Instruments(
+            diagnostics.every,
+            diagnostics.window,
+            histograms=diagnostics.histograms,
+            layers=diagnostics.layers,
+            plots=diagnostics.plots,
+        )
+        instruments.choose_layers(self.model)
+        return [instruments]
+
     def _plateau(self) -> ReduceOnPlateau | None:
         return self.config.schedule.reduce_on_plateau()
 
@@ -273,6 +284,8 @@ class Trainer:
             with self._signals_caught():
                 return self._fit()
         finally:
+            for callback in self.callbacks:
+                callback.close()
             self.folder.release()
 
     def _fit(self) -> dict[str, Any]:
@@ -308,7 +321,21 @@ class Trainer:
         """(outputs, loss): the data loss plus the explicit penalties."""
         cfg = self.config
         outputs = self.model(xb)
-        loss = self.loss_fn(outputs, yb)
+        try:
+            loss = self.loss_fn(outputs, yb)
+        except (IndexError, RuntimeError) as error:  # e.g. a label ≥ the number of outputs
+            labels = (
+                f"; labels here run from {int(yb.min())} to {int(yb.max())}, the model gives "
+                f"{outputs.shape[-1]} outputs"
+                if self.task == "classification" and yb.numel() and outputs.dim() == 2
+                else ""
+            )
+            raise TrainingError(
+                f"Invalid batch at step {self.state.step + 1}: the loss fails on it "
+                f"({type(error).__name__}: {str(error).splitlines()[0][:200]}{labels}) "
+                "(check the data's targets against the model's outputs: class labels must "
+                "be 0..C-1)"
+            ) from error
         if cfg.penalty.l1 or cfg.penalty.l2:
             loss = loss + penalty(self._penalized, l2=cfg.penalty.l2, l1=cfg.penalty.l1)
         return outputs, loss
@@ -458,7 +485,8 @@ class Trainer:
         if self._saved_step != self.state.step:
             self.save(background=True)
         self._writer.wait()
-        raise Interrupted(signum, self.state.step, self.run_dir)
+        python = self.parts.about.get("source") == "python"
+        raise Interrupted(signum, self.state.step, self.run_dir, python=python)
 
     def _nonfinite(self, loss: float, grad_norm: float) -> None:
         policy, step = self.config.run.nonfinite, self.state.step
