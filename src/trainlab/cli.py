@@ -10,6 +10,8 @@ from pathlib import Path
 
 import torch
 
+from . import _json as strict_json
+
 # `trainlab demo`: the lectures' recipe for MNIST-1D — Adam (with decoupled weight decay),
 # Kaiming init, batch norm, dropout, a one-cycle schedule, per-epoch shuffling, and the
 # shift augmentation that suits translated 1-D digits — as overrides of the defaults.
@@ -70,6 +72,13 @@ def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
                 f"Invalid --resume: {str(run_dir)!r} has no {CONFIG_FILE} (it is not a "
                 "trainlab run folder; pass the folder a previous `trainlab train` created)"
             )
+        about = run_dir / "run.json"
+        if about.is_file() and '"source": "python"' in about.read_text()[:4096]:
+            raise RunFolderError(
+                f"Invalid --resume: {str(run_dir)!r} was trained with trainlab.fit on your own "
+                "model and data, which the command line cannot rebuild (resume it with "
+                f"trainlab.fit(..., run_dir={str(run_dir)!r}, resume=True))"
+            )
         config = load_config(saved, overrides)
         if fingerprint(config) != fingerprint(load_config(saved)):
             raise config_changed(run_dir, "the --set values")
@@ -123,7 +132,6 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _evaluate(args: argparse.Namespace) -> int:
-    import json
 
     from .train.api import load_run
     from .train.build import make_loss, prepared_data, target_data
@@ -147,21 +155,20 @@ def _evaluate(args: argparse.Namespace) -> int:
         name: evaluate(run.model, data, loss, "classification") for name, data in splits.items()
     }
     if args.json:
-        print(json.dumps({"run": str(run.path), "weights": args.weights, "splits": results}))
+        print(strict_json.dumps({"run": str(run.path), "weights": args.weights, "splits": results}))
     else:
         print(metrics_table(results, f"{run.path} ({args.weights} weights)"))
     return 0
 
 
 def _runs(args: argparse.Namespace) -> int:
-    import json
 
     from .train.report import runs_table
     from .train.runs import list_runs
 
     found = list_runs(args.folder)
     if args.json:
-        print(json.dumps(found))
+        print(strict_json.dumps(found))
     else:
         print(runs_table(found) if found else f"no runs in {args.folder}")
     return 0
@@ -181,7 +188,6 @@ def _config_parts(args: argparse.Namespace) -> tuple[object, object]:
 
 
 def _doctor(args: argparse.Namespace) -> int:
-    import json
 
     from .diagnose import doctor
     from .diagnose.findings import table
@@ -197,14 +203,13 @@ def _doctor(args: argparse.Namespace) -> int:
         seed=config.run.seed,
     )
     if args.json:
-        print(json.dumps({"checks": [f.to_dict() for f in findings]}))
+        print(strict_json.dumps({"checks": [f.to_dict() for f in findings]}))
     else:
         print(table(findings))
     return 1 if any(f.status == "fail" for f in findings) else 0
 
 
 def _lr_find(args: argparse.Namespace) -> int:
-    import json
 
     from .diagnose.lr_find import lr_find, plot, suggested_overrides
     from .train.config import dump_toml, load_config
@@ -224,12 +229,18 @@ def _lr_find(args: argparse.Namespace) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     plot(result, out / "lr_find.png")
-    (out / "lr_find.json").write_text(json.dumps(result.to_dict(), indent=1))
+    (out / "lr_find.json").write_text(strict_json.dumps(result.to_dict(), indent=1))
+    if result.suggestion is None:  # too few finite losses: say why, exit 2
+        raise ValueError(
+            f"Invalid range: no learning rate can be suggested ({result.reason or 'the loss '}"
+            f"never fell); the curve is in {out / 'lr_find.json'} (widen --start/--end or "
+            "raise --steps)"
+        )
     if args.apply:
         applied = load_config(args.config, [*(args.set or []), *suggested_overrides(result)])
         (out / "config.toml").write_text(dump_toml(applied))
     if args.json:
-        print(json.dumps(result.to_dict()))
+        print(strict_json.dumps(result.to_dict()))
         return 0
     print(f"suggested learning rate ({result.method}): {result.suggestion:.3g}")
     for method, value in result.suggestions.items():

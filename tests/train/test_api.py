@@ -485,3 +485,50 @@ def test_instruments_take_their_hooks_away_when_fit_raises(tmp_path):
             settings={"diagnostics.enabled": True, "diagnostics.every": 1},
         )
     assert all(not m._forward_hooks for m in model.modules())
+
+
+class StopAtStep(Callback):
+    def __init__(self, step: int) -> None:
+        self.step = step
+
+    def on_step_end(self, trainer, step):
+        if step.step == self.step:
+            signal.raise_signal(signal.SIGTERM)
+
+
+def test_a_stopped_fit_resumes_in_the_same_process_with_the_objects_it_moved(tmp_path, capsys):
+    from trainlab.train import Interrupted, OneCycle
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(96, 4, generator=g), torch.randint(0, 3, (96,), generator=g)
+
+    def run(folder, callbacks=(), model=None, optimizer=None, resume=False):
+        if model is None:
+            torch.manual_seed(0)
+            model = nn.Linear(4, 3)
+            optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+        summary = trainlab.fit(
+            model,
+            (x, y),
+            run_dir=tmp_path / folder,
+            resume=resume,
+            callbacks=callbacks,
+            epochs=4,
+            batch_size=16,
+            threads=1,
+            checkpoint_seconds=0,
+            optimizer=optimizer,
+            schedule=OneCycle(total=24),
+        )
+        return summary, model, optimizer
+
+    reference, _, _ = run("reference")
+    torch.manual_seed(0)
+    model = nn.Linear(4, 3)
+    optimizer = torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9)
+    with pytest.raises(Interrupted, match=r"trainlab\.fit\(\.\.\., run_dir=.*resume=True\)"):
+        run("stopped", [StopAtStep(9)], model, optimizer)
+    resumed, _, _ = run("stopped", (), model, optimizer, resume=True)
+    assert resumed["train_loss"] == reference["train_loss"]
+    assert main(["train", "--resume", str(tmp_path / "stopped")]) == 2  # not from the CLI
+    assert "trained with trainlab.fit" in capsys.readouterr().err

@@ -54,6 +54,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import Tensor, nn
 
+from .. import _json as strict_json
 from ..train.callbacks import Callback, Step
 from ..train.errors import TrainingError
 from .findings import Finding
@@ -175,7 +176,7 @@ class Instruments(Callback):
         self._judge_end(summary)
         summary["verdicts"] = [finding.to_dict() for finding in self.verdicts.values()]
         path = trainer.run_dir / DIAGNOSTICS_FILE
-        path.write_text(json.dumps(self._document(), allow_nan=True))
+        path.write_text(strict_json.dumps(self._document()))
         if self.plots and self.history:
             from .plots import diagnostics_figures
 

@@ -18,13 +18,14 @@ from __future__ import annotations
 import hashlib
 import inspect
 import json
-import math
 import sys
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
+
+from .. import _json as strict_json
 
 RESULTS_FILE = "results.json"
 Verdict = Literal["holds", "fails"]
@@ -146,27 +147,14 @@ def run(
         **entry.describe(),
         "verdict": outcome.verdict,
         "evidence": outcome.evidence,
-        "numbers": _plain(outcome.numbers),
-        "tables": _plain(outcome.tables),
+        "numbers": outcome.numbers,
+        "tables": outcome.tables,
         "figures": ctx.figures,
         "mode": "quick" if quick else "full",
         "seconds": time.perf_counter() - start,
         "cache_key": key,
     }
     temp = saved.with_name(f".{RESULTS_FILE}.tmp")
-    temp.write_text(json.dumps(results, indent=1))
+    temp.write_text(strict_json.dumps(results, indent=1))
     temp.replace(saved)
     return {**results, "cached": False}
-
-
-def _plain(value: Any) -> Any:
-    """JSON-safe: NaN and infinities as None, tuples as lists, numpy and torch scalars as floats."""
-    if isinstance(value, dict):
-        return {str(k): _plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    if hasattr(value, "item") and callable(value.item) and getattr(value, "ndim", 0) == 0:
-        value = value.item()
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    return value

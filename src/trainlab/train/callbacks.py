@@ -25,7 +25,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import math
 import sys
 import time
@@ -34,6 +33,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from torch import Tensor
+
+from .. import _json as strict_json
 
 if TYPE_CHECKING:
     from .trainer import Trainer
@@ -147,7 +148,7 @@ class JsonlLog(_AppendLog):
 
     def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
         with open(self.path, "a") as file:
-            file.write(json.dumps(record) + "\n")
+            file.write(strict_json.dumps(record) + "\n")
 
 
 class CsvLog(_AppendLog):

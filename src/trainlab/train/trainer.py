@@ -46,6 +46,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from .. import _json as strict_json
 from .averaging import EMA
 from .build import Parts, choose_device, from_config
 from .callbacks import EVENTS, Callback, CsvLog, JsonlLog, Step, TensorBoardLog, overriding
@@ -269,7 +270,7 @@ class Trainer:
             text = dump_toml(tree)
         _write_atomic(self.run_dir / CONFIG_FILE, text)
         about = {"format": "trainlab-run", "version": 1, **self.parts.about}
-        _write_atomic(self.run_dir / RUN_FILE, json.dumps(about, indent=1))
+        _write_atomic(self.run_dir / RUN_FILE, strict_json.dumps(about, indent=1))
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -738,7 +739,7 @@ class Trainer:
             ema = {k: v.detach().contiguous().cpu() for k, v in self.ema.weights().items()}
             safetensors.torch.save_file(ema, str(self.run_dir / EMA_WEIGHTS_FILE))
         self._emit("on_summary", summary)
-        _write_atomic(self.run_dir / SUMMARY_FILE, json.dumps(summary, indent=1))
+        _write_atomic(self.run_dir / SUMMARY_FILE, strict_json.dumps(summary, indent=1))
         return summary
 
     def _train_data(self) -> Any:
@@ -802,11 +803,27 @@ def _plain(value: Any) -> Any:
     return value.item() if isinstance(value, Tensor) else value
 
 
+#: Param-group keys that learning-rate and momentum schedules change as the run goes.
+SCHEDULED_KEYS = frozenset(
+    {
+        "params",
+        "lr",
+        "initial_lr",
+        "max_lr",
+        "min_lr",
+        "momentum",
+        "betas",
+        "base_momentum",
+        "max_momentum",
+    }
+)
+
+
 def _signature(config: Any, parts: Parts) -> str:
     """What identifies a run for a resume: the config's fingerprint, the model's parameter
     names and shapes, the optimizer's class and hyperparameters, the data sizes."""
-    groups = [
-        {k: repr(v) for k, v in group.items() if k != "params"}
+    groups = [  # less what schedules drive (a resumed fit gets the optimizer they moved)
+        {k: repr(v) for k, v in group.items() if k not in SCHEDULED_KEYS}
         for group in parts.optimizer.param_groups
     ]
     described = {
