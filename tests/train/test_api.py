@@ -532,3 +532,28 @@ def test_a_stopped_fit_resumes_in_the_same_process_with_the_objects_it_moved(tmp
     assert resumed["train_loss"] == reference["train_loss"]
     assert main(["train", "--resume", str(tmp_path / "stopped")]) == 2  # not from the CLI
     assert "trained with trainlab.fit" in capsys.readouterr().err
+
+
+def test_metrics_csv_is_one_table_with_every_column(tmp_path):
+    import csv
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+    trainlab.fit(
+        nn.Linear(4, 3),
+        (x, y),
+        val=(x, y),
+        run_dir=tmp_path / "r",
+        epochs=3,
+        batch_size=8,
+        settings={"diagnostics.enabled": True, "diagnostics.plots": False},
+    )
+    rows = list(csv.reader((tmp_path / "r" / "metrics.csv").read_text().splitlines()))
+    header, body = rows[0], rows[1:]
+    assert {"loss", "smoothed_loss", "val_loss", "val_accuracy", "update_ratio_median"} <= set(
+        header
+    )
+    assert all(len(row) == len(header) for row in body) and header not in body
+    text = (tmp_path / "r" / "metrics.jsonl").read_text()
+    records = [json.loads(line) for line in text.splitlines()]
+    assert len(body) == sum("event" not in r for r in records)

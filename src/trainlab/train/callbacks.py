@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import math
 import sys
 import time
@@ -151,44 +152,46 @@ class JsonlLog(_AppendLog):
             file.write(strict_json.dumps(record) + "\n")
 
 
-class CsvLog(_AppendLog):
-    """``metrics.csv``: one row per training or evaluation record, for spreadsheets.
+class CsvLog(Callback):
+    """``metrics.csv``: the training and evaluation records of ``metrics.jsonl`` as a table.
 
-    The columns are fixed by the first record of each kind that appears: ``step``,
-    ``epoch``, then every key seen so far; a later record with a new key adds a column
-    only in the rows after it (the header row is written once), so prefer ``metrics.jsonl``
-    for programs.
+    Rewritten from ``metrics.jsonl`` at every checkpoint and at the end, so its header is
+    the union of every key seen (a new statistic adds a column to every row, blank where
+    a row lacks it) and a resume needs nothing of its own: it follows the cut log.
+    Events and nested values (the instruments' per-layer tables) stay in the JSON log.
     """
 
     filename = "metrics.csv"
 
     def __init__(self, run_dir: Path) -> None:
-        super().__init__(run_dir)
-        self.columns: list[str] = []
+        self.path = Path(run_dir) / self.filename
+        self.source = Path(run_dir) / JsonlLog.filename
 
-    def on_record(self, trainer: Trainer, record: dict[str, Any]) -> None:
-        if "event" in record:
-            return
-        record = {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
-        new = [key for key in record if key not in self.columns]
-        if not self.columns or new:
-            self.columns += new
-            self._write_row(self.columns)
-        self._write_row([_cell(record.get(key)) for key in self.columns])
+    def on_checkpoint(self, trainer: Trainer, path: Path) -> None:
+        self.write()
 
-    def _write_row(self, cells: list[Any]) -> None:
+    def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
+        self.write()
+
+    def write(self) -> None:
+        """Rewrite the table from the JSON log (a temporary file, then a rename)."""
+        rows = []
+        if self.source.is_file():
+            for line in self.source.read_text().splitlines():
+                record = json.loads(line) if line.strip() else {}
+                if "event" not in record:
+                    rows.append(
+                        {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
+                    )
+        columns = list(dict.fromkeys(key for row in rows for key in row))
         text = io.StringIO()
-        csv.writer(text).writerow(cells)
-        with open(self.path, "a", newline="") as file:
-            file.write(text.getvalue())
-
-    def state_dict(self) -> Any:
-        return {**super().state_dict(), "columns": list(self.columns)}
-
-    def load_state_dict(self, state: Any) -> None:
-        super().load_state_dict(state)
-        if isinstance(state, dict) and isinstance(state.get("columns"), list):
-            self.columns = [str(c) for c in state["columns"]]
+        writer = csv.writer(text)
+        writer.writerow(columns)
+        for row in rows:
+            writer.writerow([_cell(row.get(key)) for key in columns])
+        temp = self.path.with_name(f".{self.filename}.tmp")
+        temp.write_text(text.getvalue())
+        temp.replace(self.path)
 
 
 class TensorBoardLog(Callback):

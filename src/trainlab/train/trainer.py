@@ -649,7 +649,7 @@ class Trainer:
         for key, callback in self._keyed_callbacks():
             if isinstance(saved, dict) and key in saved:
                 callback.load_state_dict(saved[key])
-            elif isinstance(callback, (JsonlLog, CsvLog)):
+            elif isinstance(callback, JsonlLog):
                 callback.load_state_dict({})  # an older checkpoint: keep the whole log
 
     def _restore(self, checkpoint: Any) -> None:
