@@ -64,7 +64,7 @@ def plot_seconds(epochs: int) -> float:
             json.loads(x) for x in (Path(run_dir) / "metrics.jsonl").read_text().splitlines()
         ]
         start = time.perf_counter()
-        diagnostics_figures(Path(run_dir), instruments.history, metrics)
+        diagnostics_figures(Path(run_dir), instruments.samples(), metrics)
         return time.perf_counter() - start
 
 

@@ -77,6 +77,7 @@ UNDERFIT_ACCURACY = 0.8
 UNDERFIT_GAP = 0.03
 HISTOGRAM_BINS = 30
 DIAGNOSTICS_FILE = "diagnostics.json"
+SAMPLES_FILE = "diagnostics.jsonl"
 
 RELU_LIKE = (nn.ReLU, nn.ReLU6, nn.LeakyReLU, nn.ELU, nn.GELU, nn.SiLU, nn.CELU, nn.SELU)
 SATURATING = {nn.Tanh: "tanh", nn.Sigmoid: "sigmoid", nn.Hardtanh: "tanh"}
@@ -130,11 +131,18 @@ class Instruments(Callback):
         self.every, self.window, self.histograms = every, window, histograms
         self.patterns, self.plots = tuple(layers), plots
         self.report = report if report is not None else _print
-        self.history: list[dict[str, Any]] = []  # one entry per sample
+        # the samples go to diagnostics.jsonl as they are taken; what the rules need of the
+        # past is kept here, bounded, and checkpointed: the trace of the last samples
+        # (step, smoothed loss, median update and gradient ratios) and the minimum loss
+        self.trace: list[dict[str, float]] = []
+        self.min_loss = math.inf
+        self.finite_losses = 0
         self.verdicts: dict[str, Finding] = {}
         self.active: dict[str, list[list[bool]]] = {}  # layer -> per-sample unit activity
         self.evaluations: list[dict[str, float]] = []
-        self.losses: list[float] = []  # smoothed loss at each sample
+        self._restored = False  # state loaded from a checkpoint, or a fit already begun
+        self._cut: int | None = None  # diagnostics.jsonl's length at that checkpoint
+        self._path: Path | None = None
         self._hooks: list[Any] = []
         self._captured: dict[str, Tensor] = {}
         self._before: dict[str, Tensor] = {}
@@ -143,6 +151,14 @@ class Instruments(Callback):
     # -- events --------------------------------------------------------------------------
     def on_fit_start(self, trainer: Trainer) -> None:
         self._layers = self.choose_layers(trainer.model)
+        self._path = trainer.run_dir / SAMPLES_FILE
+        cut = self._cut
+        if not self._restored and self._path.exists():  # a new run, or one started over
+            self._path.unlink()
+        elif cut is not None and self._path.exists() and self._path.stat().st_size > cut:
+            with open(self._path, "r+b") as file:  # the samples after the checkpoint go
+                file.truncate(cut)
+        self._restored, self._cut = True, None
         if trainer.state.step % self.every == self.every - 1 or self.every == 1:
             self._arm(trainer)
 
@@ -175,12 +191,19 @@ class Instruments(Callback):
         self._detach()
         self._judge_end(summary)
         summary["verdicts"] = [finding.to_dict() for finding in self.verdicts.values()]
+        history = self.samples()
         path = trainer.run_dir / DIAGNOSTICS_FILE
-        path.write_text(strict_json.dumps(self._document()))
-        if self.plots and self.history:
+        path.write_text(strict_json.dumps(self._document(history)))
+        if self.plots and history:
             from .plots import diagnostics_figures
 
-            diagnostics_figures(trainer.run_dir, self.history, _read_metrics(trainer.run_dir))
+            diagnostics_figures(
+                trainer.run_dir, history, _read_jsonl(trainer.run_dir / "metrics.jsonl")
+            )
+
+    def samples(self) -> list[dict[str, Any]]:
+        """Every sample of the run so far, from ``diagnostics.jsonl``."""
+        return _read_jsonl(self._path) if self._path is not None else []
 
     def close(self) -> None:
         """Remove the hooks and the saved weights, however ``fit`` ended."""
@@ -188,23 +211,29 @@ class Instruments(Callback):
         self._captured, self._before = {}, {}
 
     def state_dict(self) -> Any:
+        size = self._path.stat().st_size if self._path is not None and self._path.exists() else 0
         return {
-            "history": self.history,
+            "samples_bytes": size,
+            "trace": self.trace,
+            "min_loss": self.min_loss,
+            "finite_losses": self.finite_losses,
             "verdicts": [f.to_dict() for f in self.verdicts.values()],
             "active": {k: [[int(b) for b in row] for row in v] for k, v in self.active.items()},
             "evaluations": self.evaluations,
-            "losses": self.losses,
         }
 
     def load_state_dict(self, state: Any) -> None:
-        self.history = list(state["history"])
+        """Continue from a checkpoint: its windows, and diagnostics.jsonl cut back to it."""
+        self.trace = [dict(entry) for entry in state["trace"]]
+        self.min_loss, self.finite_losses = float(state["min_loss"]), int(state["finite_losses"])
         self.verdicts = {
             v["name"]: Finding(v["name"], v["status"], v["evidence"], v["fix"], v.get("data", {}))
             for v in state["verdicts"]
         }
         self.active = {k: [[bool(b) for b in row] for row in v] for k, v in state["active"].items()}
         self.evaluations = list(state["evaluations"])
-        self.losses = list(state["losses"])
+        self._restored = True
+        self._cut = int(state["samples_bytes"])
 
     # -- sampling ------------------------------------------------------------------------
     def choose_layers(self, model: nn.Module) -> dict[str, nn.Module]:
@@ -279,8 +308,21 @@ class Instruments(Callback):
             "layers": layers,
             "parameters": parameters,
         }
-        self.history.append(sample)
-        self.losses.append(step.smoothed_loss)
+        if self._path is not None:
+            with open(self._path, "a") as file:
+                file.write(strict_json.dumps(sample) + "\n")
+        self.trace.append(
+            {
+                "step": step.step,
+                "smoothed_loss": step.smoothed_loss,
+                "update_ratio": _median_ratio(sample),
+                "grad_ratio": _median_grad_ratio(sample),
+            }
+        )
+        del self.trace[: -(self.window + PLATEAU_SPAN // self.every + 2)]
+        if math.isfinite(step.smoothed_loss):
+            self.min_loss = min(self.min_loss, step.smoothed_loss)
+            self.finite_losses += 1
         median_ratio = _median_ratio(sample)
         trainer.log(
             {
@@ -334,17 +376,17 @@ class Instruments(Callback):
     ) -> None:
         if not math.isfinite(step.loss):
             self._fire("lr_too_high", "fail", f"the loss is {step.loss} at step {step.step}", {})
-        finite = [x for x in self.losses if math.isfinite(x)]
-        if len(finite) >= 3 and finite[-1] > RISE * min(finite):
+        loss, low = step.smoothed_loss, self.min_loss
+        if self.finite_losses >= 3 and math.isfinite(loss) and loss > RISE * low:
             self._fire(
                 "lr_too_high",
                 "fail",
-                f"the smoothed loss rose to {finite[-1]:.4g} at step {step.step}, "
-                f"{finite[-1] / min(finite):.1f}× its minimum {min(finite):.4g}",
-                {"step": step.step, "loss": finite[-1], "minimum": min(finite)},
+                f"the smoothed loss rose to {loss:.4g} at step {step.step}, "
+                f"{loss / low:.1f}× its minimum {low:.4g}",
+                {"step": step.step, "loss": loss, "minimum": low},
             )
-        recent = self.history[-self.window :]
-        recent_ratios = [_median_ratio(sample) for sample in recent]
+        recent = self.trace[-self.window :]
+        recent_ratios = [entry["update_ratio"] for entry in recent]
         if len(recent) == self.window and all(r > UPDATE_HIGH for r in recent_ratios):
             self._fire(
                 "lr_too_high",
@@ -360,7 +402,7 @@ class Instruments(Callback):
             change = (start - end) / abs(start) if start else 0.0
             # zero gradients (dead units, a detached graph) also give zero updates: that
             # is not a rate too low, so the gradients must be alive
-            alive = all(_median_grad_ratio(sample) > GRADIENT_ALIVE for sample in recent)
+            alive = all(entry["grad_ratio"] > GRADIENT_ALIVE for entry in recent)
             small = all(math.isfinite(r) and r < UPDATE_LOW for r in ratios)
             if small and alive and abs(change) < FLAT:
                 self._fire(
@@ -373,12 +415,12 @@ class Instruments(Callback):
                 )
         # a plateau is judged over PLATEAU_SPAN steps at least, longer than the smoothed
         # loss's own memory of 1/(1 − β) = 50 steps, so that its lag is not mistaken for one
-        earlier = [s for s in self.history if s["step"] <= step.step - PLATEAU_SPAN]
-        if earlier and len(self.history) >= self.window and "lr_too_low" not in self.verdicts:
+        earlier = [e for e in self.trace if e["step"] <= step.step - PLATEAU_SPAN]
+        if earlier and len(self.trace) >= self.window and "lr_too_low" not in self.verdicts:
             start = earlier[-1]["smoothed_loss"]
             change = (start - step.smoothed_loss) / abs(start) if start else 0.0
-            spanned = [s for s in self.history if s["step"] > earlier[-1]["step"]]
-            normal = all(_median_ratio(s) >= UPDATE_LOW for s in spanned)
+            spanned = [e for e in self.trace if e["step"] > earlier[-1]["step"]]
+            normal = all(e["update_ratio"] >= UPDATE_LOW for e in spanned)
             if change < FLAT and normal:
                 self._fire(
                     "plateau",
@@ -462,7 +504,7 @@ class Instruments(Callback):
                 {"train_accuracy": train, "val_accuracy": val},
             )
 
-    def _document(self) -> dict[str, Any]:
+    def _document(self, history: list[dict[str, Any]]) -> dict[str, Any]:
         return {
             "every": self.every,
             "window": self.window,
@@ -481,7 +523,7 @@ class Instruments(Callback):
                 "underfit_accuracy": UNDERFIT_ACCURACY,
                 "underfit_gap": UNDERFIT_GAP,
             },
-            "samples": self.history,
+            "samples": history,
             "verdicts": [f.to_dict() for f in self.verdicts.values()],
         }
 
@@ -531,8 +573,7 @@ def _without_histograms(parameters: dict[str, Any]) -> dict[str, Any]:
     return {n: {k: v for k, v in p.items() if k != "grad_histogram"} for n, p in parameters.items()}
 
 
-def _read_metrics(run_dir: Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / "metrics.jsonl"
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     if not path.is_file():
         return []
     return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
