@@ -7,7 +7,12 @@ import importlib
 from .experiment import EXPERIMENTS, Experiment
 
 #: The experiment modules, in the order ``trainlab lab list`` shows them.
-MODULES = ("exp_ewma", "exp_bias_correction")
+MODULES = (
+    "exp_trajectories",
+    "exp_ewma",
+    "exp_adaptive",
+    "exp_bias_correction",
+)
 
 
 def load() -> dict[str, Experiment]:
