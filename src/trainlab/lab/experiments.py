@@ -12,6 +12,9 @@ MODULES = (
     "exp_ewma",
     "exp_adaptive",
     "exp_bias_correction",
+    "exp_learning_rate",
+    "exp_regularization",
+    "exp_search",
 )
 
 
