@@ -13,6 +13,9 @@ MODULES = (
     "exp_adaptive",
     "exp_bias_correction",
     "exp_learning_rate",
+    "exp_init",
+    "exp_batchnorm",
+    "exp_data",
     "exp_regularization",
     "exp_search",
 )
