@@ -31,6 +31,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/trainer_overhead.py
 	$(PY) benchmarks/time_to_accuracy.py
 	$(PY) benchmarks/diagnostics_overhead.py
+	$(PY) benchmarks/lab_workers.py
 
 clean:
 	rm -rf $(VENV) build dist src/*.egg-info

@@ -259,7 +259,7 @@ def _lr_find(args: argparse.Namespace) -> int:
 def _lab(args: argparse.Namespace) -> int:
     import json
 
-    from .lab import experiment, experiments
+    from .lab import experiments
 
     registry = experiments.load()
     if args.lab_command == "list":
@@ -276,8 +276,13 @@ def _lab(args: argparse.Namespace) -> int:
         f" into {args.out}/",
         flush=True,
     )
-    for name in names:
-        results = experiment.run(name, args.out, quick=args.quick, fresh=args.fresh)
+    workers = getattr(args, "workers", 1)
+    if workers < 1:
+        raise ValueError(f"Invalid --workers: {workers} (must be >= 1)")
+    for results in experiments.run_all(
+        names, args.out, quick=args.quick, fresh=args.fresh, workers=workers
+    ):
+        name = results["name"]
         cached = " (cached)" if results["cached"] else f" ({results['seconds']:.1f} s)"
         print(f"  {name:<24} {results['verdict']:<6}{cached}  {results['evidence']}", flush=True)
     if args.lab_command == "all":
@@ -417,6 +422,12 @@ def build_parser() -> argparse.ArgumentParser:
     lab_run = lab_commands.add_parser("run", help="run one experiment")
     lab_run.add_argument("name", help="the experiment (trainlab lab list)")
     lab_all = lab_commands.add_parser("all", help="run every experiment, then the report")
+    lab_all.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="experiments run at once, each in its own process with one thread (default: 1)",
+    )
     for sub in (lab_run, lab_all):
         sub.add_argument("--quick", action="store_true", help="a small, fast version")
         sub.add_argument("--out", default="lab", help="output folder (default: lab)")

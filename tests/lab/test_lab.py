@@ -123,3 +123,12 @@ def test_a_training_run_gets_the_same_report(tmp_path):
 def test_report_of_a_folder_with_nothing_in_it_exits_2(tmp_path, capsys):
     assert main(["report", str(tmp_path)]) == 2
     assert "holds no experiment" in capsys.readouterr().err
+
+
+def test_workers_run_experiments_in_parallel_processes_with_the_same_results(tmp_path):
+    names = ["ewma", "adam_bias_correction"]
+    alone = list(experiments.run_all(names, tmp_path / "one", quick=True))
+    together = list(experiments.run_all(names, tmp_path / "two", quick=True, workers=2))
+    assert [r["name"] for r in together] == names  # in order
+    assert [r["evidence"] for r in together] == [r["evidence"] for r in alone]
+    assert all((tmp_path / "two" / n / "results.json").is_file() for n in names)
