@@ -838,6 +838,10 @@ def _signature(config: Any, parts: Parts) -> str:
 
 
 def _write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` by a fsynced temporary file and a rename: never half a file."""
     temp = path.with_name(f".{path.name}.tmp")
-    temp.write_text(text)
+    with open(temp, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
     os.replace(temp, path)
