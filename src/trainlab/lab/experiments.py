@@ -23,6 +23,7 @@ MODULES = (
     "exp_data",
     "exp_regularization",
     "exp_search",
+    "exp_optimizers",
 )
 
 
