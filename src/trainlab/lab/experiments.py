@@ -24,6 +24,7 @@ MODULES = (
     "exp_regularization",
     "exp_search",
     "exp_optimizers",
+    "exp_landscape",
 )
 
 
