@@ -19,8 +19,7 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterable, Iterator
-from contextlib import contextmanager
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +30,7 @@ from torch import nn
 from .. import data, models
 from ..train import Callback, NonFiniteError, Step, fit
 from ..train.checkpoint import CHECKPOINTS_DIR
+from .common import one_thread, plain_log_labels
 from .experiment import Context, Outcome, experiment
 
 CHANNELS, KERNEL = (32, 64), 5  # the demo's CNN on MNIST-1D, without dropout
@@ -73,17 +73,6 @@ class LossCurve(Callback):
 
     def on_step_end(self, trainer: Any, step: Step) -> None:
         self.smoothed.append(step.smoothed_loss)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Small matrices: more threads only add overhead, and results depend less on the host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def network(batch_norm: bool, seed: int) -> nn.Module:
@@ -311,7 +300,7 @@ def _plot_sweep(ctx: Context, rates, plain, normed, uniform: float, steps: int, 
         ylabel=f"training loss after {steps} steps",
         title="Final training loss (SGD + momentum 0.9)",
     )
-    _plain_log_labels(left)
+    plain_log_labels(left)
     left.legend(fontsize=8)
     right.axhline(100 * TRAINS, color="gray", linestyle=":", label="trains (≥ 50%)")
     right.axhline(100 * DEAD, color="gray", linestyle="--", label="diverged (≤ 20%)")
@@ -364,16 +353,6 @@ def _plot_curves(ctx: Context, results: dict, uniform: float, shown: dict[float,
         axis.set(
             yscale="log", xlabel="step", ylabel="smoothed training loss", title=f"lr {lr:g}: {why}"
         )
-        _plain_log_labels(axis)
+        plain_log_labels(axis)
         axis.legend(fontsize=8)
     ctx.save(figure)
-
-
-def _plain_log_labels(axis: Any) -> None:
-    """Label a log y axis with plain numbers (0.2, 0.5, 1, 2) instead of 2 × 10⁻¹."""
-    from matplotlib.ticker import FuncFormatter  # matplotlib only once there is a figure
-
-    axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.yaxis.set_minor_formatter(
-        FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else "")
-    )

@@ -23,8 +23,6 @@ from __future__ import annotations
 import itertools
 import math
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +33,7 @@ from torch import Tensor, nn
 from .. import data, models
 from ..train import Callback, NonFiniteError, Step, fit
 from ..train.checkpoint import CHECKPOINTS_DIR
+from .common import one_thread, plain_log_labels
 from .experiment import Context, Outcome, experiment
 
 CHANNELS, KERNEL = (32, 64), 5  # the demo's CNN on MNIST-1D, without batch norm or dropout
@@ -74,17 +73,6 @@ class LossCurve(Callback):
 
     def on_step_end(self, trainer: Any, step: Step) -> None:
         self.losses.append(step.loss)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Small matrices: more threads only add overhead, and results depend less on the host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def network(seed: int) -> nn.Module:
@@ -320,7 +308,7 @@ def _plot_curves(
         ylabel=f"mean of the last {WINDOW} mini-batch losses",
         title="Input scale: normalized vs raw features",
     )
-    _plain_log_labels(left)
+    plain_log_labels(left)
     left.legend(fontsize=8)
     colors = {EVERY: "tab:blue", ONCE: "tab:green", SORTED: "tab:red"}
     for name, result in order.items():
@@ -415,13 +403,3 @@ def _running_mean(values: list[float], window: int) -> list[float]:
     """
     sums = [0.0, *itertools.accumulate(values)]
     return [(sums[i] - sums[max(0, i - window)]) / min(i, window) for i in range(1, len(sums))]
-
-
-def _plain_log_labels(axis: Any) -> None:
-    """Label a log y axis with plain numbers (0.2, 0.5, 1, 2) instead of 2 × 10⁻¹."""
-    from matplotlib.ticker import FuncFormatter  # matplotlib only once there is a figure
-
-    axis.yaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
-    axis.yaxis.set_minor_formatter(
-        FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else "")
-    )

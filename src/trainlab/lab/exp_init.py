@@ -26,8 +26,6 @@ from __future__ import annotations
 
 import math
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,6 +36,7 @@ from torch import Tensor, nn
 from .. import data, models
 from ..train import Callback, NonFiniteError, Step, fit
 from ..train.checkpoint import CHECKPOINTS_DIR
+from .common import one_thread
 from .experiment import Context, Outcome, experiment
 
 DEPTH, WIDTH = 10, 256  # the lecture's 10 layers (it used 500 units; 256 trains faster)
@@ -149,17 +148,6 @@ def train(
         # resume state (the 10-layer nets' checkpoints are 10 MB a run)
         shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
     return curve.smoothed, summary
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Small matrices: more threads only add overhead, and results depend less on the host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @experiment(

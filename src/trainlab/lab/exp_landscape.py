@@ -28,8 +28,7 @@ from __future__ import annotations
 import itertools
 import math
 import shutil
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -40,6 +39,7 @@ from torch.func import functional_call
 from .. import data, models
 from ..train import fit
 from ..train.checkpoint import CHECKPOINTS_DIR
+from .common import one_thread
 from .experiment import Context, Outcome, experiment
 
 CHANNELS, KERNEL = (16, 32), 5  # the batch-norm experiment's CNN at half width: 441 evaluations
@@ -192,17 +192,6 @@ def largest_bump(path: list[float]) -> float:
     """The largest rise of the 1-D path between α = 0 and α = 1 (≤ 0: monotone)."""
     inside = [loss for a, loss in zip(ALPHAS, path) if 0 <= a <= 1]
     return max(later - earlier for earlier, later in itertools.pairwise(inside))
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Small matrices: more threads only add overhead, and results depend less on the host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 @experiment(

@@ -26,8 +26,7 @@ from __future__ import annotations
 import math
 import shutil
 import statistics
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -39,6 +38,7 @@ from .. import data, models
 from ..optim import OPTIMIZERS
 from ..train import Callback, NonFiniteError, fit
 from ..train.checkpoint import CHECKPOINTS_DIR
+from .common import one_thread
 from .experiment import Context, Outcome, experiment
 
 FIRST_ORDER = [name for name, spec in OPTIMIZERS.items() if not spec.closure]
@@ -93,17 +93,6 @@ class Run:
     def steps_to(self, target: float) -> int | None:
         """The first evaluated step with validation accuracy ≥ ``target``; None: never."""
         return next((step for step, acc in self.val_accuracy if acc >= target), None)
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Small matrices: more threads only add overhead, and results depend less on the host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def train(

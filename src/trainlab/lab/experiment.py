@@ -108,8 +108,10 @@ def experiment(name: str, *, claim: str, seed: str, rule: str) -> Callable[..., 
 
 def cache_key(entry: Experiment, quick: bool, seed: int) -> str:
     """What a cached result must match: name, mode, seed and the code that produced it."""
+    from . import common  # the helpers experiments share count as their code too
+
     module = sys.modules[entry.function.__module__]
-    code = inspect.getsource(module) + inspect.getsource(sys.modules[__name__])
+    code = "".join(inspect.getsource(m) for m in (module, sys.modules[__name__], common))
     text = json.dumps([entry.name, quick, seed, hashlib.sha256(code.encode()).hexdigest()])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
