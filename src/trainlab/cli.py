@@ -61,17 +61,19 @@ def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
     from .train.callbacks import ProgressBar
     from .train.config import fingerprint, load_config
     from .train.report import summary_table
-    from .train.run_folder import CONFIG_FILE, RunFolder, RunFolderError, default_stem
+    from .train.run_folder import (
+        CONFIG_FILE,
+        RunFolder,
+        RunFolderError,
+        check_is_run,
+        default_stem,
+    )
     from .train.trainer import Interrupted, Trainer, config_changed
 
     if args.resume:
         run_dir = Path(args.resume)
         saved = run_dir / CONFIG_FILE
-        if not saved.is_file():
-            raise RunFolderError(
-                f"Invalid --resume: {str(run_dir)!r} has no {CONFIG_FILE} (it is not a "
-                "trainlab run folder; pass the folder a previous `trainlab train` created)"
-            )
+        check_is_run("--resume", run_dir)
         about = run_dir / "run.json"
         if about.is_file() and '"source": "python"' in about.read_text()[:4096]:
             raise RunFolderError(
@@ -232,9 +234,9 @@ def _lr_find(args: argparse.Namespace) -> int:
     (out / "lr_find.json").write_text(strict_json.dumps(result.to_dict(), indent=1))
     if result.suggestion is None:  # too few finite losses: say why, exit 2
         raise ValueError(
-            f"Invalid range: no learning rate can be suggested ({result.reason or 'the loss '}"
-            f"never fell); the curve is in {out / 'lr_find.json'} (widen --start/--end or "
-            "raise --steps)"
+            f"Invalid range: no learning rate can be suggested "
+            f"({result.reason or 'the loss never fell'}); the curve is in "
+            f"{out / 'lr_find.json'} (lower --start and --end, or raise --steps)"
         )
     if args.apply:
         applied = load_config(args.config, [*(args.set or []), *suggested_overrides(result)])

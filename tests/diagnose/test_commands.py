@@ -67,3 +67,10 @@ def test_lr_find_refuses_an_inverted_range(tmp_path, capsys):
     args = ["lr-find", *sets(HEALTHY), "--start", "1", "--end", "0.1", "--out", str(tmp_path)]
     assert main(args) == 2
     assert "Invalid end: 0.1 (must be > start = 1.0" in capsys.readouterr().err
+
+
+def test_lr_find_refuses_rates_no_parameter_can_take(tmp_path, capsys):
+    # float32 parameters cannot be stepped by 1e300: torch's own step would raise raw
+    args = ["lr-find", *sets(HEALTHY), "--start", "1e300", "--end", "1e305", "--out", str(tmp_path)]
+    assert main(args) == 2
+    assert "Invalid end: 1e+305 (must be <= 1e+10" in capsys.readouterr().err

@@ -374,8 +374,6 @@ class Instruments(Callback):
         parameters: dict[str, Any],
         median_ratio: float,
     ) -> None:
-        if not math.isfinite(step.loss):
-            self._fire("lr_too_high", "fail", f"the loss is {step.loss} at step {step.step}", {})
         loss, low = step.smoothed_loss, self.min_loss
         if self.finite_losses >= 3 and math.isfinite(loss) and loss > RISE * low:
             self._fire(

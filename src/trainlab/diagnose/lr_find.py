@@ -25,7 +25,6 @@ from __future__ import annotations
 import copy
 import math
 import numbers
-import random
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -37,7 +36,9 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .._checks import fail, nonnegative_int, one_of, positive, positive_int, unit_half_open
+from ..train.build import needs_closure
 from ..train.state_tree import rng_state, set_rng_state
+from ..train.trainer import seed_everything
 
 # --- the curve ------------------------------------------------------------------------------
 
@@ -163,6 +164,8 @@ SUGGESTIONS: dict[str, Callable[[list[float], list[float]], float]] = {
     "steepest": suggest_steepest,
     "minimum/10": suggest_minimum,
 }
+#: The largest rate a sweep may reach.
+MAX_LR = 1e10
 METHODS = tuple(SUGGESTIONS)
 
 
@@ -349,7 +352,7 @@ def lr_find(
     saved = _save(model, optimizer, scheduler, source)
     try:
         if seed is not None:
-            _seed_everything(seed)
+            seed_everything(seed)
         lrs = sweep_lrs(float(start), float(end), steps)
         losses, smoothed, reason = _sweep(
             model,
@@ -461,12 +464,6 @@ def _set_lr(group: dict[str, Any], lr: float) -> None:
         group["lr"] = lr
 
 
-def _seed_everything(seed: int) -> None:
-    torch.manual_seed(seed)  # the CUDA generators too
-    np.random.seed(seed)
-    random.seed(seed)
-
-
 # --- checks ----------------------------------------------------------------------------------
 
 
@@ -482,6 +479,13 @@ def _check_arguments(
 ) -> None:
     positive("start", start)
     positive("end", end)
+    if end > MAX_LR:
+        raise fail(
+            "end",
+            end,
+            f"must be <= {MAX_LR:g}: no network trains above that, and float32 parameters "
+            "cannot even take a step scaled by more than 3.4e38",
+        )
     if not end > start:
         raise fail("end", end, f"must be > start = {start!r}: the sweep goes up")
     if isinstance(steps, bool) or not isinstance(steps, numbers.Integral) or steps < 2:
@@ -497,13 +501,10 @@ def _check_arguments(
 
 
 def _check_optimizer(optimizer: Any) -> None:
-    from ..optim import OPTIMIZERS  # the registry says which methods need a closure
-
     groups = getattr(optimizer, "param_groups", None)
     if not isinstance(groups, list) or not groups or not callable(getattr(optimizer, "step", None)):
         raise fail("optimizer", type(optimizer).__name__, "must be a torch.optim-style optimizer")
-    full_batch = tuple(spec.cls for spec in OPTIMIZERS.values() if spec.closure)
-    if isinstance(optimizer, (*full_batch, torch.optim.LBFGS)):
+    if needs_closure(optimizer):
         raise fail(
             "optimizer",
             type(optimizer).__name__,

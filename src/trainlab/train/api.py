@@ -32,7 +32,6 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import data as data_lib
-from ..optim import OPTIMIZERS
 from .build import LOSSES, Parts, architecture, build_optimizer, check_fits_in_memory, make_loss
 from .callbacks import Callback
 from .checkpoint import (
@@ -44,7 +43,7 @@ from .checkpoint import (
 )
 from .config import Config, config_keys, load_config
 from .errors import TrainingError
-from .run_folder import CONFIG_FILE, RunFolder, default_stem
+from .run_folder import CONFIG_FILE, RunFolder, check_is_run, default_stem
 from .schedules import Schedule
 from .sources import check_pair, first_batch, size, training_batches
 from .state_tree import rng_state, set_rng_state
@@ -390,9 +389,7 @@ def _check_loss(loss: Callable[..., Tensor], outputs: Tensor, targets: Tensor) -
 
 
 def _optimizer(optimizer: Any, config: Config, model: nn.Module) -> torch.optim.Optimizer:
-    if optimizer is None or isinstance(optimizer, str):
-        if config.optimizer.name not in OPTIMIZERS:
-            raise TrainingError(f"Invalid optimizer: {config.optimizer.name!r}")
+    if optimizer is None or isinstance(optimizer, str):  # the config checked the name
         return build_optimizer(config, model)
     if isinstance(optimizer, torch.optim.Optimizer):
         opt = optimizer
@@ -473,11 +470,7 @@ def load_run(path: str | Path, *, model: nn.Module | None = None, weights: str =
             picked by ``run.keep_best_by``).
     """
     path = Path(path)
-    if not (path / CONFIG_FILE).is_file():
-        raise TrainingError(
-            f"Invalid run folder: {str(path)!r} has no {CONFIG_FILE} (pass a folder that "
-            "`trainlab train` or trainlab.fit created)"
-        )
+    check_is_run("run folder", path)
     if weights not in WEIGHTS:
         raise TrainingError(f"Invalid weights: {weights!r} (must be one of {', '.join(WEIGHTS)})")
     about = _read_json(path / RUN_FILE) or {"source": "config"}

@@ -99,6 +99,12 @@ LOSSES: dict[str, Callable[[Tensor, Tensor], Tensor] | None] = {
 }
 
 
+def needs_closure(optimizer: Any) -> bool:
+    """Full-batch methods (L-BFGS, Newton, torch's LBFGS) re-evaluate the loss in ``step``."""
+    closure_classes = tuple(spec.cls for spec in OPTIMIZERS.values() if spec.closure)
+    return isinstance(optimizer, (*closure_classes, torch.optim.LBFGS))
+
+
 # --- from a config --------------------------------------------------------------------------
 
 
@@ -323,6 +329,7 @@ __all__ = [
     "choose_device",
     "from_config",
     "make_loss",
+    "needs_closure",
     "prepared_data",
     "training_batches",
     "warm_start",

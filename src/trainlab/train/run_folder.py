@@ -143,11 +143,7 @@ class RunFolder:
             RunFolderError: it is not a run folder, or another process has it.
         """
         path = Path(path)
-        if not (path / CONFIG_FILE).is_file():
-            raise RunFolderError(
-                f"Invalid --resume: {str(path)!r} has no {CONFIG_FILE} (it is not a trainlab "
-                "run folder; pass the folder a previous `trainlab train` created)"
-            )
+        check_is_run("--resume", path)
         folder = cls(path, _open_lock(path), created=False)
         folder._acquire()
         return folder
@@ -228,6 +224,15 @@ def _holder(path: Path) -> str:
     return f"process {text}" if text.isdigit() else "another process"
 
 
+def check_is_run(option: str, path: Path) -> None:
+    """Refuse a folder without ``config.toml``: trainlab did not make a run there."""
+    if not (Path(path) / CONFIG_FILE).is_file():
+        raise RunFolderError(
+            f"Invalid {option}: {str(path)!r} has no {CONFIG_FILE} (it is not a trainlab run "
+            "folder; pass a folder that `trainlab train` or trainlab.fit created)"
+        )
+
+
 def _holds_run(path: Path) -> bool:
     return bool({LOCK_FILE, CONFIG_FILE} & _entries(path))
 
@@ -283,6 +288,7 @@ __all__ = [
     "LOCK_FILE",
     "RunFolder",
     "RunFolderError",
+    "check_is_run",
     "default_stem",
     "holder",
     "os_error_message",

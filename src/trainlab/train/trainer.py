@@ -48,7 +48,7 @@ from torch import Tensor
 
 from .. import _json as strict_json
 from .averaging import EMA
-from .build import Parts, choose_device, from_config
+from .build import Parts, choose_device, from_config, needs_closure
 from .callbacks import EVENTS, Callback, CsvLog, JsonlLog, Step, TensorBoardLog, overriding
 from .checkpoint import (
     CHECKPOINTS_DIR,
@@ -178,7 +178,7 @@ class Trainer:
         self.loss_fn, self.task = parts.loss, parts.task
         self.val, self.test = parts.val, parts.test
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
-        self._full_batch = _needs_closure(self.optimizer)
+        self._full_batch = needs_closure(self.optimizer)
         exclude = config.penalty.exclude
         self._penalized = [
             p for name, p in self.model.named_parameters() if not name_matches(name, exclude)
@@ -665,8 +665,7 @@ class Trainer:
             self.batches.load_state_dict(state["batches"])
             if self.ema is not None and state["ema"] is not None:
                 self.ema.load_state_dict(state["ema"])
-            progress = {k: v for k, v in state["progress"].items() if k != "metrics_bytes"}
-            self.state = Progress(**progress)
+            self.state = Progress(**state["progress"])
             set_rng_state(state["rng"])
         except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as error:
             detail = str(error).strip().splitlines()[0][:300] if str(error).strip() else ""
@@ -783,14 +782,6 @@ def _tensors(tree: Any, path: str = "") -> Iterator[tuple[str, Tensor]]:
     elif isinstance(tree, (list, tuple)):
         for index, value in enumerate(tree):
             yield from _tensors(value, f"{path}/{index}")
-
-
-def _needs_closure(optimizer: torch.optim.Optimizer) -> bool:
-    """Full-batch methods (L-BFGS, Newton, torch's LBFGS) re-evaluate the loss in ``step``."""
-    from ..optim import OPTIMIZERS
-
-    closure_classes = tuple(spec.cls for spec in OPTIMIZERS.values() if spec.closure)
-    return isinstance(optimizer, (*closure_classes, torch.optim.LBFGS))
 
 
 def _waits_for_metric(scheduler: Any) -> bool:
