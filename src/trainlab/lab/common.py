@@ -2,11 +2,17 @@
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import torch
+from torch import nn
+
+from ..train import Callback, NonFiniteError, Step, fit
+from ..train.checkpoint import CHECKPOINTS_DIR
 
 
 @contextmanager
@@ -28,3 +34,56 @@ def plain_log_labels(axis: Any) -> None:
     axis.yaxis.set_minor_formatter(
         FuncFormatter(lambda value, _: f"{value:g}" if f"{value:.0e}"[0] in "25" else "")
     )
+
+
+class LossCurve(Callback):
+    """Keeps every step's mini-batch loss (``raw``) or the trainer's smoothed loss."""
+
+    def __init__(self, raw: bool = False) -> None:
+        self.raw = raw
+        self.losses: list[float] = []
+
+    def on_step_end(self, trainer: Any, step: Step) -> None:
+        self.losses.append(step.loss if self.raw else step.smoothed_loss)
+
+
+def sgd_run(
+    model: nn.Module,
+    train: Any,
+    *,
+    val: Any,
+    run_dir: Path,
+    lr: float,
+    momentum: float,
+    batch_size: int,
+    seed: int,
+    raw: bool = False,
+    settings: dict[str, Any] | None = None,
+    **options: Any,
+) -> tuple[list[float], dict[str, Any] | None]:
+    """SGD with momentum through ``trainlab.fit``: (the loss of every step, the summary).
+
+    The summary is None when the loss became non-finite (the curve stops there). A lab run
+    is never resumed, so its checkpoints — most of a run folder's size — are deleted after.
+    """
+    curve = LossCurve(raw)
+    try:
+        summary = fit(
+            model,
+            train,
+            val=val,
+            run_dir=run_dir,
+            callbacks=[curve],
+            optimizer="sgd",
+            lr=lr,
+            batch_size=batch_size,
+            seed=seed,
+            keep_best_by=None,
+            settings={"optimizer.options": {"momentum": momentum}, **(settings or {})},
+            **options,
+        )
+    except NonFiniteError:
+        summary = None
+    finally:
+        shutil.rmtree(Path(run_dir) / CHECKPOINTS_DIR, ignore_errors=True)
+    return curve.losses, summary

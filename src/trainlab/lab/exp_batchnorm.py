@@ -22,15 +22,12 @@ import shutil
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import nn
 
 from .. import data, models
-from ..train import Callback, NonFiniteError, Step, fit
-from ..train.checkpoint import CHECKPOINTS_DIR
-from .common import one_thread, plain_log_labels
+from .common import one_thread, plain_log_labels, sgd_run
 from .experiment import Context, Outcome, experiment
 
 CHANNELS, KERNEL = (32, 64), 5  # the demo's CNN on MNIST-1D, without dropout
@@ -65,16 +62,6 @@ class Result:
         return self.val_accuracy >= TRAINS
 
 
-class LossCurve(Callback):
-    """Keeps the trainer's smoothed mini-batch loss of every step."""
-
-    def __init__(self) -> None:
-        self.smoothed: list[float] = []
-
-    def on_step_end(self, trainer: Any, step: Step) -> None:
-        self.smoothed.append(step.smoothed_loss)
-
-
 def network(batch_norm: bool, seed: int) -> nn.Module:
     """The CNN, Kaiming-initialized from ``seed``: BN between each conv and its ReLU."""
     model = models.cnn((40,), CHANNELS, 10, kernel_size=KERNEL, batch_norm=batch_norm)
@@ -85,28 +72,13 @@ def train(
     batch_norm: bool, lr: float, train_pair, val_pair, run_dir: Path, steps: int, seed: int
 ) -> Result:
     """``steps`` of SGD with momentum through ``trainlab.fit``; a non-finite loss ends it."""
-    curve = LossCurve()
-    try:
-        summary = fit(
-            network(batch_norm, seed),
-            train_pair,
-            val=val_pair,
-            run_dir=run_dir,
-            callbacks=[curve],
-            optimizer="sgd",
-            lr=lr,
-            batch_size=BATCH,
-            seed=seed,
-            keep_best_by=None,
-            settings={"optimizer.options": {"momentum": MOMENTUM}, "run.steps": steps},
-        )
-    except NonFiniteError:
-        return Result(lr, batch_norm, curve.smoothed, math.inf, math.nan)
-    finally:
-        # a finished lab run is never resumed: keep its logs, summary and weights, not the
-        # resume state, most of a run folder's size
-        shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
-    return Result(lr, batch_norm, curve.smoothed, summary["train_loss"], summary["val_accuracy"])
+    curve, summary = sgd_run(
+        network(batch_norm, seed), train_pair, val=val_pair, run_dir=run_dir, lr=lr,
+        momentum=MOMENTUM, batch_size=BATCH, seed=seed, settings={"run.steps": steps},
+    )  # fmt: skip
+    if summary is None:
+        return Result(lr, batch_norm, curve, math.inf, math.nan)
+    return Result(lr, batch_norm, curve, summary["train_loss"], summary["val_accuracy"])
 
 
 def steps_to(curve: list[float], level: float) -> int | None:

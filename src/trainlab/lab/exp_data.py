@@ -25,15 +25,12 @@ import math
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 import torch
 from torch import Tensor, nn
 
 from .. import data, models
-from ..train import Callback, NonFiniteError, Step, fit
-from ..train.checkpoint import CHECKPOINTS_DIR
-from .common import one_thread, plain_log_labels
+from .common import one_thread, plain_log_labels, sgd_run
 from .experiment import Context, Outcome, experiment
 
 CHANNELS, KERNEL = (32, 64), 5  # the demo's CNN on MNIST-1D, without batch norm or dropout
@@ -65,16 +62,6 @@ class Result:
         return sum(abs(b - a) for a, b in itertools.pairwise(tail)) / max(len(tail) - 1, 1)
 
 
-class LossCurve(Callback):
-    """Keeps the mini-batch loss of every step."""
-
-    def __init__(self) -> None:
-        self.losses: list[float] = []
-
-    def on_step_end(self, trainer: Any, step: Step) -> None:
-        self.losses.append(step.loss)
-
-
 def network(seed: int) -> nn.Module:
     """The CNN without batch norm, Kaiming-initialized from ``seed``."""
     model = models.cnn((40,), CHANNELS, 10, kernel_size=KERNEL)
@@ -92,34 +79,17 @@ def train(
     shuffle: str = "epoch",
 ) -> Result:
     """``epochs`` of SGD with momentum through ``trainlab.fit``; a non-finite loss ends it."""
-    curve, model = LossCurve(), network(seed)
-    try:
-        summary = fit(
-            model,
-            train_pair,
-            val=val_pair,
-            run_dir=run_dir,
-            callbacks=[curve],
-            epochs=epochs,
-            optimizer="sgd",
-            lr=lr,
-            batch_size=BATCH,
-            shuffle=shuffle,
-            seed=seed,
-            keep_best_by=None,
-            settings={"optimizer.options": {"momentum": MOMENTUM}},
-        )
-    except NonFiniteError:
-        return Result(label, lr, curve.losses, math.inf, 0.0, [])
-    finally:
-        # a finished lab run is never resumed: keep its logs, summary and weights, not the
-        # resume state, most of a run folder's size
-        shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
+    model = network(seed)
+    losses, summary = sgd_run(
+        model, train_pair, val=val_pair, run_dir=run_dir, lr=lr, momentum=MOMENTUM,
+        batch_size=BATCH, seed=seed, raw=True, epochs=epochs, shuffle=shuffle,
+    )  # fmt: skip
+    if summary is None:
+        return Result(label, lr, losses, math.inf, 0.0, [])
     model.eval()
     with torch.no_grad():
         predicted = torch.bincount(model(val_pair[0]).argmax(1), minlength=10).tolist()
-    accuracy = summary["val_accuracy"]
-    return Result(label, lr, curve.losses, summary["train_loss"], accuracy, predicted)
+    return Result(label, lr, losses, summary["train_loss"], summary["val_accuracy"], predicted)
 
 
 @experiment(

@@ -34,9 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data, models
-from ..train import Callback, NonFiniteError, Step, fit
-from ..train.checkpoint import CHECKPOINTS_DIR
-from .common import one_thread
+from .common import one_thread, sgd_run
 from .experiment import Context, Outcome, experiment
 
 DEPTH, WIDTH = 10, 256  # the lecture's 10 layers (it used 500 units; 256 trains faster)
@@ -109,45 +107,14 @@ def unit_spread(model: nn.Module) -> tuple[float, float]:
     return spread, largest
 
 
-class LossCurve(Callback):
-    """Keeps the trainer's smoothed mini-batch loss of every step."""
-
-    def __init__(self) -> None:
-        self.smoothed: list[float] = []
-
-    def on_step_end(self, trainer: Any, step: Step) -> None:
-        self.smoothed.append(step.smoothed_loss)
-
-
 def train(
     model: nn.Module, train_pair, val_pair, run_dir: Path, steps: int, seed: int, lr: float = LR
 ) -> tuple[list[float], dict[str, Any] | None]:
-    """Short SGD-with-momentum run through ``trainlab.fit``: (smoothed losses, summary).
-
-    The summary is None when the loss became non-finite (the curve stops there).
-    """
-    curve = LossCurve()
-    try:
-        summary = fit(
-            model,
-            train_pair,
-            val=val_pair,
-            run_dir=run_dir,
-            callbacks=[curve],
-            optimizer="sgd",
-            lr=lr,
-            batch_size=BATCH,
-            seed=seed,
-            keep_best_by=None,
-            settings={"optimizer.options": {"momentum": MOMENTUM}, "run.steps": steps},
-        )
-    except NonFiniteError:
-        summary = None
-    finally:
-        # a finished lab run is never resumed: keep its logs, summary and weights, not the
-        # resume state (the 10-layer nets' checkpoints are 10 MB a run)
-        shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
-    return curve.smoothed, summary
+    """Short SGD-with-momentum run: (smoothed losses, summary or None if non-finite)."""
+    return sgd_run(
+        model, train_pair, val=val_pair, run_dir=run_dir, lr=lr, momentum=MOMENTUM,
+        batch_size=BATCH, seed=seed, settings={"run.steps": steps},
+    )  # fmt: skip
 
 
 @experiment(
