@@ -23,15 +23,6 @@ from trainlab.diagnose import (
 from trainlab.models import init_, mlp
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: a second thread only adds synchronisation (and waits on a busy core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 def blobs(n: int = 200, features: int = 16, classes: int = 10) -> tuple[Tensor, Tensor]:
     """Gaussian inputs with labels that depend on them, in random order."""
     g = torch.Generator().manual_seed(0)

@@ -15,15 +15,6 @@ from trainlab.diagnose.gradcheck import band, is_kink, relative_error
 from trainlab.models import mlp
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny networks: a second thread only adds synchronisation (and waits on a busy core)."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
 class MatMul(torch.autograd.Function):
     """y = x Wᵀ with a hand-written backward; ``scale_grad_w`` ≠ 1 plants a bug."""
 

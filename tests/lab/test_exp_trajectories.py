@@ -15,15 +15,6 @@ from trainlab.lab.race import TOLERANCE
 NAME = "trajectories"
 
 
-@pytest.fixture(scope="module")
-def first_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lab")
-    threads = torch.get_num_threads()
-    results = run(NAME, out, quick=True)
-    assert torch.get_num_threads() == threads  # the experiment's single thread is undone
-    return out, results
-
-
 def test_all_three_claims_hold_in_quick_mode(first_run):
     _, results = first_run
     n = results["numbers"]
