@@ -557,3 +557,34 @@ def test_metrics_csv_is_one_table_with_every_column(tmp_path):
     text = (tmp_path / "r" / "metrics.jsonl").read_text()
     records = [json.loads(line) for line in text.splitlines()]
     assert len(body) == sum("event" not in r for r in records)
+
+
+def test_a_callback_that_requests_a_stop_ends_the_run_there_and_resume_goes_on(tmp_path):
+    class StopAt(Callback):
+        def on_step_end(self, trainer, step):
+            if step.step == 5:
+                trainer.request_stop("target reached")
+                trainer.request_stop("a second reason is ignored")
+
+    g = torch.Generator().manual_seed(0)
+    x, y = torch.randn(64, 4, generator=g), torch.randint(0, 3, (64,), generator=g)
+    run = tmp_path / "r"
+    options = {"val": (x, y), "run_dir": run, "epochs": 3, "batch_size": 8}
+    summary = trainlab.fit(nn.Linear(4, 3), (x, y), callbacks=[StopAt()], **options)
+    assert summary["steps"] == 5 and summary["stop_reason"] == "target reached"
+    assert (run / "checkpoints" / "step-00000005").is_dir()  # the last step is saved
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    stops = [r for r in records if r.get("event") == "stop_requested"]
+    assert stops == [{"step": 5, "event": "stop_requested", "reason": "target reached"}]
+    resumed = trainlab.fit(nn.Linear(4, 3), (x, y), resume=True, **options)
+    assert resumed["steps"] == 24 and "stop_reason" not in resumed
+
+
+def test_request_stop_needs_a_reason(tmp_path):
+    class Blank(Callback):
+        def on_fit_start(self, trainer):
+            trainer.request_stop("")
+
+    x, y = torch.randn(8, 4), torch.randint(0, 3, (8,))
+    with pytest.raises(TrainingError, match=r"Blank\.on_fit_start raised TypeError: Invalid"):
+        trainlab.fit(nn.Linear(4, 3), (x, y), run_dir=tmp_path / "r", callbacks=[Blank()])

@@ -206,6 +206,7 @@ class Trainer:
         self._writer = CheckpointWriter()
         self._last_save = -math.inf  # time.monotonic() of the last checkpoint
         self._signal: int | None = None  # a SIGINT/SIGTERM received during fit
+        self._stop_reason: str | None = None  # why a callback asked to stop (request_stop)
         self._started: float | None = None  # perf_counter() at step 0 of this segment
         self._saved_step: int | None = None  # the step of the last checkpoint submitted
         self._pending: list[dict[str, Any]] = []  # records for the first fit's loggers
@@ -455,6 +456,7 @@ class Trainer:
         if step % eval_every == 0 or step == self.steps_total:
             stopped_early = self._evaluate_and_select()
             new_best = self.state.best_checkpoint == f"step-{step:08d}"
+        stopped_early = stopped_early or self._stop_reason is not None
         due = step % checkpoint_every == 0 and (
             time.monotonic() - self._last_save >= run.checkpoint_seconds
         )
@@ -726,6 +728,8 @@ class Trainer:
             results["train"][gap_metric] - results["test"][gap_metric]
         )
         summary["skipped_steps"] = self.state.skipped
+        if self._stop_reason is not None:
+            summary["stop_reason"] = self._stop_reason
         summary["rollbacks"] = self.state.rollbacks
         summary["run_dir"] = str(self.run_dir)
         weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
@@ -770,6 +774,17 @@ class Trainer:
     def log(self, record: dict[str, Any]) -> None:
         """Add a record (a dict with ``"step"``) to the logs, as a callback's own output."""
         self._record(record)
+
+    def request_stop(self, reason: str) -> None:
+        """End training after the step under way, as early stopping does (for a callback:
+        a target reached, a budget spent): that step is checkpointed, the splits evaluated
+        and the summary written, with ``reason`` as its ``"stop_reason"``. A resumed run
+        trains on to its configured length."""
+        if not isinstance(reason, str) or not reason:
+            raise TypeError(f"Invalid reason: {reason!r} (must be a non-empty string)")
+        if self._stop_reason is None:
+            self._stop_reason = reason
+            self._record({"step": self.state.step, "event": "stop_requested", "reason": reason})
 
 
 def _tensors(tree: Any, path: str = "") -> Iterator[tuple[str, Tensor]]:
