@@ -2,7 +2,7 @@
 
 Each problem has a value f(θ) written with torch ops (so autograd and Newton's
 Hessian work), its gradient in closed form (cheap, and checked against autograd in the
-tests), a start point and its minima.
+tests), a start point, its minima and, where it has them, its saddle points.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from torch import Tensor
 
 @dataclass(frozen=True)
 class Problem:
-    """A 2-D objective with known minima."""
+    """A 2-D objective with known minima (and saddle points, where it has them)."""
 
     name: str
     description: str
@@ -24,6 +24,7 @@ class Problem:
     gradient: Callable[[Tensor], Tensor]
     start: tuple[float, float]
     minima: tuple[tuple[float, float], ...]
+    saddle_points: tuple[tuple[float, float], ...] = ()
 
     def distance(self, theta: Tensor) -> float:
         """Distance from θ to the nearest minimum."""
@@ -55,8 +56,13 @@ def _rosenbrock_grad(t: Tensor) -> Tensor:
 
 
 # Saddle: f = x² + y⁴/4 − y²/2 — a saddle point at the origin, minima at (0, ±1).
-# Started almost on the ridge y = 0, the gradient along y is tiny: plain gradient descent
-# lingers at the saddle, which the lecture says is the real problem in high dimensions.
+# The start (1.5, 1e-6) is on the saddle's stable manifold y = 0 (descent from there runs
+# straight into the saddle) plus a perturbation of 1e-6, as in the lab's trajectories
+# experiment. Near the origin the y-gradient is only −y, so plain gradient descent grows y
+# by a factor 1 + η per step and lingers at the saddle for ~ln(0.1/1e-6)/ln(1 + η) steps,
+# while momentum builds up speed along y and Adam's per-coordinate scaling takes
+# full-size steps along it: the lecture's point that saddles slow gradient descent. 1e-3
+# off the manifold is too far for it: SGD leaves the saddle's neighbourhood in ~15 steps.
 def _saddle(t: Tensor) -> Tensor:
     return t[0] ** 2 + t[1] ** 4 / 4 - t[1] ** 2 / 2
 
@@ -86,11 +92,12 @@ PROBLEMS: dict[str, Problem] = {
         ),
         Problem(
             "saddle",
-            "x² + y⁴/4 − y²/2, saddle at (0, 0), start next to it",
+            "x² + y⁴/4 − y²/2, saddle at (0, 0); start 1e-6 off its stable manifold y = 0",
             _saddle,
             _saddle_grad,
-            start=(1.5, 1e-3),
+            start=(1.5, 1e-6),
             minima=((0.0, 1.0), (0.0, -1.0)),
+            saddle_points=((0.0, 0.0),),
         ),
     )
 }

@@ -1,5 +1,9 @@
 """Race the optimizers on the 2-D problems: steps to converge and final distance.
 
+On a problem with a saddle point the race also counts the steps spent near it: the
+lecture's claim is that plain gradient descent lingers at saddles, where the gradient is
+tiny, while momentum and adaptive methods get away faster.
+
 For a fair race each first-order optimizer gets the best learning rate from a grid
 (fewest steps to converge for good, then smallest final distance); L-BFGS runs with
 its strong-Wolfe line search and Newton with backtracking, both at their natural step 1.
@@ -19,6 +23,7 @@ from .problems import PROBLEMS, Problem
 LR_GRID = (1e-3, 3e-3, 1e-2, 3e-2, 0.1, 0.3, 1.0, 3.0, 10.0)
 TOLERANCE = 1e-3  # converged when ‖θ − θ*‖ < TOLERANCE from some step on
 BUDGET = 1000  # optimizer steps per run
+NEAR_SADDLE = 0.1  # "near a saddle point": ‖θ − saddle‖ < NEAR_SADDLE (the lab's radius)
 
 
 @dataclass(frozen=True)
@@ -47,6 +52,7 @@ class RaceResult:
     steps: int | None  # first step from which ‖θ − θ*‖ < TOLERANCE for good; None: never
     evals: int | None  # function/gradient evaluations used up to that step
     final_distance: float  # ‖θ − θ*‖ after the whole budget (inf: diverged)
+    steps_near_saddle: int | None = None  # steps ending near a saddle point; None: no saddle
 
 
 def _run(entrant: Entrant, problem: Problem, lr: float, budget: int) -> RaceResult:
@@ -72,6 +78,8 @@ def _run(entrant: Entrant, problem: Problem, lr: float, budget: int) -> RaceResu
         evals += 1
         return problem.value(theta)
 
+    saddles = [theta.new_tensor(s) for s in problem.saddle_points]
+    near_saddle = 0
     converged_at, evals_then = None, None
     for step in range(1, budget + 1):
         if spec.name == "lbfgs":
@@ -87,10 +95,12 @@ def _run(entrant: Entrant, problem: Problem, lr: float, budget: int) -> RaceResu
             converged_at, evals_then = None, None
         elif converged_at is None:
             converged_at, evals_then = step, evals
+        near_saddle += any(torch.dist(theta.detach(), s) < NEAR_SADDLE for s in saddles)
+        lingered = near_saddle if saddles else None
         if not math.isfinite(distance) or distance > 1e6:
-            return RaceResult(entrant.label, problem.name, lr, None, None, math.inf)
+            return RaceResult(entrant.label, problem.name, lr, None, None, math.inf, lingered)
     final = problem.distance(theta.detach())
-    return RaceResult(entrant.label, problem.name, lr, converged_at, evals_then, final)
+    return RaceResult(entrant.label, problem.name, lr, converged_at, evals_then, final, lingered)
 
 
 def race(entrant: Entrant, problem: Problem, budget: int = BUDGET) -> RaceResult:
@@ -106,28 +116,35 @@ def race_all(budget: int = BUDGET) -> list[RaceResult]:
 
 
 def format_table(results: list[RaceResult], budget: int = BUDGET) -> str:
-    """One table per problem: optimizer, best lr, steps and evaluations, final distance."""
+    """One table per problem: optimizer, best lr, steps and evaluations, final distance,
+    and the steps spent near a saddle point on a problem that has one."""
     lines = []
     for name, problem in PROBLEMS.items():
         rows = [r for r in results if r.problem == name]
         if not rows:
             continue
         lines.append(f"{name}: {problem.description}; start {problem.start}")
+        near = " near saddle" if problem.saddle_points else ""
         header = (
             f"  {'optimizer':<10} {'best lr':>8} {'steps':>6} {'evals':>6} "
-            f"{'dist after ' + str(budget):>16}"
+            f"{'dist after ' + str(budget):>16}{near}"
         )
         lines += [header, "  " + "-" * (len(header) - 2)]
         for r in rows:
             steps = str(r.steps) if r.steps is not None else "—"
             evals = str(r.evals) if r.evals is not None else "—"
             distance = f"{r.final_distance:.1e}" if math.isfinite(r.final_distance) else "diverged"
-            lines.append(f"  {r.optimizer:<10} {r.lr:>8g} {steps:>6} {evals:>6} {distance:>16}")
+            row = f"  {r.optimizer:<10} {r.lr:>8g} {steps:>6} {evals:>6} {distance:>16}"
+            if near:
+                row += f" {r.steps_near_saddle:>{len(near) - 1}}"
+            lines.append(row)
         lines.append("")
     lines.append(
         f"steps: optimizer steps until θ stays within {TOLERANCE:g} of a minimum (— = not "
         f"within {budget}); evals: function/gradient evaluations until then (line searches "
-        "and Newton's Hessian evaluation included). AdamW's default weight decay (0.01) "
-        "pulls θ towards 0, so it settles near, not at, a minimum away from the origin."
+        f"and Newton's Hessian evaluation included); near saddle: steps that end within "
+        f"{NEAR_SADDLE:g} of the saddle point, the lecture's measure of lingering there. "
+        "AdamW's default weight decay (0.01) pulls θ towards 0, so it settles near, not at, "
+        "a minimum away from the origin."
     )
     return "\n".join(lines)
