@@ -279,10 +279,11 @@ def _lab(args: argparse.Namespace) -> int:
         flush=True,
     )
     workers = getattr(args, "workers", 1)
-    if workers < 1:
-        raise ValueError(f"Invalid --workers: {workers} (must be >= 1)")
+    for option, value in (("--workers", workers), ("--threads", args.threads)):
+        if value < 1:
+            raise ValueError(f"Invalid {option}: {value} (must be >= 1)")
     for results in experiments.run_all(
-        names, args.out, quick=args.quick, fresh=args.fresh, workers=workers
+        names, args.out, quick=args.quick, fresh=args.fresh, workers=workers, threads=args.threads
     ):
         name = results["name"]
         cached = " (cached)" if results["cached"] else f" ({results['seconds']:.1f} s)"
@@ -428,9 +429,15 @@ def build_parser() -> argparse.ArgumentParser:
         "--workers",
         type=int,
         default=1,
-        help="experiments run at once, each in its own process with one thread (default: 1)",
+        help="experiments run at once, each in its own process (default: 1)",
     )
     for sub in (lab_run, lab_all):
+        sub.add_argument(
+            "--threads",
+            type=int,
+            default=1,
+            help="torch threads per experiment (default: 1; the models are small)",
+        )
         sub.add_argument("--quick", action="store_true", help="a small, fast version")
         sub.add_argument("--out", default="lab", help="output folder (default: lab)")
         sub.add_argument("--fresh", action="store_true", help="ignore cached results")

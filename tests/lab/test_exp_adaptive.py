@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from trainlab.lab import exp_adaptive  # registers "adagrad_vs_rmsprop"
-from trainlab.lab.experiment import RESULTS_FILE, Outcome, run
+from trainlab.lab.experiment import RESULTS_FILE
 from trainlab.optim import Adagrad, RMSprop
 
 NAME = "adagrad_vs_rmsprop"
@@ -37,22 +37,6 @@ def test_results_json_and_figure(first_run):
     assert results["figures"] == ["adagrad_vs_rmsprop.png"]
     assert (folder / "adagrad_vs_rmsprop.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (folder / "adagrad_vs_rmsprop.svg").stat().st_size > 0
-
-
-def test_second_run_is_cached_and_fresh_reruns(first_run, monkeypatch):
-    out, results = first_run
-    calls = []
-
-    def instead(ctx):  # stands in for the work: shows whether run() called it
-        calls.append(ctx)
-        return Outcome.judge(True, "stand-in")
-
-    monkeypatch.setattr(exp_adaptive, "_adagrad_vs_rmsprop", instead)
-    cached = run(NAME, out, quick=True)
-    assert cached["cached"] is True and calls == []
-    assert cached["cache_key"] == results["cache_key"] and cached["numbers"] == results["numbers"]
-    fresh = run(NAME, out, quick=True, fresh=True)
-    assert fresh["cached"] is False and len(calls) == 1 and fresh["evidence"] == "stand-in"
 
 
 @pytest.mark.parametrize(

@@ -9,7 +9,7 @@ import torch
 from PIL import Image
 
 from trainlab.lab import exp_trajectories  # registers "trajectories"
-from trainlab.lab.experiment import RESULTS_FILE, Outcome, run
+from trainlab.lab.experiment import RESULTS_FILE
 from trainlab.lab.race import TOLERANCE
 
 NAME = "trajectories"
@@ -50,22 +50,6 @@ def test_figures_and_animation_are_written(first_run):
     assert 0 < gif.stat().st_size < 1_000_000
     with Image.open(gif) as image:
         assert image.format == "GIF" and image.n_frames > 5
-
-
-def test_second_run_is_cached_and_fresh_reruns(first_run, monkeypatch):
-    out, results = first_run
-    calls = []
-
-    def instead(ctx):  # stands in for the work: shows whether run() called it
-        calls.append(ctx)
-        return Outcome.judge(True, "stand-in")
-
-    monkeypatch.setattr(exp_trajectories, "_trajectories", instead)
-    cached = run(NAME, out, quick=True)
-    assert cached["cached"] is True and calls == []
-    assert cached["cache_key"] == results["cache_key"] and cached["numbers"] == results["numbers"]
-    fresh = run(NAME, out, quick=True, fresh=True)
-    assert fresh["cached"] is False and len(calls) == 1 and fresh["evidence"] == "stand-in"
 
 
 def test_beale_gradient_matches_autograd_and_its_minimum_is_stationary():

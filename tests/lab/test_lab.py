@@ -9,6 +9,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 
 from trainlab.cli import main
 from trainlab.lab import experiment, experiments
@@ -132,3 +133,49 @@ def test_workers_run_experiments_in_parallel_processes_with_the_same_results(tmp
     assert [r["name"] for r in together] == names  # in order
     assert [r["evidence"] for r in together] == [r["evidence"] for r in alone]
     assert all((tmp_path / "two" / n / "results.json").is_file() for n in names)
+
+
+@pytest.fixture
+def probes():
+    """Two throw-away experiments that record the threads they ran with; removed after."""
+    seen: list[tuple[str, int]] = []
+
+    def probe(name: str):
+        def function(ctx):
+            seen.append((name, torch.get_num_threads()))
+            return experiment.Outcome.judge(True, f"{name} ran with {ctx.threads} thread(s)")
+
+        return function
+
+    experiment.experiment("probe_timed", claim="c", seed="000", rule="r", timed=True)(
+        probe("probe_timed")
+    )
+    experiment.experiment("probe_plain", claim="c", seed="000", rule="r")(probe("probe_plain"))
+    yield seen
+    for name in ("probe_timed", "probe_plain"):
+        experiment.EXPERIMENTS.pop(name)
+
+
+def test_an_experiment_runs_with_the_threads_asked_for_and_they_key_the_cache(tmp_path, probes):
+    before = torch.get_num_threads()
+    results = experiment.run("probe_plain", tmp_path, threads=3)
+    assert probes == [("probe_plain", 3)] and torch.get_num_threads() == before
+    assert results["threads"] == 3 and results["evidence"] == "probe_plain ran with 3 thread(s)"
+    again = experiment.run("probe_plain", tmp_path, threads=3)
+    assert again["cached"] and len(probes) == 1  # not run again
+    assert again["cache_key"] == results["cache_key"] and again["evidence"] == results["evidence"]
+    assert not experiment.run("probe_plain", tmp_path, threads=3, fresh=True)["cached"]
+    assert not experiment.run("probe_plain", tmp_path, threads=1)["cached"]
+    with pytest.raises(ValueError, match=r"Invalid threads: 0 \(must be an integer >= 1\)"):
+        experiment.run("probe_plain", tmp_path, threads=0)
+
+
+def test_timed_experiments_run_after_the_others(tmp_path, probes):
+    names = ["probe_timed", "probe_plain"]
+    order = [r["name"] for r in experiments.run_all(names, tmp_path, quick=True)]
+    assert order == ["probe_plain", "probe_timed"] == [name for name, _ in probes]
+
+
+def test_lab_threads_must_be_positive(tmp_path, capsys):
+    assert main(["lab", "run", "ewma", "--threads", "0", "--out", str(tmp_path)]) == 2
+    assert "Invalid --threads: 0 (must be >= 1)" in capsys.readouterr().err

@@ -3,27 +3,13 @@
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-import torch
 from torch import nn
 
 from ..train import Callback, NonFiniteError, Step, fit
 from ..train.checkpoint import CHECKPOINTS_DIR
-
-
-@contextmanager
-def one_thread() -> Iterator[None]:
-    """Small matrices: more threads only add overhead, and results depend less on the host."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(threads)
 
 
 def plain_log_labels(axis: Any) -> None:

@@ -130,15 +130,6 @@ def log_log_slope(history: RateHistory, start: int) -> float:
     ),
 )
 def adagrad_vs_rmsprop(ctx: Context) -> Outcome:
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # a small MLP: one thread is fastest and reproducible
-    try:
-        return _adagrad_vs_rmsprop(ctx)
-    finally:
-        torch.set_num_threads(threads)
-
-
-def _adagrad_vs_rmsprop(ctx: Context) -> Outcome:
     steps = 2000 if ctx.quick else 10000
     data = load("mnist1d")
     x, y = data.x.flatten(1), data.y

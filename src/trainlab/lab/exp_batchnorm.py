@@ -27,7 +27,7 @@ import torch
 from torch import nn
 
 from .. import data, models
-from .common import one_thread, plain_log_labels, sgd_run
+from .common import plain_log_labels, sgd_run
 from .experiment import Context, Outcome, experiment
 
 CHANNELS, KERNEL = (32, 64), 5  # the demo's CNN on MNIST-1D, without dropout
@@ -107,18 +107,17 @@ def run(ctx: Context) -> Outcome:
     rates, steps = (QUICK_RATES, 150) if ctx.quick else (FULL_RATES, 1000)
     runs = ctx.out / "runs"
     shutil.rmtree(runs, ignore_errors=True)  # trainlab.fit takes new or empty folders only
-    with one_thread():
-        ds = data.load("mnist1d")
-        (x, y), val = data.carve_validation(ds.x, ds.y, 0.2, stratify=True, seed=ctx.seed)
-        norm = data.Normalizer("feature").fit(x)
-        train_pair, val = (norm(x), y), (norm(val[0]), val[1])
-        results = {}
-        for batch_norm in (False, True):
-            for lr in rates:
-                run_dir = runs / f"{'bn' if batch_norm else 'plain'}-lr{lr:g}"
-                results[batch_norm, lr] = train(
-                    batch_norm, lr, train_pair, val, run_dir, steps, ctx.seed
-                )
+    ds = data.load("mnist1d")
+    (x, y), val = data.carve_validation(ds.x, ds.y, 0.2, stratify=True, seed=ctx.seed)
+    norm = data.Normalizer("feature").fit(x)
+    train_pair, val = (norm(x), y), (norm(val[0]), val[1])
+    results = {}
+    for batch_norm in (False, True):
+        for lr in rates:
+            run_dir = runs / f"{'bn' if batch_norm else 'plain'}-lr{lr:g}"
+            results[batch_norm, lr] = train(
+                batch_norm, lr, train_pair, val, run_dir, steps, ctx.seed
+            )
     plain = [results[False, lr] for lr in rates]
     normed = [results[True, lr] for lr in rates]
     best_plain = min(plain, key=lambda r: r.train_loss)

@@ -68,16 +68,11 @@ def early_losses(bias_correction: bool, steps: int, seed: int) -> list[float]:
 )
 def run(ctx: Context) -> Outcome:
     steps = max(CHECK_STEPS)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        plain = step_sizes(False, steps)
-        corrected = step_sizes(True, steps)
-        loss_steps = 60 if ctx.quick else 300
-        loss_plain = early_losses(False, loss_steps, ctx.seed)
-        loss_corrected = early_losses(True, loss_steps, ctx.seed)
-    finally:
-        torch.set_num_threads(threads)
+    plain = step_sizes(False, steps)
+    corrected = step_sizes(True, steps)
+    loss_steps = 60 if ctx.quick else 300
+    loss_plain = early_losses(False, loss_steps, ctx.seed)
+    loss_corrected = early_losses(True, loss_steps, ctx.seed)
     rows, holds = [], abs(corrected[0] - 1) < 0.01
     for t in CHECK_STEPS:
         measured = plain[t - 1] / corrected[t - 1]

@@ -30,7 +30,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data, models
-from .common import one_thread, plain_log_labels, sgd_run
+from .common import plain_log_labels, sgd_run
 from .experiment import Context, Outcome, experiment
 
 CHANNELS, KERNEL = (32, 64), 5  # the demo's CNN on MNIST-1D, without batch norm or dropout
@@ -108,48 +108,43 @@ def run(ctx: Context) -> Outcome:
     rates, epochs = (QUICK_RATES, 3) if ctx.quick else (FULL_RATES, 15)
     runs = ctx.out / "runs"
     shutil.rmtree(runs, ignore_errors=True)  # trainlab.fit takes new or empty folders only
-    with one_thread():
-        ds = data.load("mnist1d")
-        (x, y), (x_val, y_val) = data.carve_validation(
-            ds.x, ds.y, 0.2, stratify=True, seed=ctx.seed
-        )
-        norm = data.Normalizer("feature").fit(x)
-        inputs = {
-            "normalized": ((norm(x), y), (norm(x_val), y_val)),
-            "raw": ((x * RAW_SCALE + RAW_SHIFT, y), (x_val * RAW_SCALE + RAW_SHIFT, y_val)),
-        }
-        sweep = {
-            (scale, lr): train(
-                scale, lr, *inputs[scale], runs / f"{scale}-lr{lr:g}", epochs, ctx.seed
-            )
-            for scale in inputs
-            for lr in rates
-        }
-        (x_norm, _), val = inputs["normalized"]
-        by_label = torch.sort(y, stable=True).indices
-        order = {
-            EVERY: sweep["normalized", SHARED_LR],
-            ONCE: train(
-                ONCE,
-                SHARED_LR,
-                (x_norm, y),
-                val,
-                runs / "shuffle-once",
-                epochs,
-                ctx.seed,
-                shuffle="once",
-            ),
-            SORTED: train(
-                SORTED,
-                SHARED_LR,
-                (x_norm[by_label], y[by_label]),
-                val,
-                runs / "sorted-none",
-                epochs,
-                ctx.seed,
-                shuffle="none",
-            ),
-        }
+    ds = data.load("mnist1d")
+    (x, y), (x_val, y_val) = data.carve_validation(ds.x, ds.y, 0.2, stratify=True, seed=ctx.seed)
+    norm = data.Normalizer("feature").fit(x)
+    inputs = {
+        "normalized": ((norm(x), y), (norm(x_val), y_val)),
+        "raw": ((x * RAW_SCALE + RAW_SHIFT, y), (x_val * RAW_SCALE + RAW_SHIFT, y_val)),
+    }
+    sweep = {
+        (scale, lr): train(scale, lr, *inputs[scale], runs / f"{scale}-lr{lr:g}", epochs, ctx.seed)
+        for scale in inputs
+        for lr in rates
+    }
+    (x_norm, _), val = inputs["normalized"]
+    by_label = torch.sort(y, stable=True).indices
+    order = {
+        EVERY: sweep["normalized", SHARED_LR],
+        ONCE: train(
+            ONCE,
+            SHARED_LR,
+            (x_norm, y),
+            val,
+            runs / "shuffle-once",
+            epochs,
+            ctx.seed,
+            shuffle="once",
+        ),
+        SORTED: train(
+            SORTED,
+            SHARED_LR,
+            (x_norm[by_label], y[by_label]),
+            val,
+            runs / "sorted-none",
+            epochs,
+            ctx.seed,
+            shuffle="none",
+        ),
+    }
 
     normalized, raw = sweep["normalized", SHARED_LR], sweep["raw", SHARED_LR]
     best = {

@@ -34,7 +34,7 @@ import torch
 from torch import Tensor, nn
 
 from .. import data, models
-from .common import one_thread, sgd_run
+from .common import sgd_run
 from .experiment import Context, Outcome, experiment
 
 DEPTH, WIDTH = 10, 256  # the lecture's 10 layers (it used 500 units; 256 trains faster)
@@ -132,36 +132,35 @@ def run(ctx: Context) -> Outcome:
     steps = 60 if ctx.quick else 800
     runs = ctx.out / "runs"
     shutil.rmtree(runs, ignore_errors=True)  # trainlab.fit takes new or empty folders only
-    with one_thread():
-        ds = data.load("mnist1d")
-        (x, y), val = data.carve_validation(ds.x, ds.y, 0.2, stratify=True, seed=ctx.seed)
-        norm = data.Normalizer("feature").fit(x)
-        x, val = norm(x), (norm(val[0]), val[1])
-        features = x.shape[1]
+    ds = data.load("mnist1d")
+    (x, y), val = data.carve_validation(ds.x, ds.y, 0.2, stratify=True, seed=ctx.seed)
+    norm = data.Normalizer("feature").fit(x)
+    x, val = norm(x), (norm(val[0]), val[1])
+    features = x.shape[1]
 
-        stats = {
-            setup.label: hidden_activations(
-                setup.build(features, ds.classes, ctx.seed), x[:PROBE_EXAMPLES]
-            )
-            for setup in SETUPS
-        }
-        curves, summaries, spreads = {}, {}, {}
-        for number, setup in enumerate((ZEROS, *SETUPS)):
-            model = setup.build(features, ds.classes, ctx.seed)
-            run_dir = runs / f"{number}-{setup.scheme}-{setup.activation}"
-            curves[setup.label], summaries[setup.label] = train(
-                model, (x, y), val, run_dir, steps, ctx.seed
-            )
-            if setup is ZEROS:
-                spreads[setup.label] = unit_spread(model)
-        # the 10-layer zero net cannot move at all (a zero layer passes no gradient back),
-        # so the symmetry is also shown where the weights do move: sigmoid(0) = 0.5 ≠ 0;
-        # at a higher rate, as sigmoid passes back at most 1/4 of the gradient per layer
-        model = SHALLOW_ZEROS.build(features, ds.classes, ctx.seed, hidden=SHALLOW)
-        curves[SHALLOW_ZEROS.label], summaries[SHALLOW_ZEROS.label] = train(
-            model, (x, y), val, runs / "7-zeros-sigmoid-shallow", steps, ctx.seed, SYMMETRY_LR
+    stats = {
+        setup.label: hidden_activations(
+            setup.build(features, ds.classes, ctx.seed), x[:PROBE_EXAMPLES]
         )
-        spreads[SHALLOW_ZEROS.label] = unit_spread(model)
+        for setup in SETUPS
+    }
+    curves, summaries, spreads = {}, {}, {}
+    for number, setup in enumerate((ZEROS, *SETUPS)):
+        model = setup.build(features, ds.classes, ctx.seed)
+        run_dir = runs / f"{number}-{setup.scheme}-{setup.activation}"
+        curves[setup.label], summaries[setup.label] = train(
+            model, (x, y), val, run_dir, steps, ctx.seed
+        )
+        if setup is ZEROS:
+            spreads[setup.label] = unit_spread(model)
+    # the 10-layer zero net cannot move at all (a zero layer passes no gradient back),
+    # so the symmetry is also shown where the weights do move: sigmoid(0) = 0.5 ≠ 0;
+    # at a higher rate, as sigmoid passes back at most 1/4 of the gradient per layer
+    model = SHALLOW_ZEROS.build(features, ds.classes, ctx.seed, hidden=SHALLOW)
+    curves[SHALLOW_ZEROS.label], summaries[SHALLOW_ZEROS.label] = train(
+        model, (x, y), val, runs / "7-zeros-sigmoid-shallow", steps, ctx.seed, SYMMETRY_LR
+    )
+    spreads[SHALLOW_ZEROS.label] = unit_spread(model)
 
     std = {label: [float(h.std()) for h in acts] for label, acts in stats.items()}
     saturated = {

@@ -39,7 +39,6 @@ from torch.func import functional_call
 from .. import data, models
 from ..train import fit
 from ..train.checkpoint import CHECKPOINTS_DIR
-from .common import one_thread
 from .experiment import Context, Outcome, experiment
 
 CHANNELS, KERNEL = (16, 32), 5  # the batch-norm experiment's CNN at half width: 441 evaluations
@@ -218,40 +217,39 @@ def run(ctx: Context) -> Outcome:
     subset = torch.randperm(len(x), generator=torch.Generator().manual_seed(ctx.seed))[:size]
     batch = (x[subset], ds.y[subset])
     paths, grids, finals = {}, {}, {}
-    with one_thread():
-        for k, (name, build) in enumerate(NETS.items()):
-            torch.manual_seed(ctx.seed)
-            model = build(ds.classes)
-            start = {n: p.detach().clone() for n, p in model.named_parameters()}
-            run_dir = runs / name.replace(" ", "").replace(",", "-").replace("+", "-")
-            try:
-                summary = fit(
-                    model,
-                    (x, ds.y),
-                    run_dir=run_dir,
-                    optimizer="sgd",
-                    lr=LR,
-                    batch_size=BATCH,
-                    seed=ctx.seed,
-                    keep_best_by=None,
-                    settings={"optimizer.options": {"momentum": MOMENTUM}, "run.steps": steps},
-                )
-            finally:
-                shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
-            finals[name] = summary["train_loss"]
-            model.eval()
-            solution = {n: p.detach().clone() for n, p in model.named_parameters()}
-            generator = torch.Generator().manual_seed(ctx.seed * 1000 + k)
-            directions = (
-                filter_normalized_direction(solution, generator),
-                filter_normalized_direction(solution, generator),
+    for k, (name, build) in enumerate(NETS.items()):
+        torch.manual_seed(ctx.seed)
+        model = build(ds.classes)
+        start = {n: p.detach().clone() for n, p in model.named_parameters()}
+        run_dir = runs / name.replace(" ", "").replace(",", "-").replace("+", "-")
+        try:
+            summary = fit(
+                model,
+                (x, ds.y),
+                run_dir=run_dir,
+                optimizer="sgd",
+                lr=LR,
+                batch_size=BATCH,
+                seed=ctx.seed,
+                keep_best_by=None,
+                settings={"optimizer.options": {"momentum": MOMENTUM}, "run.steps": steps},
             )
-            paths[name] = interpolation(model, start, solution, batch)
-            grids[name] = surface(model, solution, directions, coordinates, batch)
-            if name == "CNN + BN":  # the other choice for BN, to show how much it matters
-                batch_stats_grid = surface(
-                    model, solution, directions, coordinates, batch, batch_stats=True
-                )
+        finally:
+            shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
+        finals[name] = summary["train_loss"]
+        model.eval()
+        solution = {n: p.detach().clone() for n, p in model.named_parameters()}
+        generator = torch.Generator().manual_seed(ctx.seed * 1000 + k)
+        directions = (
+            filter_normalized_direction(solution, generator),
+            filter_normalized_direction(solution, generator),
+        )
+        paths[name] = interpolation(model, start, solution, batch)
+        grids[name] = surface(model, solution, directions, coordinates, batch)
+        if name == "CNN + BN":  # the other choice for BN, to show how much it matters
+            batch_stats_grid = surface(
+                model, solution, directions, coordinates, batch, batch_stats=True
+            )
 
     basins = {name: basin_numbers(grid, coordinates) for name, grid in grids.items()}
     batch_stats_basin = basin_numbers(batch_stats_grid, coordinates)

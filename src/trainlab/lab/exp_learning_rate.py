@@ -138,23 +138,18 @@ def run(ctx: Context) -> Outcome:
     shutil.rmtree(runs, ignore_errors=True)  # a new run needs new or empty folders
     ds = data.load("mnist1d")
     train = (data.Normalizer("feature").fit(ds.x)(ds.x), ds.y)
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        curves: dict[int, dict[str, list[tuple[int, float]]]] = {}
-        for seed in seeds:
-            curves[seed] = {
-                name: loss_curve(
-                    train, ds.classes, lr, steps, seed, runs / f"{name.replace(' ', '-')}-{seed}"
-                )
-                for name, lr in RATES.items()
-            }
-            decay = StepDecay(every=steps // 2, gamma=0.1)
-            curves[seed]["good, step decay"] = loss_curve(
-                train, ds.classes, RATES["good"], steps, seed, runs / f"decay-{seed}", decay
+    curves: dict[int, dict[str, list[tuple[int, float]]]] = {}
+    for seed in seeds:
+        curves[seed] = {
+            name: loss_curve(
+                train, ds.classes, lr, steps, seed, runs / f"{name.replace(' ', '-')}-{seed}"
             )
-    finally:
-        torch.set_num_threads(threads)
+            for name, lr in RATES.items()
+        }
+        decay = StepDecay(every=steps // 2, gamma=0.1)
+        curves[seed]["good, step decay"] = loss_curve(
+            train, ds.classes, RATES["good"], steps, seed, runs / f"decay-{seed}", decay
+        )
 
     rows, holds, failed = [], True, []
     for seed in seeds:

@@ -38,7 +38,6 @@ from .. import data, models
 from ..optim import OPTIMIZERS
 from ..train import Callback, NonFiniteError, fit
 from ..train.checkpoint import CHECKPOINTS_DIR
-from .common import one_thread
 from .experiment import Context, Outcome, experiment
 
 FIRST_ORDER = [name for name, spec in OPTIMIZERS.items() if not spec.closure]
@@ -181,23 +180,20 @@ def run(ctx: Context) -> Outcome:
 
     tuning: dict[str, dict[str, dict[float, Run]]] = {}
     best: dict[str, dict[str, list[Run]]] = {}
-    with one_thread():
-        for m in model_names:
-            epochs = QUICK_EPOCHS if quick else EPOCHS[m]
-            tag = m.replace(" ", "-")
-            tuning[m], best[m] = {}, {}
-            for opt in FIRST_ORDER:
-                tuning[m][opt] = {
-                    lr: train(
-                        m, opt, lr, seeds[0], splits, epochs, runs_dir / f"{tag}-{opt}-{lr:.3g}"
-                    )
-                    for lr in grid
-                }
-                lr = min(grid, key=lambda r: tuning[m][opt][r].val_loss)
-                best[m][opt] = [tuning[m][opt][lr]] + [
-                    train(m, opt, lr, s, splits, epochs, runs_dir / f"{tag}-{opt}-{lr:.3g}-seed{s}")
-                    for s in seeds[1:]
-                ]
+    for m in model_names:
+        epochs = QUICK_EPOCHS if quick else EPOCHS[m]
+        tag = m.replace(" ", "-")
+        tuning[m], best[m] = {}, {}
+        for opt in FIRST_ORDER:
+            tuning[m][opt] = {
+                lr: train(m, opt, lr, seeds[0], splits, epochs, runs_dir / f"{tag}-{opt}-{lr:.3g}")
+                for lr in grid
+            }
+            lr = min(grid, key=lambda r: tuning[m][opt][r].val_loss)
+            best[m][opt] = [tuning[m][opt][lr]] + [
+                train(m, opt, lr, s, splits, epochs, runs_dir / f"{tag}-{opt}-{lr:.3g}-seed{s}")
+                for s in seeds[1:]
+            ]
 
     rows, sensitivity, per_model, verdicts, parts = [], [], {}, [], []
     for m in model_names:

@@ -133,22 +133,17 @@ def run(ctx: Context) -> Outcome:
     subset = runs / "mnist1d-subset.npz"
     subset_file(subset, ctx.seed)
     base = merged(BASELINE, {"data": {"name": "npz", "options": {"path": str(subset)}}})
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
     summaries: dict[str, list[dict[str, Any]]] = {name: [] for name in REGULARIZERS}
     curves: dict[str, list[dict[str, float]]] = {}
-    try:
-        for seed in seeds:
-            for index, (name, change) in enumerate(REGULARIZERS.items()):
-                tree = merged(merged(base, change), {"run": {"epochs": epochs, "seed": seed}})
-                curve = Curves()
-                trainer = Trainer(
-                    Config.from_dict(tree), runs / f"{index}-seed{seed}", callbacks=[curve]
-                )
-                summaries[name].append(trainer.fit())
-                curves.setdefault(name, curve.rows)  # the first seed's, for the figure
-    finally:
-        torch.set_num_threads(threads)
+    for seed in seeds:
+        for index, (name, change) in enumerate(REGULARIZERS.items()):
+            tree = merged(merged(base, change), {"run": {"epochs": epochs, "seed": seed}})
+            curve = Curves()
+            trainer = Trainer(
+                Config.from_dict(tree), runs / f"{index}-seed{seed}", callbacks=[curve]
+            )
+            summaries[name].append(trainer.fit())
+            curves.setdefault(name, curve.rows)  # the first seed's, for the figure
 
     rows = []
     for name, runs_of in summaries.items():

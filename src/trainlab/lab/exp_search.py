@@ -180,12 +180,7 @@ def run(ctx: Context) -> Outcome:
     if not ctx.quick:
         runs = ctx.out / "runs"
         shutil.rmtree(runs, ignore_errors=True)  # a new run needs new or empty folders
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)
-        try:
-            real = digits_searches(20, ctx.seed, runs)
-        finally:
-            torch.set_num_threads(threads)
+        real = digits_searches(20, ctx.seed, runs)
         grid_best = min(real["grid_losses"])
         random_bests = [min(losses) for losses in real["random_losses"]]
         real_wins = sum(b < grid_best for b in random_bests)

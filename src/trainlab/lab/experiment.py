@@ -25,6 +25,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
+import torch
+
 from .. import _json as strict_json
 
 RESULTS_FILE = "results.json"
@@ -53,6 +55,7 @@ class Context:
     out: Path
     quick: bool
     seed: int = 0
+    threads: int = 1  # torch threads it runs with (set by run)
     figures: list[str] = field(default_factory=list)
 
     def figure(
@@ -85,6 +88,7 @@ class Experiment:
     seed: str  # the lecture file the claim comes from, e.g. "003"
     rule: str  # how the verdict is computed from the numbers
     function: Callable[[Context], Outcome]
+    timed: bool = False  # it measures wall-clock time: run it alone, never beside another
 
     def describe(self) -> dict[str, str]:
         return {"name": self.name, "claim": self.claim, "seed": self.seed, "rule": self.rule}
@@ -94,32 +98,49 @@ EXPERIMENTS: dict[str, Experiment] = {}
 """The registry: every experiment, in the order the modules register them."""
 
 
-def experiment(name: str, *, claim: str, seed: str, rule: str) -> Callable[..., Any]:
-    """Register the decorated ``function(ctx) -> Outcome`` as experiment ``name``."""
+def experiment(
+    name: str, *, claim: str, seed: str, rule: str, timed: bool = False
+) -> Callable[..., Any]:
+    """Register the decorated ``function(ctx) -> Outcome`` as experiment ``name``;
+    ``timed=True``: its numbers are wall-clock times, so it runs alone."""
 
     def register(function: Callable[[Context], Outcome]) -> Callable[[Context], Outcome]:
         if name in EXPERIMENTS:
             raise ValueError(f"Invalid experiment name: {name!r} (registered twice)")
-        EXPERIMENTS[name] = Experiment(name, claim, seed, rule, function)
+        EXPERIMENTS[name] = Experiment(name, claim, seed, rule, function, timed)
         return function
 
     return register
 
 
-def cache_key(entry: Experiment, quick: bool, seed: int) -> str:
-    """What a cached result must match: name, mode, seed and the code that produced it."""
+def cache_key(entry: Experiment, quick: bool, seed: int, threads: int = 1) -> str:
+    """What a cached result must match: name, mode, seed, threads and the code that
+    produced it."""
     from . import common  # the helpers experiments share count as their code too
 
     module = sys.modules[entry.function.__module__]
     code = "".join(inspect.getsource(m) for m in (module, sys.modules[__name__], common))
-    text = json.dumps([entry.name, quick, seed, hashlib.sha256(code.encode()).hexdigest()])
+    text = json.dumps([entry.name, quick, seed, threads, hashlib.sha256(code.encode()).hexdigest()])
     return hashlib.sha256(text.encode()).hexdigest()[:16]
 
 
 def run(
-    name: str, out: str | Path, *, quick: bool = False, seed: int = 0, fresh: bool = False
+    name: str,
+    out: str | Path,
+    *,
+    quick: bool = False,
+    seed: int = 0,
+    fresh: bool = False,
+    threads: int = 1,
 ) -> dict[str, Any]:
-    """Run experiment ``name`` into ``out/<name>/`` and return its results.json contents."""
+    """Run experiment ``name`` into ``out/<name>/`` and return its results.json contents.
+
+    torch runs with ``threads`` threads meanwhile (default 1: the lab's models are small,
+    and one thread per process lets ``lab all --workers 2`` use two cores without the two
+    processes' threads fighting over them), restored after.
+    """
+    if not isinstance(threads, int) or isinstance(threads, bool) or threads < 1:
+        raise ValueError(f"Invalid threads: {threads!r} (must be an integer >= 1)")
     if name not in EXPERIMENTS:
         import difflib
 
@@ -131,7 +152,7 @@ def run(
     entry = EXPERIMENTS[name]
     folder = Path(out) / name
     folder.mkdir(parents=True, exist_ok=True)
-    key = cache_key(entry, quick, seed)
+    key = cache_key(entry, quick, seed, threads)
     saved = folder / RESULTS_FILE
     if not fresh and saved.is_file():
         try:
@@ -142,9 +163,14 @@ def run(
             (folder / figure).is_file() for figure in previous.get("figures", [])
         ):
             return {**previous, "cached": True}
-    ctx = Context(folder, quick, seed)
+    ctx = Context(folder, quick, seed, threads)
     start = time.perf_counter()
-    outcome = entry.function(ctx)
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        outcome = entry.function(ctx)
+    finally:
+        torch.set_num_threads(before)
     results = {
         **entry.describe(),
         "verdict": outcome.verdict,
@@ -153,6 +179,7 @@ def run(
         "tables": outcome.tables,
         "figures": ctx.figures,
         "mode": "quick" if quick else "full",
+        "threads": threads,
         "seconds": time.perf_counter() - start,
         "cache_key": key,
     }

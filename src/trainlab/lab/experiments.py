@@ -25,6 +25,7 @@ MODULES = (
     "exp_search",
     "exp_optimizers",
     "exp_landscape",
+    "exp_time",
 )
 
 
@@ -35,24 +36,38 @@ def load() -> dict[str, Experiment]:
     return EXPERIMENTS
 
 
-def _run_one(name: str, out: str, quick: bool, fresh: bool) -> dict[str, Any]:
+def _run_one(name: str, out: str, quick: bool, fresh: bool, threads: int) -> dict[str, Any]:
     """One experiment in a worker process (which imports the registry itself)."""
     load()
-    return run(name, out, quick=quick, fresh=fresh)
+    return run(name, out, quick=quick, fresh=fresh, threads=threads)
 
 
 def run_all(
-    names: list[str], out: str | Path, *, quick: bool, fresh: bool = False, workers: int = 1
+    names: list[str],
+    out: str | Path,
+    *,
+    quick: bool,
+    fresh: bool = False,
+    workers: int = 1,
+    threads: int = 1,
 ) -> Iterator[dict[str, Any]]:
-    """Run ``names`` and yield each results dict in order; ``workers`` > 1 runs that many
-    experiments at once in separate processes (each experiment uses one thread)."""
-    load()
+    """Run ``names`` and yield each results dict; ``workers`` > 1 runs that many experiments
+    at once in separate processes, each with ``threads`` torch threads. Timed experiments
+    (their numbers are wall-clock times) run alone, after the others.
+    """
+    registry = load()
+    shared = [name for name in names if name not in registry or not registry[name].timed]
+    alone = [name for name in names if name not in shared]
     if workers <= 1:
-        for name in names:
-            yield run(name, out, quick=quick, fresh=fresh)
-        return
-    context = multiprocessing.get_context("spawn")  # no forked torch state in the workers
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
-        futures = [pool.submit(_run_one, name, str(out), quick, fresh) for name in names]
-        for future in futures:
-            yield future.result()
+        for name in shared:
+            yield run(name, out, quick=quick, fresh=fresh, threads=threads)
+    else:
+        context = multiprocessing.get_context("spawn")  # no forked torch state in workers
+        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+            futures = [
+                pool.submit(_run_one, name, str(out), quick, fresh, threads) for name in shared
+            ]
+            for future in futures:
+                yield future.result()
+    for name in alone:
+        yield run(name, out, quick=quick, fresh=fresh, threads=threads)
