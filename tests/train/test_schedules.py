@@ -27,6 +27,7 @@ from trainlab.train import (
     StepDecay,
     build_schedule,
 )
+from trainlab.train.schedules import CyclicCosine, cycle_ends
 
 STEPS = [0, 1, 2, 3, 7, 9, 10, 11, 29, 30, 31, 99, 100, 101, 250, 1000]
 PI = math.pi
@@ -40,6 +41,20 @@ def one_cycle_form(total, peak_at, start, end):
         if t <= p:
             return start + (1 - start) * 0.5 * (1 - math.cos(PI * t / p))
         return end + (1 - end) * 0.5 * (1 + math.cos(PI * (t - p) / (total - 1 - p)))
+
+    return s
+
+
+def snapshot_form(total, cycles, floor=0.0):
+    """Huang et al.'s α(t)/α₀ = ½(cos(π·mod(t − 1, ⌈T/M⌉)/⌈T/M⌉) + 1) at their t = ours + 1,
+    raised to a floor; held at the floor after T."""
+    c = math.ceil(total / cycles)
+
+    def s(t):
+        if t >= total:
+            return floor
+        t_paper = t + 1
+        return floor + (1 - floor) * 0.5 * (math.cos(PI * ((t_paper - 1) % c) / c) + 1)
 
     return s
 
@@ -59,6 +74,8 @@ CLOSED_FORMS = [
     (LinearWarmup(30, start=0.25), lambda t: 0.25 + 0.75 * min(t, 30) / 30),
     (OneCycle(100), one_cycle_form(100, 0.3, 1 / 25, 1e-4)),
     (OneCycle(31, peak_at=0.5, start=0.1, end=0.0), one_cycle_form(31, 0.5, 0.1, 0.0)),
+    (CyclicCosine(300, 3), snapshot_form(300, 3)),
+    (CyclicCosine(100, 7, floor=0.05), snapshot_form(100, 7, 0.05)),
 ]
 
 
@@ -72,6 +89,7 @@ def test_every_registry_entry_has_a_closed_form_test():
         "cosine",
         "warmup",
         "one_cycle",
+        "cyclic_cosine",
     ]
 
 
@@ -92,6 +110,47 @@ def test_hand_computed_values():
     assert cycle(0) == pytest.approx(0.04, abs=1e-15)
     assert cycle(29) == 1.0  # p = 0.3·100 − 1 = 29, torch's peak step
     assert cycle(99) == pytest.approx(1e-4, abs=1e-15) and cycle(10**6) == cycle(99)
+
+
+@pytest.mark.parametrize(
+    ("total", "cycles", "floor"), [(300, 3, 0.0), (100, 7, 0.05), (10, 3, 0.0), (5, 5, 0.2)]
+)
+def test_cyclic_cosine_matches_the_snapshot_ensemble_formula_at_every_step(total, cycles, floor):
+    schedule, form = CyclicCosine(total, cycles, floor=floor), snapshot_form(total, cycles, floor)
+    for t in range(total + 20):
+        assert schedule(t) == pytest.approx(form(t), rel=0, abs=1e-12), t
+
+
+def test_cyclic_cosine_restarts_at_each_cycle_and_ends_where_the_snapshots_go():
+    s = CyclicCosine(10, 3)  # c = ⌈10/3⌉ = 4: cycles t = 0..3, 4..7, 8..9 (cut short)
+    assert s.cycle_length == 4
+    assert [s(t) for t in (0, 4, 8)] == [1.0, 1.0, 1.0]  # every cycle restarts at 1
+    assert s(2) == pytest.approx(0.5, abs=1e-15)  # half way down: cos(π/2)
+    assert s(3) == pytest.approx(0.5 * (1 + math.cos(PI * 3 / 4)), abs=1e-15)  # last of cycle 1
+    assert s(10) == s(10**6) == 0.0  # held at the floor after T
+    assert cycle_ends(s) == [4, 8, 10]  # steps done when each cycle ends
+    assert cycle_ends(CyclicCosine(300, 3)) == [100, 200, 300]
+    one = CyclicCosine(40, 1, floor=0.1)  # one cycle: the cosine, but ending above the floor
+    assert [one(t) for t in range(40)] == [Cosine(40, floor=0.1)(t) for t in range(40)]
+
+
+def test_cycle_ends_count_the_phases_before_the_cycles():
+    warm = [{"name": "warmup", "steps": 5}]
+    s = build_schedule([*warm, {"name": "cyclic_cosine", "total": 30, "cycles": 3}])
+    assert cycle_ends(s) == [15, 25, 35]
+    assert [s(t) for t in (5, 15, 25)] == [1.0, 1.0, 1.0]  # restarts right after each end
+    longer = build_schedule(
+        [*warm, {"name": "cyclic_cosine", "total": 30, "cycles": 3, "duration": 40}]
+    )
+    assert cycle_ends(longer) == [15, 25, 35]
+    with pytest.raises(ValueError, match=r"^Invalid schedule: .* \(must have exactly one 'cyc"):
+        cycle_ends(Cosine(30))
+    two = Phases([(10, CyclicCosine(10, 2)), (None, CyclicCosine(10, 2))])
+    with pytest.raises(ValueError, match=r"must have exactly one 'cyclic_cosine' phase .*has 2"):
+        cycle_ends(two)
+    cut = Phases([(20, CyclicCosine(30, 3)), (None, Constant())])
+    with pytest.raises(ValueError, match=r"^Invalid duration of the cyclic_cosine phase: 20 \(mu"):
+        cycle_ends(cut)
 
 
 def test_phases_switch_at_the_boundaries_with_relative_steps():
@@ -232,6 +291,7 @@ ROUND_TRIP = [s for s, _ in CLOSED_FORMS] + [
     Phases([(50, LinearWarmup(100, start=0.1)), (200, StepDecay(20)), (300, Cosine(300))]),
     Phases([(5, Constant())]),
     Phases(((10, OneCycle(10, peak_at=0.5)), (None, Exponential(0.9)))),
+    Phases([(5, LinearWarmup(5)), (None, CyclicCosine(30, 3, floor=0.1))]),
 ]
 
 
@@ -264,7 +324,10 @@ def test_numbers_are_stored_as_plain_python_numbers():
     json.dumps(s.to_config())
 
 
-NAMES = "'constant', 'step', 'exponential', 'inverse_time', 'cosine', 'warmup', 'one_cycle'"
+NAMES = (
+    "'constant', 'step', 'exponential', 'inverse_time', 'cosine', 'warmup', 'one_cycle', "
+    "'cyclic_cosine'"
+)
 BAD = [
     (lambda: StepDecay(0), r"^Invalid every: 0 \(must be an integer >= 1\)$"),
     (lambda: StepDecay(2.0), r"^Invalid every: 2\.0 \(must be an integer >= 1\)$"),
@@ -284,6 +347,14 @@ BAD = [
     ),
     (lambda: OneCycle(100, peak_at=1.0), r"^Invalid peak_at: 1\.0 \(must be a number in \(1/t"),
     (lambda: OneCycle(100, end=2.0), r"^Invalid end: 2\.0 \(must be a number in \[0, 1\]\)$"),
+    (lambda: CyclicCosine(10, 0), r"^Invalid cycles: 0 \(must be an integer >= 1\)$"),
+    (
+        lambda: CyclicCosine(9, 4),  # ⌈9/4⌉ = 3-step cycles fill 9 steps in 3: no 4th
+        r"^Invalid cycles: 4 \(must give every cycle a step: cycles of ⌈total/cycles⌉ = 3 "
+        r"steps fill total = 9 steps in 3; choose cycles = 3",
+    ),
+    (lambda: CyclicCosine(3, 5), r"^Invalid cycles: 5 \(must give every cycle a step"),
+    (lambda: CyclicCosine(10, 2, floor=-0.5), r"^Invalid floor: -0\.5 \(must be a number in"),
     (lambda: Cosine(10)(-1), r"^Invalid step: -1 \(must be an integer >= 0\)$"),
     (lambda: Constant()(1.5), r"^Invalid step: 1\.5 \(must be an integer >= 0\)$"),
     (lambda: Phases([]), r"^Invalid phases: \[\] \(must be a non-empty list of \(steps, sch"),

@@ -92,6 +92,18 @@ NOT_FINGERPRINTED = (
     "run.threads",
 )
 
+#: Keys added after runs were saved with a fingerprint: left out of the fingerprint while
+#: they have these (default) values, so a run started before they existed still resumes.
+LATER_KEYS: dict[str, Any] = {
+    "averaging.warmup": False,
+    "averaging.warmup_gamma": 1.0,
+    "averaging.warmup_power": 0.75,
+    "averaging.swa_start": None,
+    "averaging.swa_lr": None,
+    "averaging.swa_every": 1,
+    "averaging.snapshots": False,
+}
+
 #: Largest config file read: a config is a page of settings, not megabytes.
 MAX_CONFIG_BYTES = 1 << 20
 
@@ -679,7 +691,12 @@ class ClipConfig(_Section):
 
 @dataclass(frozen=True)
 class AveragingConfig(_Section):
-    """[averaging]: an exponential moving average of the weights, evaluated beside them."""
+    """[averaging]: averaged weights evaluated beside the raw ones: EMA, SWA, snapshots.
+
+    EMA (Polyak) averages with an exponential window; SWA (from ``swa_start`` on) with equal
+    weights, its BatchNorm statistics recomputed at the end; ``snapshots`` saves the weights
+    at the end of every cycle of a ``cyclic_cosine`` schedule (a snapshot ensemble).
+    """
 
     section: ClassVar[str] = "averaging"
     ema: bool = field(default=False, metadata=_about("keep EMA weights and evaluate them too"))
@@ -692,6 +709,61 @@ class AveragingConfig(_Section):
     bias_correction: bool = field(
         default=False, metadata=_about("divide by 1 − βᵗ, as Adam does for its moments")
     )
+    warmup: bool = field(
+        default=False,
+        metadata=_about(
+            "EMA decay warmup β_t = min(decay, 1 − (1 + t/γ)^−p) after t updates (timm's "
+            "ModelEmaV3); not with bias_correction"
+        ),
+    )
+    warmup_gamma: float = field(
+        default=1.0, metadata=_about("γ of the EMA decay warmup", _checks.positive)
+    )
+    warmup_power: float = field(
+        default=0.75,
+        metadata=_about(
+            "p of the EMA decay warmup (3/4: crowsonkb's value for runs under a million "
+            "steps; timm's default is 2/3)",
+            _checks.positive,
+        ),
+    )
+    swa_start: int | None = field(
+        default=None,
+        metadata=_about(
+            "SWA: average the weights after steps swa_start + k·swa_every (k >= 1) with "
+            "equal weights; none: no SWA",
+            _at_least(0),
+        ),
+    )
+    swa_lr: float | None = field(
+        default=None,
+        metadata=_about(
+            "constant learning rate of every param group from step swa_start on, replacing "
+            "the schedule (logged as event swa_started); none: keep the schedule",
+            _checks.positive,
+        ),
+    )
+    swa_every: int = field(
+        default=1, metadata=_about("steps between two SWA averages", _at_least(1))
+    )
+    snapshots: bool = field(
+        default=False,
+        metadata=_about(
+            "save the weights at the end of every cycle of the cyclic_cosine schedule "
+            "phase as snapshots/cycle-<k>.safetensors (snapshot ensembles)"
+        ),
+    )
+
+    def _validate(self) -> None:
+        if self.warmup and self.bias_correction:
+            raise fail(
+                "averaging.warmup",
+                True,
+                "must be false with averaging.bias_correction = true: both remove the pull "
+                "towards the first weights, so choose one",
+            )
+        if self.swa_lr is not None and self.swa_start is None:
+            raise fail("averaging.swa_lr", self.swa_lr, "needs averaging.swa_start")
 
 
 @dataclass(frozen=True)
@@ -1050,7 +1122,8 @@ def describe() -> str:
 
 
 def fingerprint(config: Config) -> str:
-    """SHA-256 (hex) of the resolved config, less ``NOT_FINGERPRINTED``.
+    """SHA-256 (hex) of the resolved config, less ``NOT_FINGERPRINTED`` (and ``LATER_KEYS``
+    at their defaults).
 
     ``--resume`` compares it with the run folder's to refuse continuing a run under a
     different config.
@@ -1059,12 +1132,17 @@ def fingerprint(config: Config) -> str:
     for key in NOT_FINGERPRINTED:
         section, name = key.split(".")
         del tree[section][name]
+    for key, default in LATER_KEYS.items():
+        section, name = key.split(".")
+        if tree[section][name] == default:
+            del tree[section][name]
     text = json.dumps(tree, sort_keys=True, separators=(",", ":"))
     return hashlib.sha256(text.encode()).hexdigest()
 
 
 __all__ = [
     "AUGMENTATIONS",
+    "LATER_KEYS",
     "NOT_FINGERPRINTED",
     "SECTIONS",
     "AveragingConfig",

@@ -273,6 +273,72 @@ class Cosine(Schedule):
 
 
 @dataclass(frozen=True)
+class CyclicCosine(Schedule):
+    """Cosine annealing restarted ``cycles`` times: the snapshot-ensemble schedule.
+
+    With M = cycles and a cycle length c = ⌈T/M⌉ (T = total):
+
+        s(t) = floor + (1 − floor)·½(1 + cos(π·(t mod c)/c))   for t < T,   s(t) = floor after
+
+    Each cycle starts at 1 and falls towards ``floor``; cycle k (k = 1..M) is the steps
+    (k − 1)·c ≤ t < min(k·c, T), and its last step is where a snapshot ensemble saves the
+    weights (:func:`cycle_ends`). This is the paper's α(t) = α₀/2·(cos(π·mod(t − 1,
+    ⌈T/M⌉)/⌈T/M⌉) + 1) with its iterations t = 1..T counted from 0 here (t_paper = t + 1),
+    plus a floor. When c does not divide T the last cycle is cut short at T; a T and M that
+    would leave a cycle empty ((M − 1)·c ≥ T) are refused.
+
+    Args:
+        total: T, the steps of all the cycles (an integer >= 1).
+        cycles: M, the number of cycles (an integer in [1, total]); M = 1 is ``Cosine``
+            without its last step's floor.
+        floor: the factor the cosine falls towards, in [0, 1] (default: 0.0).
+
+    Like ``torch.optim.lr_scheduler.CosineAnnealingWarmRestarts(T_0=c, T_mult=1,
+    eta_min=floor·lr)`` for t < T; torch's keeps cycling after T, this one holds ``floor``.
+
+    References: Huang, Li, Pleiss, Liu, Hopcroft & Weinberger, "Snapshot Ensembles: Train
+    1, Get M for Free", ICLR 2017, Eq. (2); Loshchilov & Hutter, "SGDR", ICLR 2017.
+    """
+
+    name: ClassVar[str] = "cyclic_cosine"
+    total: int
+    cycles: int
+    floor: float = 0.0
+
+    def __post_init__(self) -> None:
+        positive_int("total", self.total)
+        positive_int("cycles", self.cycles)
+        unit_closed("floor", self.floor)
+        total, cycles = int(self.total), int(self.cycles)
+        length = -(-total // cycles)
+        if (cycles - 1) * length >= total:
+            used = -(-total // length)
+            raise fail(
+                "cycles",
+                self.cycles,
+                f"must give every cycle a step: cycles of ⌈total/cycles⌉ = {length} steps "
+                f"fill total = {total} steps in {used}; choose cycles = {used} or a total "
+                "that cycles divides",
+            )
+        self._store(total=total, cycles=cycles, floor=float(self.floor))
+
+    @property
+    def duration(self) -> int:
+        return self.total
+
+    @property
+    def cycle_length(self) -> int:
+        """c = ⌈T/M⌉, the steps of every cycle but perhaps the last."""
+        return -(-self.total // self.cycles)
+
+    def __call__(self, step: int) -> float:
+        _check_step(step)
+        if step >= self.total:
+            return self.floor
+        return _cosine_between(1.0, self.floor, (step % self.cycle_length) / self.cycle_length)
+
+
+@dataclass(frozen=True)
 class LinearWarmup(Schedule):
     """Linear warmup from ``start`` to 1 over ``steps`` steps, then 1.
 
@@ -425,10 +491,55 @@ class Phases(Schedule):
         return config
 
 
+def cycle_ends(schedule: Schedule) -> list[int]:
+    """The steps after which the cycles of the ``cyclic_cosine`` in ``schedule`` end.
+
+    Counted in optimizer steps done (cycle k ends after step min(k·c, T) of its phase, i.e.
+    when the run's step counter reaches that plus the steps of the phases before it); one
+    entry per cycle, so M entries. ``schedule`` is a ``CyclicCosine`` or ``Phases`` with
+    exactly one; a phase shorter than its ``total`` would cut cycles and is refused.
+    """
+    if isinstance(schedule, CyclicCosine):
+        placed: list[tuple[int, int | None, CyclicCosine]] = [(0, None, schedule)]
+    elif isinstance(schedule, Phases):
+        placed, begin = [], 0
+        for steps, phase in schedule.phases:
+            if isinstance(phase, CyclicCosine):
+                placed.append((begin, steps, phase))
+            begin += steps or 0
+    else:
+        placed = []
+    if len(placed) != 1:
+        raise fail(
+            "schedule",
+            schedule,
+            f"must have exactly one {CyclicCosine.name!r} phase to end cycles "
+            f"(it has {len(placed)})",
+        )
+    begin, steps, cyclic = placed[0]
+    if steps is not None and steps < cyclic.total:
+        raise fail(
+            "duration of the cyclic_cosine phase",
+            steps,
+            f"must be >= its total = {cyclic.total}, or its last cycles would be cut off",
+        )
+    c = cyclic.cycle_length
+    return [begin + min(k * c, cyclic.total) for k in range(1, cyclic.cycles + 1)]
+
+
 # The registry: name -> class. It drives build_schedule, the tests and the docs.
 SCHEDULES: dict[str, type[Schedule]] = {
     cls.name: cls
-    for cls in (Constant, StepDecay, Exponential, InverseTime, Cosine, LinearWarmup, OneCycle)
+    for cls in (
+        Constant,
+        StepDecay,
+        Exponential,
+        InverseTime,
+        Cosine,
+        LinearWarmup,
+        OneCycle,
+        CyclicCosine,
+    )
 }
 
 
@@ -455,8 +566,9 @@ def build_schedule(spec: Config) -> Schedule:
     ``[{"name": "warmup", "steps": 100}, {"name": "cosine", "total": 900}]``.
 
     In a list each phase lasts ``"duration"`` steps. Without one, a phase lasts its schedule's
-    natural length (``warmup.steps``, ``cosine.total``, ``one_cycle.total``), and the last
-    phase is open-ended. ``build_schedule(s.to_config()) == s`` for every schedule ``s``.
+    natural length (``warmup.steps``, ``cosine.total``, ``one_cycle.total``,
+    ``cyclic_cosine.total``), and the last phase is open-ended.
+    ``build_schedule(s.to_config()) == s`` for every schedule ``s``.
     """
     if isinstance(spec, dict):
         return _build_one(spec)

@@ -9,11 +9,15 @@ One ``Trainer`` owns a run folder::
     metrics.csv        the same training and evaluation records as a table
     checkpoints/       crash-safe checkpoints (safetensors + JSON), the last k plus the best
     model.safetensors  final raw weights            (at the end)
-    ema.safetensors    final averaged weights, if averaging is on
+    ema.safetensors    final EMA weights, if averaging.ema is on
+    swa.safetensors    final SWA weights with recomputed BatchNorm statistics, if SWA is on
+    snapshots/         cycle-<k>.safetensors: the weights at the end of each lr cycle, if
+                       averaging.snapshots is on (written as each cycle ends)
     summary.json       final metrics                (at the end)
 
 Each optimizer step: mini-batch → forward → loss + explicit penalties → backward → clipping →
-non-finite check → step → the ``on_step_end`` event. Every epoch (or ``eval_every`` steps):
+non-finite check → step → averages (EMA, SWA), a snapshot at the end of an lr cycle → the
+``on_step_end`` event. Every epoch (or ``eval_every`` steps):
 validation metrics for the raw and the averaged weights; the plateau controller, the
 keep-best checkpoint and early stopping read them. Checkpoints: every ``checkpoint_every``
 steps unless the last is younger than ``checkpoint_seconds``, and always at a new best, an
@@ -47,7 +51,7 @@ import torch
 from torch import Tensor
 
 from .. import _json as strict_json
-from .averaging import EMA
+from .averaging import EMA, SWA, recompute_batch_norm
 from .build import Parts, choose_device, from_config, needs_closure
 from .callbacks import EVENTS, Callback, CsvLog, JsonlLog, Step, TensorBoardLog, overriding
 from .checkpoint import (
@@ -64,14 +68,16 @@ from .evaluation import evaluate
 from .plateau import METRIC_MODES, LRController, ReduceOnPlateau, improves
 from .regularize import clip_grad_norm_, clip_grad_value_, name_matches, penalty
 from .run_folder import CONFIG_FILE, RunFolder
-from .schedules import Constant
-from .sources import size
+from .schedules import Constant, cycle_ends
+from .sources import EVAL_BATCH, size, unpack
 from .state_tree import CheckpointError, rng_state, set_rng_state
 
 MAX_ROLLBACKS = 5
 RUN_FILE = "run.json"
 SUMMARY_FILE = "summary.json"
 EMA_WEIGHTS_FILE = "ema.safetensors"
+SWA_WEIGHTS_FILE = "swa.safetensors"
+SNAPSHOTS_DIR = "snapshots"
 #: β of the smoothed training loss, an exponential moving average with bias correction.
 LOSS_SMOOTHING = 0.98
 
@@ -197,10 +203,20 @@ class Trainer:
         )
         averaging = config.averaging
         self.ema = (
-            EMA(self.model, averaging.decay, bias_correction=averaging.bias_correction)
+            EMA(
+                self.model,
+                averaging.decay,
+                bias_correction=averaging.bias_correction,
+                warmup=averaging.warmup,
+                warmup_gamma=averaging.warmup_gamma,
+                warmup_power=averaging.warmup_power,
+            )
             if averaging.ema
             else None
         )
+        self.swa = self._swa()
+        self._swa_announced = False  # the swa_started record is logged once, at swa_start
+        self.snapshot_steps = self._snapshot_steps()  # steps after which a cycle ends
         self.state = Progress()
         self._fingerprint = _signature(config, parts)
         self._writer = CheckpointWriter()
@@ -252,6 +268,65 @@ class Trainer:
 
     def _plateau(self) -> ReduceOnPlateau | None:
         return self.config.schedule.reduce_on_plateau()
+
+    def _swa(self) -> SWA | None:
+        """The SWA of ``[averaging]``, its start and period checked against the run's length."""
+        averaging, total = self.config.averaging, self.steps_total
+        start, every = averaging.swa_start, averaging.swa_every
+        if start is None:
+            return None
+        length = self._length_in_words()
+        if start >= total:
+            raise TrainingError(
+                f"Invalid averaging.swa_start: {start} (must be below the run's total steps "
+                f"{total}: {length}; lower it, or train longer)"
+            )
+        if start + every > total:
+            raise TrainingError(
+                f"Invalid averaging.swa_every: {every} (the first average would come after "
+                f"step swa_start + swa_every = {start + every}, past the run's {total} steps: "
+                f"{length}; must be at most {total - start})"
+            )
+        if averaging.swa_lr is not None and self.lr is None:
+            raise TrainingError(
+                f"Invalid averaging.swa_lr: {averaging.swa_lr} (replaces a trainlab "
+                "schedule's rate, and this run uses a torch lr_scheduler: give the run a "
+                "trainlab schedule, or set averaging.swa_lr = none)"
+            )
+        return SWA(self.model, start=start, every=every)
+
+    def _snapshot_steps(self) -> list[int]:
+        """The steps after which a cycle of the cyclic_cosine schedule ends (snapshots)."""
+        if not self.config.averaging.snapshots:
+            return []
+        example = '[{name = "cyclic_cosine", total = 300, cycles = 3}]'
+        if self.lr is None or self.parts.schedule is None:
+            raise TrainingError(
+                "Invalid averaging.snapshots: True (needs a trainlab schedule with a "
+                f"cyclic_cosine phase, e.g. schedule.phases = {example}; this run has "
+                f"{'a torch lr_scheduler' if self.lr is None else 'a constant rate'})"
+            )
+        try:
+            ends = cycle_ends(self.parts.schedule)
+        except ValueError as error:
+            raise TrainingError(
+                f"Invalid averaging.snapshots: True (needs a cyclic_cosine schedule phase, "
+                f"e.g. schedule.phases = {example}: {error})"
+            ) from None
+        if ends[-1] > self.steps_total:
+            raise TrainingError(
+                f"Invalid averaging.snapshots: True (the cyclic_cosine phase's last cycle "
+                f"ends after step {ends[-1]}, past the run's {self.steps_total} steps: "
+                f"{self._length_in_words()}; only {sum(e <= self.steps_total for e in ends)} "
+                f"of its {len(ends)} cycles would end: shorten the phase or train longer)"
+            )
+        return ends
+
+    def _length_in_words(self) -> str:
+        run = self.config.run
+        if run.steps is not None:
+            return f"run.steps = {run.steps}"
+        return f"run.epochs = {run.epochs} × {len(self.batches)} batches an epoch"
 
     def _write_run_files(self) -> None:
         """``config.toml`` and ``run.json``, each written to a temporary file and renamed.
@@ -347,6 +422,8 @@ class Trainer:
         cfg = self.config
         if self.lr is not None:
             self.lr.step(self.state.step)
+        if self.swa is not None and self.state.step >= self.swa.start:
+            self._swa_rate()
         if self._full_batch:
             return self._closure_step(xb, yb)
         self.optimizer.zero_grad()
@@ -371,6 +448,20 @@ class Trainer:
         self.optimizer.step()
         self._stepped(loss_value, grad_norm, lr, xb, yb, outputs)
         return True
+
+    def _swa_rate(self) -> None:
+        """From step swa_start on: swa_lr (if set) in every group; say so at the start."""
+        swa_lr = self.config.averaging.swa_lr
+        if swa_lr is not None:
+            for group in self.optimizer.param_groups:
+                if isinstance(group["lr"], Tensor):  # a tensor lr (capturable) stays a tensor
+                    group["lr"].fill_(swa_lr)
+                else:
+                    group["lr"] = swa_lr
+        if self.state.step == self.swa.start and not self._swa_announced:  # once, even when
+            self._swa_announced = True  # the step is retried (a skipped non-finite step)
+            lr = _plain(self.optimizer.param_groups[0]["lr"])
+            self._record({"step": self.state.step, "event": "swa_started", "lr": lr})
 
     def _closure_step(self, xb: Tensor, yb: Tensor) -> bool:
         """A step of a full-batch method (L-BFGS, Newton): it re-evaluates the loss itself."""
@@ -403,13 +494,17 @@ class Trainer:
         yb: Tensor,
         outputs: Tensor,
     ) -> None:
-        """After an optimizer step: scheduler, EMA, counters, smoothed loss, events, logs."""
+        """After an optimizer step: scheduler, averages, counters, snapshot, events, logs."""
         if self.scheduler is not None and not _waits_for_metric(self.scheduler):
             self.scheduler.step()
         if self.ema is not None:
             self.ema.update(self.model)
+        if self.swa is not None:
+            self.swa.update(self.model)
         state = self.state
         state.step += 1
+        if state.step in self.snapshot_steps:
+            self._save_snapshot(self.snapshot_steps.index(state.step) + 1)
         state.loss_count += 1
         state.loss_average = LOSS_SMOOTHING * state.loss_average + (1 - LOSS_SMOOTHING) * loss_value
         if self._events["on_step_end"]:
@@ -427,6 +522,14 @@ class Trainer:
             self._emit("on_step_end", info)
         if state.step % self.log_every == 0 or state.step == 1:
             self._record(self._step_record(loss_value, grad_norm, lr, outputs, yb))
+
+    def _save_snapshot(self, cycle: int) -> None:
+        """The weights at the end of lr cycle ``cycle`` (from 1), written before any checkpoint
+        of a later step: a resume never lacks a snapshot, and rewrites one identically."""
+        path = self.run_dir / _snapshot_name(cycle)
+        path.parent.mkdir(exist_ok=True)
+        _save_weights(path, self.model.state_dict())
+        self._record({"step": self.state.step, "event": "snapshot", "path": _snapshot_name(cycle)})
 
     def _step_record(
         self, loss: float, grad_norm: float, lr: float, outputs: Tensor, targets: Tensor
@@ -591,6 +694,7 @@ class Trainer:
             "batches": self.batches.state_dict(),
             "rng": rng_state(),
             "ema": self.ema.state_dict() if self.ema is not None else None,
+            "swa": self.swa.state_dict() if self.swa is not None else None,
             "progress": {k: v for k, v in vars(self.state).items()},
             "callbacks": {key: cb.state_dict() for key, cb in self._keyed_callbacks()},
         }
@@ -667,6 +771,8 @@ class Trainer:
             self.batches.load_state_dict(state["batches"])
             if self.ema is not None and state["ema"] is not None:
                 self.ema.load_state_dict(state["ema"])
+            if self.swa is not None and state.get("swa") is not None:
+                self.swa.load_state_dict(state["swa"])
             self.state = Progress(**state["progress"])
             set_rng_state(state["rng"])
         except (RuntimeError, KeyError, TypeError, ValueError, IndexError) as error:
@@ -703,8 +809,6 @@ class Trainer:
                         )
 
     def _finish(self, seconds: float) -> dict[str, Any]:
-        import safetensors.torch
-
         if self.config.run.early_stopping and self.config.run.early_stopping.get("restore_best"):
             best = self.state.best_checkpoint
             if best and (self.run_dir / CHECKPOINTS_DIR / best).exists():
@@ -732,18 +836,64 @@ class Trainer:
             summary["stop_reason"] = self._stop_reason
         summary["rollbacks"] = self.state.rollbacks
         summary["run_dir"] = str(self.run_dir)
-        weights = {k: v.detach().contiguous().cpu() for k, v in self.model.state_dict().items()}
-        safetensors.torch.save_file(weights, str(self.run_dir / RUN_WEIGHTS_FILE))
+        _save_weights(self.run_dir / RUN_WEIGHTS_FILE, self.model.state_dict())
         if self.ema is not None and self.ema.num_updates > 0:
             with self.ema.swapped(self.model):
                 ema_test = self.evaluate(self.test)
             for metric, value in ema_test.items():
                 summary[f"ema_test_{metric}"] = value
-            ema = {k: v.detach().contiguous().cpu() for k, v in self.ema.weights().items()}
-            safetensors.torch.save_file(ema, str(self.run_dir / EMA_WEIGHTS_FILE))
+            _save_weights(self.run_dir / EMA_WEIGHTS_FILE, self.ema.weights())
+        if self.swa is not None:
+            summary.update(self._finish_swa())
+        if self.snapshot_steps:
+            summary["snapshots"] = [
+                _snapshot_name(k)
+                for k, end in enumerate(self.snapshot_steps, start=1)
+                if end <= self.state.step and (self.run_dir / _snapshot_name(k)).is_file()
+            ]
         self._emit("on_summary", summary)
         _write_atomic(self.run_dir / SUMMARY_FILE, strict_json.dumps(summary, indent=1))
         return summary
+
+    def _finish_swa(self) -> dict[str, Any]:
+        """SWA's weights with BatchNorm statistics recomputed, saved and evaluated.
+
+        Inside ``swapped`` (the raw weights and buffers come back bit for bit): one pass over
+        the training inputs, without augmentation, recomputes the statistics for the
+        averaged weights; ``swa.safetensors`` gets those, and the splits are measured.
+        """
+        results: dict[str, Any] = {"swa_updates": self.swa.num_updates}
+        if self.swa.num_updates == 0:  # stopped early, before the first average
+            return results
+        with self.swa.swapped(self.model):
+            recompute_batch_norm(self.model, self.statistics_batches(), self.device)
+            _save_weights(self.run_dir / SWA_WEIGHTS_FILE, self.model.state_dict())
+            for name, data in (("val", self.val), ("test", self.test)):
+                if size(data) > 0:
+                    for metric, value in self.evaluate(data).items():
+                        results[f"swa_{name}_{metric}"] = value
+        return results
+
+    def statistics_batches(self) -> Iterator[Tensor]:
+        """The training inputs for BatchNorm statistics: in order, in the training batch size
+        (and ``drop_last``), without trainlab's augmentation; the training order is not
+        touched. A Dataset's own transforms (in ``__getitem__``) are the dataset's and stay."""
+        source = self.batches
+        if hasattr(source, "x"):  # trainlab.data.Batches: tensors in memory
+            x, size_ = source.x, source.batch_size
+            for b in range(len(source)):
+                yield x[b * size_ : (b + 1) * size_]
+            return
+        loader = source.loader
+        plain = torch.utils.data.DataLoader(
+            loader.dataset,
+            batch_size=loader.batch_size or EVAL_BATCH,
+            shuffle=False,
+            drop_last=loader.drop_last,
+            collate_fn=loader.collate_fn,
+        )
+        for batch in plain:
+            yield unpack(batch, "train")[0]
 
     def _train_data(self) -> Any:
         """The training examples to measure at the end: the tensors, or the loader's dataset."""
@@ -843,11 +993,24 @@ def _signature(config: Any, parts: Parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` by a fsynced temporary file and a rename: never half a file."""
+def _write_atomic(path: Path, data: str | bytes) -> None:
+    """``data`` into ``path`` by a fsynced temporary file and a rename: never half a file."""
     temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w") as file:
-        file.write(text)
+    with open(temp, "wb" if isinstance(data, bytes) else "w") as file:
+        file.write(data)
         file.flush()
         os.fsync(file.fileno())
     os.replace(temp, path)
+
+
+def _save_weights(path: Path, weights: dict[str, Tensor]) -> None:
+    """A state dict as a safetensors file (CPU copies), written atomically."""
+    import safetensors.torch
+
+    tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
+    _write_atomic(path, safetensors.torch.save(tensors))
+
+
+def _snapshot_name(cycle: int) -> str:
+    """The run-folder path of the snapshot of lr cycle ``cycle`` (from 1)."""
+    return f"{SNAPSHOTS_DIR}/cycle-{cycle}.safetensors"
