@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import argparse
+import math
 import signal
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -58,17 +60,10 @@ def _optimizers(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
-    from .train.callbacks import ProgressBar
     from .train.config import fingerprint, load_config
     from .train.report import summary_table
-    from .train.run_folder import (
-        CONFIG_FILE,
-        RunFolder,
-        RunFolderError,
-        check_is_run,
-        default_stem,
-    )
-    from .train.trainer import Interrupted, Trainer, config_changed
+    from .train.run_folder import CONFIG_FILE, RunFolder, RunFolderError, check_is_run, default_stem
+    from .train.trainer import config_changed
 
     if args.resume:
         run_dir = Path(args.resume)
@@ -93,37 +88,183 @@ def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
             if args.run_dir
             else RunFolder.claim_unique("runs", default_stem(stem))
         )
-    progress, stop = ProgressBar(), None
+    outcome = _fit_one(config, folder, resume=bool(args.resume))
+    if not isinstance(outcome, dict):
+        print(f"trainlab: {outcome}", file=sys.stderr)
+        return outcome.exit_code
+    print(summary_table(outcome, outcome["run_dir"]))
+    return 0
+
+
+def _fit_one(config: Any, folder: Any, *, resume: bool) -> Any:
+    """Train one run with the live bar: its summary, or the ``Interrupted`` that stopped it."""
+    from .train.callbacks import ProgressBar
+    from .train.run_folder import RunFolder
+    from .train.trainer import Interrupted, Trainer
+
+    progress = ProgressBar()
     try:
-        trainer = Trainer(config, folder, resume=bool(args.resume), callbacks=[progress])
+        trainer = Trainer(config, folder, resume=resume, callbacks=[progress])
         if trainer.resumed_from is not None:
             print(f"resuming from {trainer.resumed_from}", file=sys.stderr)
-        elif args.resume:
+        elif resume:
             print("no complete checkpoint yet: starting over from step 0", file=sys.stderr)
-        summary = trainer.fit()
+        return trainer.fit()
     except Interrupted as interrupted:
-        stop = interrupted
+        return interrupted
     except BaseException:
         if isinstance(folder, RunFolder):
             folder.release(remove_if_unused=True)
         raise
     finally:
         progress.close()
-    if stop is not None:
-        print(f"trainlab: {stop}", file=sys.stderr)
-        return stop.exit_code
-    print(summary_table(summary, str(trainer.run_dir)))
-    return 0
 
 
 def _train_command(args: argparse.Namespace) -> int:
+    from .train.runs import read_seeds
+
     if args.config and args.resume:
         raise ValueError(
             "Invalid arguments: both a CONFIG.toml and --resume (a resumed run keeps the "
             "config saved in its folder; pass only --resume DIR)"
         )
     stem = Path(args.config).stem if args.config else "run"
+    if args.seeds is not None or (args.resume and read_seeds(args.resume) is not None):
+        return _train_seeds(args, list(args.set or []), stem)
     return _train(args, list(args.set or []), stem)
+
+
+def _train_seeds(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
+    """``train --seeds K``: K members with run.seed s, s+1, …, one after another."""
+    import dataclasses
+
+    from .train.config import fingerprint, load_config
+    from .train.run_folder import CONFIG_FILE, RunFolder, check_is_run, default_stem
+    from .train.runs import (
+        MAX_SEEDS,
+        SEEDS_FILE,
+        SUMMARY_FILE,
+        member_name,
+        read_seeds,
+        write_seeds,
+    )
+    from .train.trainer import config_changed
+
+    k = args.seeds
+    if k is not None and not 1 <= k <= MAX_SEEDS:
+        raise ValueError(
+            f"Invalid --seeds: {k} (must be an integer from 1 to {MAX_SEEDS}: each member is a "
+            "whole training run, and they train one after another)"
+        )
+    if args.resume:
+        parent = Path(args.resume)
+        check_is_run("--resume", parent)
+        record = read_seeds(parent)
+        if record is None:
+            raise ValueError(
+                f"Invalid --seeds: --resume {parent} holds one run, not a seeds run (resume it "
+                "without --seeds; to train several seeds start a new run: trainlab train "
+                "CONFIG --seeds K)"
+            )
+        base = load_config(parent / CONFIG_FILE, overrides)
+        if fingerprint(base) != fingerprint(load_config(parent / CONFIG_FILE)):
+            raise config_changed(parent, "the --set values")
+        seeds = list(record.seeds)
+        if k is not None and k < len(seeds):
+            raise ValueError(
+                f"Invalid --seeds: {k}, but {parent} is a seeds run of {len(seeds)} members "
+                f"(resume it without --seeds, or with --seeds {len(seeds)} or more to add members)"
+            )
+        seeds += [seeds[-1] + i for i in range(1, (k or len(seeds)) - len(seeds) + 1)]
+    else:
+        base = load_config(args.config, overrides)
+        seeds = [base.run.seed + i for i in range(k)]
+    if seeds[-1] >= 2**32:
+        raise ValueError(
+            f"Invalid --seeds: {len(seeds)} from run.seed = {seeds[0]} reaches seed {seeds[-1]} "
+            "(seeds must be below 2**32: lower run.seed)"
+        )
+    if args.resume:
+        folder = RunFolder.claim_existing(args.resume)
+    else:
+        _note_if_test_split_moves(base, seeds)  # loads the data: a bad path fails here
+        # Claimed after the config and data are valid, so that a typo creates no folder.
+        folder = (
+            RunFolder.claim_new(args.run_dir)
+            if args.run_dir
+            else RunFolder.claim_unique("runs", default_stem(stem))
+        )
+    try:
+        record = write_seeds(folder.path, seeds, None if args.resume else base)
+        for number, (seed, member) in enumerate(zip(seeds, record.members), start=1):
+            where = f"member {number}/{len(seeds)} (run.seed = {seed}): {member}"
+            if (member / SUMMARY_FILE).is_file():
+                print(f"{where}: finished", file=sys.stderr)
+                continue
+            print(where, file=sys.stderr, flush=True)
+            config = dataclasses.replace(base, run=dataclasses.replace(base.run, seed=seed))
+            outcome = _fit_one(config, member, resume=(member / CONFIG_FILE).is_file())
+            if not isinstance(outcome, dict):
+                print(f"trainlab: {outcome}", file=sys.stderr)
+                print(
+                    "trainlab: the seeds run continues with: trainlab train --resume "
+                    f"{folder.path}",
+                    file=sys.stderr,
+                )
+                return outcome.exit_code
+    except BaseException:
+        if not args.resume and not (folder.path / member_name(1)).exists():  # nothing trained
+            for name in (CONFIG_FILE, SEEDS_FILE):
+                (folder.path / name).unlink(missing_ok=True)
+        raise
+    finally:
+        folder.release(remove_if_unused=True)  # removes only a folder this call left empty
+    print(_seeds_results(record))
+    print(f"run folder: {folder.path}")
+    return 0
+
+
+def _note_if_test_split_moves(config: Any, seeds: list[int]) -> None:
+    """Say so when run.seed also carves the test set: the members cannot be ensembled."""
+    import dataclasses
+
+    from .ensembles import test_split
+
+    if len(seeds) < 2:
+        return
+    other = dataclasses.replace(config, run=dataclasses.replace(config.run, seed=seeds[1]))
+    if test_split(config)[2] == test_split(other)[2]:
+        return
+    print(
+        f"note: {config.data.name!r} has no fixed test split, so run.seed also carves the test "
+        "set: each member is tested on other examples, some of which the others trained on. "
+        "Their mean ± std is reported; their predictions cannot be ensembled (use a dataset "
+        "with a fixed test split, e.g. an npz file with x_test and y_test)",
+        file=sys.stderr,
+    )
+
+
+def _seeds_results(record: Any) -> str:
+    """Write the seeds run's summary, with its ensemble when there can be one; its table."""
+    from .ensembles import EnsembleError, ensemble, format_table
+    from .train.runs import write_seeds_summary
+
+    try:
+        result = ensemble([record.path])
+    except EnsembleError as error:
+        summary = write_seeds_summary(record, None, str(error))
+        table = f"no ensemble: {error}"
+    else:
+        summary = write_seeds_summary(record, result["ensemble"])
+        table = format_table(result)
+    accuracy, loss = summary["test_accuracy_mean"], summary["test_loss_mean"]
+    spread = [summary["test_accuracy_std"] * 100, summary["test_loss_std"]]
+    shown = ["—" if math.isnan(value) else f"{value:.2g}" for value in spread]
+    seeds = ", ".join(str(seed) for seed in record.seeds)
+    return (
+        f"{table}\nmembers (run.seed = {seeds}): test accuracy {accuracy * 100:.1f}% ± "
+        f"{shown[0]} points, test loss {loss:.4f} ± {shown[1]} (mean ± sample std)"
+    )
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -160,6 +301,20 @@ def _evaluate(args: argparse.Namespace) -> int:
         print(strict_json.dumps({"run": str(run.path), "weights": args.weights, "splits": results}))
     else:
         print(metrics_table(results, f"{run.path} ({args.weights} weights)"))
+    return 0
+
+
+def _ensemble(args: argparse.Namespace) -> int:
+    from .ensembles import ensemble, format_table
+
+    result = ensemble(
+        args.dirs,
+        weights=args.weights,
+        combine=args.combine,
+        last=args.last,
+        snapshots=args.snapshots,
+    )
+    print(strict_json.dumps(result) if args.json else format_table(result))
     return 0
 
 
@@ -303,6 +458,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from .ensembles import COMBINERS
+    from .train.api import WEIGHTS
     from .train.config import describe
 
     parser = argparse.ArgumentParser(
@@ -336,6 +493,15 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
     train.add_argument("--run-dir", help="run folder (default: runs/<config>-<time>)")
     train.add_argument("--resume", metavar="DIR", help="continue the run in DIR")
+    train.add_argument(
+        "--seeds",
+        type=int,
+        metavar="K",
+        help="train K members with run.seed, run.seed + 1, … into member-1 … member-K of "
+        "the run folder, one after another (each run already uses run.threads of the cores, "
+        "so side by side they would only take turns); with --resume, the unfinished members "
+        "continue and a larger K adds members",
+    )
     train.set_defaults(run=_train_command)
 
     race = commands.add_parser(
@@ -357,10 +523,39 @@ def build_parser() -> argparse.ArgumentParser:
         "in training, or on another dataset's test split (--data).",
     )
     evaluate.add_argument("run_dir", metavar="DIR", help="the run folder")
-    evaluate.add_argument("--weights", choices=("raw", "ema", "best"), default="raw")
+    evaluate.add_argument("--weights", choices=WEIGHTS, default="raw")
     evaluate.add_argument("--data", help="a dataset name: evaluate on its test split instead")
     evaluate.add_argument("--json", action="store_true", help="print JSON")
     evaluate.set_defaults(run=_evaluate)
+
+    together = commands.add_parser(
+        "ensemble",
+        help="average several runs' predictions: each member and the ensemble on the test split",
+        description="Score each member alone and the average of their predictions on the "
+        "test split the members share: accuracy, loss (NLL of the mean probabilities) and "
+        "expected calibration error (15 equal-width confidence bins). A folder of a `train "
+        "--seeds` run counts as its members. Members must predict the same classes on the "
+        "same raw test examples (a dataset with a fixed test split, or the same run.seed).",
+    )
+    together.add_argument("dirs", nargs="+", metavar="DIR", help="run folders")
+    together.add_argument("--weights", choices=WEIGHTS, default="raw")
+    together.add_argument(
+        "--combine",
+        choices=tuple(COMBINERS),
+        default="mean-prob",
+        help="mean-prob: argmax of the mean probabilities; vote: majority of the members' "
+        "predictions, a tie going to the highest mean probability (default: mean-prob)",
+    )
+    together.add_argument(
+        "--last", type=int, metavar="K", help="the last K checkpoints of one run as members"
+    )
+    together.add_argument(
+        "--snapshots",
+        action="store_true",
+        help="the snapshots/cycle-<k>.safetensors of one run (averaging.snapshots) as members",
+    )
+    together.add_argument("--json", action="store_true", help="print JSON")
+    together.set_defaults(run=_ensemble)
 
     runs = commands.add_parser(
         "runs",

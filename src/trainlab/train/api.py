@@ -44,10 +44,18 @@ from .checkpoint import (
 from .config import Config, config_keys, load_config
 from .errors import TrainingError
 from .run_folder import CONFIG_FILE, RunFolder, check_is_run, default_stem
+from .runs import read_seeds
 from .schedules import Schedule
 from .sources import check_pair, first_batch, size, training_batches
 from .state_tree import rng_state, set_rng_state
-from .trainer import EMA_WEIGHTS_FILE, RUN_FILE, SUMMARY_FILE, Trainer, seed_everything
+from .trainer import (
+    EMA_WEIGHTS_FILE,
+    RUN_FILE,
+    SUMMARY_FILE,
+    SWA_WEIGHTS_FILE,
+    Trainer,
+    seed_everything,
+)
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -453,7 +461,7 @@ class Run:
     weights: str
 
 
-WEIGHTS = ("raw", "ema", "best")
+WEIGHTS = ("raw", "ema", "best", "swa")
 #: The longest metrics.jsonl read back; a run logs kilobytes per thousand steps.
 MAX_METRICS_BYTES = 256 << 20
 
@@ -466,11 +474,19 @@ def load_run(path: str | Path, *, model: nn.Module | None = None, weights: str =
         model: for runs of ``trainlab.fit``, your model (its architecture); the weights
             are loaded into it. For config runs it is rebuilt when not given.
         weights: ``"raw"`` (``model.safetensors``; the last checkpoint while the run has
-            not finished), ``"ema"`` (``ema.safetensors``) or ``"best"`` (the checkpoint
-            picked by ``run.keep_best_by``).
+            not finished), ``"ema"`` (``ema.safetensors``), ``"best"`` (the checkpoint
+            picked by ``run.keep_best_by``) or ``"swa"`` (``swa.safetensors``, the
+            stochastic weight average of a run with ``averaging.swa_start``).
     """
     path = Path(path)
     check_is_run("run folder", path)
+    seeds = read_seeds(path)
+    if seeds is not None:
+        raise TrainingError(
+            f"Invalid run folder: {path} is a seeds run of {len(seeds.seeds)} members, not one "
+            f"run (load a member, trainlab.load_run({str(seeds.members[0])!r}), or average "
+            f"their predictions with trainlab.ensemble([{str(path)!r}]))"
+        )
     if weights not in WEIGHTS:
         raise TrainingError(f"Invalid weights: {weights!r} (must be one of {', '.join(WEIGHTS)})")
     about = _read_json(path / RUN_FILE) or {"source": "config"}
@@ -505,6 +521,14 @@ def _weights(path: Path, which: str) -> dict[str, Tensor]:
                 "averaged weights, averaging.ema=false, or has not finished)"
             )
         return load_weights_file(path / EMA_WEIGHTS_FILE)
+    if which == "swa":
+        if not (path / SWA_WEIGHTS_FILE).is_file():
+            raise TrainingError(
+                f"Invalid weights: 'swa', but {path} has no {SWA_WEIGHTS_FILE} (the run kept no "
+                "stochastic weight average: train with averaging.swa_start set, and let the "
+                "run finish)"
+            )
+        return load_weights_file(path / SWA_WEIGHTS_FILE)
     if which == "best":
         last = latest_checkpoint(path)
         best = last and load_checkpoint(last).state["progress"].get("best_checkpoint")
@@ -555,4 +579,4 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise TrainingError(f"Invalid run file: {path} is not valid TOML ({error})") from None
 
 
-__all__ = ["API_SECTIONS", "WEIGHTS", "Run", "fit", "load_run"]
+__all__ = ["API_SECTIONS", "SWA_WEIGHTS_FILE", "WEIGHTS", "Run", "fit", "load_run"]

@@ -1,15 +1,41 @@
-"""``trainlab runs``: the run folders under a folder, each with its status and key numbers."""
+"""``trainlab runs``: the run folders under a folder; seeds runs: K members of one config.
+
+A **seeds run** (``trainlab train CONFIG --seeds K``) trains the config K times, with
+``run.seed`` = s, s + 1, …, s + K − 1, each member a normal run folder of its own::
+
+    runs/my-20261201-101500/        the parent: config.toml (run.seed = s), run.lock
+        seeds.json                  {"format": "trainlab-seeds", "seeds": [...], "members": [...]}
+        member-1/ … member-K/       run folders: resumable, loadable, evaluable alone
+        summary.json                when every member has finished: each member's numbers,
+                                    mean ± std of test accuracy and loss, the ensemble's
+
+The members train one after another: each run already uses ``run.threads`` of the
+machine's cores, so members trained side by side would only take turns on them.
+"""
 
 from __future__ import annotations
 
 import json
+import math
+import os
+import statistics
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from .. import _json as strict_json
 from .checkpoint import latest_checkpoint
+from .config import Config, dump_toml
 from .run_folder import CONFIG_FILE, LOCK_FILE, holder
 
 SUMMARY_KEYS = ("steps", "epochs", "seconds", "task", "test_accuracy", "test_loss", "val_loss")
+SEEDS_FILE = "seeds.json"
+SEEDS_FORMAT = "trainlab-seeds"
+SUMMARY_FILE = "summary.json"
+#: The most members one seeds run trains: each is a whole training run, one after another.
+MAX_SEEDS = 64
+#: Numbers of each member's summary.json that the seeds summary averages.
+AVERAGED = ("test_accuracy", "test_loss")
 
 
 def list_runs(folder: str | Path) -> list[dict[str, Any]]:
@@ -17,14 +43,19 @@ def list_runs(folder: str | Path) -> list[dict[str, Any]]:
 
     Each entry: ``name``, ``path``, ``status`` (``finished``, ``running (pid N)`` while
     a process holds its lock, or ``stopped at step N`` for a run to resume)
-    and, for finished runs, the numbers of its ``summary.json``.
+    and, for finished runs, the numbers of its ``summary.json``. A seeds run is one entry
+    (status ``seeds k/K done``, the members' mean test accuracy and loss, their total steps
+    and time); given as ``folder`` itself, its members are listed first.
     """
     folder = Path(folder)
     if not folder.is_dir():
         raise ValueError(f"Invalid folder: {str(folder)!r} does not exist (pass a folder of runs)")
-    candidates = [folder] if (folder / CONFIG_FILE).is_file() else sorted(folder.iterdir())
+    if (folder / CONFIG_FILE).is_file():
+        seeds = read_seeds(folder)
+        members = [] if seeds is None else [m for m in seeds.members if m.is_dir()]
+        return [*(_describe(m) for m in members if (m / CONFIG_FILE).is_file()), _describe(folder)]
     found = []
-    for path in candidates:
+    for path in sorted(folder.iterdir()):
         if path.is_dir() and (path / CONFIG_FILE).is_file():
             found.append(_describe(path))
     return sorted(found, key=lambda run: run["modified"])
@@ -33,9 +64,10 @@ def list_runs(folder: str | Path) -> list[dict[str, Any]]:
 def _describe(path: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": path.name, "path": str(path)}
     summary = _summary(path)
+    seeds = read_seeds(path)
     pid = holder(path)
-    if pid is not None:
-        entry["status"] = f"running (pid {pid})" if pid > 0 else "running"
+    if seeds is not None:
+        entry.update(_describe_seeds(seeds, summary))
     elif summary is not None:
         entry["status"] = "finished"
     else:
@@ -43,8 +75,10 @@ def _describe(path: Path) -> dict[str, Any]:
         step = int(last.name.split("-")[-1]) if last is not None else 0
         entry["status"] = f"stopped at step {step}"
         entry["steps"] = step
+    if pid is not None:
+        entry["status"] = f"running (pid {pid})" if pid > 0 else "running"
     for key in SUMMARY_KEYS:
-        if summary is not None and key in summary:
+        if seeds is None and summary is not None and key in summary:
             entry[key] = summary[key]
     entry["modified"] = max(
         (p.stat().st_mtime for p in path.iterdir() if p.name != LOCK_FILE),
@@ -53,9 +87,153 @@ def _describe(path: Path) -> dict[str, Any]:
     return entry
 
 
+def _describe_seeds(seeds: SeedsRun, summary: dict[str, Any] | None) -> dict[str, Any]:
+    """A seeds run's entry: members done, their mean test numbers, the ensemble's."""
+    done = sum((member / SUMMARY_FILE).is_file() for member in seeds.members)
+    entry: dict[str, Any] = {
+        "status": f"seeds {done}/{len(seeds.seeds)} done",
+        "seeds": list(seeds.seeds),
+        "members": [str(member) for member in seeds.members],
+    }
+    if summary is None or len(summary.get("members", ())) != len(seeds.seeds):
+        return entry  # not finished, or a summary of fewer members before the run grew
+    for key in AVERAGED:
+        entry[key] = summary.get(f"{key}_mean")
+        entry[f"{key}_std"] = summary.get(f"{key}_std")
+    for key in ("steps", "seconds", "task"):
+        entry[key] = summary.get(key)
+    ensemble = summary.get("ensemble")
+    if isinstance(ensemble, dict):
+        entry["ensemble_test_accuracy"] = ensemble.get("test_accuracy")
+    return entry
+
+
 def _summary(path: Path) -> dict[str, Any] | None:
     try:
-        summary = json.loads((path / "summary.json").read_text())
+        summary = json.loads((path / SUMMARY_FILE).read_text())
     except (OSError, ValueError):
         return None
     return summary if isinstance(summary, dict) else None
+
+
+# --- seeds runs ---------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class SeedsRun:
+    """A seeds run's record (``seeds.json``): its folder and the seed of each member."""
+
+    path: Path
+    seeds: tuple[int, ...]
+
+    @property
+    def members(self) -> list[Path]:
+        """The member folders, ``member-1`` … ``member-K``, in the order of ``seeds``."""
+        return [self.path / member_name(k) for k in range(1, len(self.seeds) + 1)]
+
+
+def member_name(k: int) -> str:
+    """The folder of the k-th member (from 1) of a seeds run."""
+    return f"member-{k}"
+
+
+def read_seeds(path: str | Path) -> SeedsRun | None:
+    """The seeds run in ``path``, or None when ``path`` holds no ``seeds.json``.
+
+    Raises:
+        ValueError: ``seeds.json`` is there but is not one trainlab wrote.
+    """
+    path = Path(path)
+    file = path / SEEDS_FILE
+    if not file.is_file():
+        return None
+    try:
+        record = json.loads(file.read_text()[: 1 << 20])
+    except (OSError, ValueError, UnicodeDecodeError) as error:
+        raise ValueError(f"Invalid seeds file: {file} cannot be read ({error})") from None
+    seeds = record.get("seeds") if isinstance(record, dict) else None
+    valid = (
+        isinstance(record, dict)
+        and record.get("format") == SEEDS_FORMAT
+        and isinstance(seeds, list)
+        and 1 <= len(seeds) <= MAX_SEEDS
+        and all(isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 2**32 for s in seeds)
+    )
+    if not valid:
+        raise ValueError(
+            f"Invalid seeds file: {file} is not a trainlab seeds record (it must hold "
+            f'"format": {SEEDS_FORMAT!r} and 1 to {MAX_SEEDS} seeds in [0, 2**32))'
+        )
+    return SeedsRun(path, tuple(seeds))
+
+
+def write_seeds(path: str | Path, seeds: list[int], config: Config | None = None) -> SeedsRun:
+    """Record a seeds run of ``seeds`` in ``path/seeds.json`` and, for a new one, its
+    ``config`` (run.seed = the first member's) in ``path/config.toml``; each atomically."""
+    run = SeedsRun(Path(path), tuple(seeds))
+    if config is not None:
+        _write_atomic(run.path / CONFIG_FILE, dump_toml(config))
+    record = {
+        "format": SEEDS_FORMAT,
+        "version": 1,
+        "seeds": list(seeds),
+        "members": [member.name for member in run.members],
+    }
+    _write_atomic(run.path / SEEDS_FILE, strict_json.dumps(record, indent=1))
+    return run
+
+
+def write_seeds_summary(
+    run: SeedsRun, ensemble: dict[str, Any] | None, ensemble_note: str | None = None
+) -> dict[str, Any]:
+    """The parent's summary: each member's numbers, their mean ± std, and the ensemble's.
+
+    The std is the sample standard deviation (divided by K − 1; null for one member).
+    ``ensemble`` is the ``"ensemble"`` part of :func:`trainlab.ensemble`'s result, or None
+    with ``ensemble_note`` saying why there is none.
+    """
+    members = []
+    for seed, path in zip(run.seeds, run.members):
+        summary = _summary(path)
+        if summary is None:
+            raise ValueError(
+                f"Invalid seeds run: {path} has not finished (no {SUMMARY_FILE}; continue "
+                f"with `trainlab train --resume {run.path}`)"
+            )
+        numbers = {key: summary.get(key) for key in ("steps", "seconds", *AVERAGED)}
+        members.append({"dir": path.name, "seed": seed, **numbers})
+    result: dict[str, Any] = {"task": "classification", "seeds": list(run.seeds)}
+    for key in AVERAGED:
+        values = [m[key] for m in members if isinstance(m[key], (int, float))]
+        result[f"{key}_mean"] = statistics.fmean(values) if values else math.nan
+        result[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
+    result["steps"] = sum(m["steps"] or 0 for m in members)
+    result["seconds"] = sum(m["seconds"] or 0.0 for m in members)
+    result["members"] = members
+    result["ensemble"] = ensemble
+    if ensemble is None:
+        result["ensemble_note"] = ensemble_note
+    _write_atomic(run.path / SUMMARY_FILE, strict_json.dumps(result, indent=1))
+    return result
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """``text`` into ``path`` by a fsynced temporary file and a rename: never half a file."""
+    temp = path.with_name(f".{path.name}.tmp")
+    with open(temp, "w") as file:
+        file.write(text)
+        file.flush()
+        os.fsync(file.fileno())
+    os.replace(temp, path)
+
+
+__all__ = [
+    "MAX_SEEDS",
+    "SEEDS_FILE",
+    "SeedsRun",
+    "list_runs",
+    "member_name",
+    "read_seeds",
+    "write_seeds",
+    "write_seeds_summary",
+]

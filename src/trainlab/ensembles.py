@@ -1,0 +1,481 @@
+"""Model ensembles: train several models, average their predictions — the lectures' "+2%".
+
+::
+
+    result = trainlab.ensemble(["runs/a", "runs/b", "runs/c"])      # or a --seeds run folder
+    result["ensemble"]["test_accuracy"], result["members"][0]["test_accuracy"]
+
+Members are run folders loaded with :func:`~trainlab.train.api.load_run` (their raw, EMA,
+best or SWA weights), the last K checkpoints of one run, or the snapshots of one run's
+cyclic schedule. Each member and the ensemble are scored on the same test examples:
+
+- **combine** — ``"mean-prob"``: p̄(c|x) = (1/M) Σₘ softmax(zₘ(x))_c, predict argmax_c p̄;
+  ``"vote"``: the class most members predict, a tie going to the tied class with the
+  highest p̄ (``COMBINERS`` is the registry).
+- **loss** — the negative log-likelihood of p̄, −(1/N) Σᵢ log p̄(yᵢ|xᵢ), for both combiners
+  (votes have no probabilities of their own); for one member it is its cross-entropy.
+- **ECE** — expected calibration error over 15 equal-width confidence bins
+  Bₖ = ((k−1)/15, k/15]: Σₖ |Bₖ|/N · |acc(Bₖ) − conf(Bₖ)|, the confidence of a prediction
+  being p̄ of the predicted class (Guo et al. 2017).
+
+**Same data.** Members are compared on their test split, and an average of predictions
+means something only on the same examples: members must have identical *raw* test
+examples and labels, in the same order (checked by SHA-256 of the un-normalized tensors).
+Each member sees them normalized with its own training statistics, as in its training.
+On a dataset with a fixed test split (MNIST-1D, MNIST, CIFAR-10, an npz with ``x_test``)
+members may differ in ``run.seed``, validation fraction, normalization, model, optimizer…;
+on one without (digits, CSV, an npz without ``x_test``) ``run.seed`` also carves the test
+set, so members must share it and the data settings.
+
+This module is ``ensembles.py``, not ``ensemble.py``: importing a submodule binds its name
+in the package, which would shadow the function ``trainlab.ensemble``.
+
+References: Dietterich 2000, "Ensemble methods in machine learning"; Huang et al. 2017,
+"Snapshot ensembles"; Guo et al. 2017, "On calibration of modern neural networks".
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import hashlib
+import math
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from .train.api import WEIGHTS, Run, load_run
+from .train.build import prepared_data
+from .train.checkpoint import list_checkpoints, load_checkpoint, load_weights_file
+from .train.config import Config, fingerprint
+from .train.runs import SUMMARY_FILE, read_seeds
+from .train.sources import EVAL_BATCH
+
+#: Equal-width confidence bins of the expected calibration error.
+ECE_BINS = 15
+SNAPSHOTS_DIR = "snapshots"
+
+
+class EnsembleError(ValueError):
+    """Members that cannot be ensembled; the message names them, the cause and the fix."""
+
+
+# --- the math: log-probabilities [M members, N examples, C classes] → predictions, metrics ----
+
+
+def mean_log_probs(log_probs: Tensor) -> Tensor:
+    """log p̄ = log((1/M) Σₘ pₘ) of members' log-probabilities [M, N, C], computed stably."""
+    return torch.logsumexp(log_probs, dim=0) - math.log(log_probs.shape[0])
+
+
+def mean_prob(log_probs: Tensor) -> Tensor:
+    """Predictions argmax_c p̄(c|x) of the averaged probabilities."""
+    return mean_log_probs(log_probs).argmax(-1)
+
+
+def vote(log_probs: Tensor) -> Tensor:
+    """Predictions by majority of the members' argmax; a tie goes to the highest p̄."""
+    votes = F.one_hot(log_probs.argmax(-1), log_probs.shape[-1]).sum(0)  # [N, C]
+    tied = votes == votes.max(-1, keepdim=True).values
+    return mean_log_probs(log_probs).masked_fill(~tied, -math.inf).argmax(-1)
+
+
+#: How members' predictions are combined: log-probabilities [M, N, C] → classes [N].
+COMBINERS: dict[str, Callable[[Tensor], Tensor]] = {"mean-prob": mean_prob, "vote": vote}
+
+
+def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = ECE_BINS) -> float:
+    """ECE = Σₖ |Bₖ|/N · |acc(Bₖ) − conf(Bₖ)| over equal-width bins Bₖ = ((k−1)/b, k/b].
+
+    |Bₖ|·(acc(Bₖ) − conf(Bₖ)) is Σ_{i∈Bₖ} (correctᵢ − confidenceᵢ), so each bin needs two sums.
+    """
+    index = (confidence.double() * bins).ceil().long().clamp(1, bins) - 1
+    gap = torch.zeros(bins, dtype=torch.float64)
+    gap.index_add_(0, index, correct.double() - confidence.double())
+    return float(gap.abs().sum() / len(confidence))
+
+
+def score(log_probs: Tensor, y: Tensor, combine: str = "mean-prob") -> dict[str, float]:
+    """Test accuracy, loss (NLL of p̄) and ECE of members' log-probabilities [M, N, C]."""
+    log_p = mean_log_probs(log_probs)
+    predicted = COMBINERS[combine](log_probs)
+    correct = predicted == y
+    confidence = log_p.gather(1, predicted[:, None]).squeeze(1).exp()
+    return {
+        "test_accuracy": float(correct.double().mean()),
+        "test_loss": float(-log_p.gather(1, y[:, None]).mean()),
+        "test_ece": expected_calibration_error(confidence, correct),
+    }
+
+
+@torch.no_grad()
+def log_probabilities(model: nn.Module, x: Tensor) -> Tensor:
+    """log softmax of ``model``'s outputs on ``x`` in eval mode, in float64: [N, C]."""
+    device = next(model.parameters()).device
+    was = model.training
+    model.eval()
+    try:
+        outputs = [
+            model(x[i : i + EVAL_BATCH].to(device)).double().cpu()
+            for i in range(0, len(x), EVAL_BATCH)
+        ]
+    finally:
+        model.train(was)
+    return torch.log_softmax(torch.cat(outputs), dim=1)
+
+
+# --- members ------------------------------------------------------------------------------------
+
+
+@dataclasses.dataclass(frozen=True)
+class Member:
+    """One model of an ensemble: where its weights came from and its run."""
+
+    name: str
+    model: nn.Module
+    run: Run
+
+
+def ensemble(
+    dirs: str | Path | Sequence[str | Path],
+    *,
+    weights: str = "raw",
+    combine: str = "mean-prob",
+    data: tuple[Tensor, Tensor] | None = None,
+    model: nn.Module | None = None,
+    last: int | None = None,
+    snapshots: bool = False,
+) -> dict[str, Any]:
+    """Score each member alone and their ensemble on the same test examples.
+
+    Args:
+        dirs: run folders, each a member; a ``--seeds`` run folder counts as its members.
+            With ``last`` or ``snapshots``: one run folder.
+        weights: each member's ``"raw"``, ``"ema"``, ``"best"`` or ``"swa"`` weights
+            (default: ``"raw"``).
+        combine: ``"mean-prob"`` or ``"vote"`` (``COMBINERS``; default: ``"mean-prob"``).
+        data: ``(x_test, y_test)`` given to every member as is (default: each config run's
+            own test split, rebuilt and normalized as in its training). Runs of
+            ``trainlab.fit`` on your own data need it.
+        model: for runs of ``trainlab.fit``, the architecture (copied for each member).
+        last: average the last ``last`` checkpoints of one run (default: None).
+        snapshots: average the ``snapshots/cycle-<k>.safetensors`` of one run, saved at the
+            end of each cycle of a ``cyclic_cosine`` schedule (default: False).
+
+    Returns:
+        ``{"members": [{"dir", "weights", "test_accuracy", "test_loss", "test_ece"}, …],
+        "ensemble": {"test_accuracy", "test_loss", "test_ece", "combine", "weights",
+        "size", "examples", "gain", "gain_over_best"}}``; ``gain`` is the ensemble's
+        accuracy minus the members' mean, ``gain_over_best`` minus the best member's.
+
+    Raises:
+        EnsembleError: members of different classes or test examples, a bad option.
+    """
+    if combine not in COMBINERS:
+        raise EnsembleError(f"Invalid combine: {combine!r} (must be one of {', '.join(COMBINERS)})")
+    if weights not in WEIGHTS:
+        raise EnsembleError(f"Invalid weights: {weights!r} (must be one of {', '.join(WEIGHTS)})")
+    paths = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
+    if not paths:
+        raise EnsembleError("Invalid dirs: none given (pass the run folders to ensemble)")
+    if last is not None or snapshots:
+        members = _saved_along_one_run(paths, weights, model, last, snapshots)
+    else:
+        members = [_member(path, weights, model) for path in _expand(paths)]
+    x_tests, y = _test_examples(members, data)
+    log_probs = torch.stack([log_probabilities(m.model, x) for m, x in zip(members, x_tests)])
+    alone = [
+        {"dir": m.name, "weights": weights, **score(lp[None], y)}
+        for m, lp in zip(members, log_probs)
+    ]
+    together = score(log_probs, y, combine)
+    accuracies = [m["test_accuracy"] for m in alone]
+    together |= {
+        "combine": combine,
+        "weights": weights,
+        "size": len(members),
+        "examples": len(y),
+        "gain": together["test_accuracy"] - sum(accuracies) / len(accuracies),
+        "gain_over_best": together["test_accuracy"] - max(accuracies),
+    }
+    return {"members": alone, "ensemble": together}
+
+
+def _expand(paths: list[Path]) -> list[Path]:
+    """The member folders: each path, or the members of a seeds run; each once."""
+    expanded: list[Path] = []
+    for path in paths:
+        seeds = read_seeds(path) if path.is_dir() else None
+        if seeds is None:
+            expanded.append(path)
+            continue
+        for member in seeds.members:
+            if not (member / SUMMARY_FILE).is_file():
+                raise EnsembleError(
+                    f"Invalid member: {member} of the seeds run {path} has not finished (no "
+                    f"{SUMMARY_FILE}; continue it with `trainlab train --resume {path}`)"
+                )
+            expanded.append(member)
+    seen: dict[Path, Path] = {}
+    for path in expanded:
+        if path.resolve() in seen:
+            raise EnsembleError(
+                f"Invalid dirs: {path} is given twice (as {seen[path.resolve()]}); an ensemble "
+                "takes each member once"
+            )
+        seen[path.resolve()] = path
+    return expanded
+
+
+def _load(path: Path, weights: str, model: nn.Module | None) -> Run:
+    run = load_run(path, weights=weights, model=copy.deepcopy(model))
+    if run.about.get("task", "classification") != "classification":
+        raise EnsembleError(
+            f"Invalid member: {path} is a {run.about.get('task')} run (an ensemble here "
+            "averages class probabilities: pass classification runs)"
+        )
+    if run.model is None:
+        raise EnsembleError(
+            f"Invalid member: {path} was trained with trainlab.fit on your own model, which "
+            "its folder cannot rebuild (pass the architecture: trainlab.ensemble(dirs, "
+            "model=YourNet(), data=(x_test, y_test)))"
+        )
+    return run
+
+
+def _member(path: Path, weights: str, model: nn.Module | None) -> Member:
+    run = _load(path, weights, model)
+    if not (path / SUMMARY_FILE).is_file():
+        raise EnsembleError(
+            f"Invalid member: {path} has not finished training (no {SUMMARY_FILE}; finish it "
+            f"with `trainlab train --resume {path}`, or average its checkpoints with --last K)"
+        )
+    return Member(str(path), run.model, run)
+
+
+def _saved_along_one_run(
+    paths: list[Path], weights: str, model: nn.Module | None, last: int | None, snapshots: bool
+) -> list[Member]:
+    """Members from the weights one run saved: its last checkpoints or its snapshots."""
+    option = "--snapshots" if snapshots else "--last"
+    if last is not None and snapshots:
+        raise EnsembleError(
+            "Invalid options: --last and --snapshots together (choose one: the last K "
+            "checkpoints of a run, or the snapshots of its cyclic schedule)"
+        )
+    if len(paths) != 1 or (paths[0].is_dir() and read_seeds(paths[0]) is not None):
+        shown = ", ".join(str(p) for p in paths)
+        raise EnsembleError(
+            f"Invalid DIR: {shown} ({option} averages the weights saved along one run: pass "
+            "one run folder)"
+        )
+    if weights != "raw":
+        raise EnsembleError(
+            f"Invalid weights: {weights!r} with {option} (checkpoints and snapshots hold the "
+            "raw weights: leave weights 'raw')"
+        )
+    path = paths[0]
+    run = _load(path, "raw", model)
+    if snapshots:
+        sources = _snapshot_files(path)
+    else:
+        sources = _last_checkpoints(path, run, last)  # type: ignore[arg-type]
+    members = []
+    for name, load in sources:
+        member = copy.deepcopy(run.model)
+        member.load_state_dict(load())
+        members.append(Member(name, member, run))
+    return members
+
+
+def _last_checkpoints(path: Path, run: Run, last: int) -> list[tuple[str, Callable[[], Any]]]:
+    if isinstance(last, bool) or not isinstance(last, int) or last < 1:
+        raise EnsembleError(f"Invalid --last: {last!r} (must be an integer >= 1)")
+    checkpoints = list_checkpoints(path)
+    if last > len(checkpoints):
+        keep_last = _setting(run.config, "run", "keep_last")
+        raise EnsembleError(
+            f"Invalid --last: {last}, but {path} keeps {len(checkpoints)} checkpoints "
+            f"(run.keep_last = {keep_last}, plus the best by run.keep_best_by; a checkpoint "
+            "is skipped while the last is younger than run.checkpoint_seconds; train with a "
+            f"larger run.keep_last or a smaller run.checkpoint_seconds to average more, or "
+            f"pass --last {len(checkpoints)})"
+        )
+    return [(str(p), lambda p=p: load_checkpoint(p).weights) for p in checkpoints[-last:]]
+
+
+def _snapshot_files(path: Path) -> list[tuple[str, Callable[[], Any]]]:
+    files = []
+    for file in (path / SNAPSHOTS_DIR).glob("cycle-*.safetensors"):
+        number = file.name[len("cycle-") : -len(".safetensors")]
+        if number.isdigit():
+            files.append((int(number), file))
+    if not files:
+        raise EnsembleError(
+            f"Invalid --snapshots: {path} has no {SNAPSHOTS_DIR}/cycle-<k>.safetensors (a "
+            "snapshot ensemble needs a run trained with averaging.snapshots = true and a "
+            "cyclic_cosine phase in schedule.phases, which saves the weights at the end of "
+            "every cycle)"
+        )
+    return [(str(f), lambda f=f: load_weights_file(f)) for _, f in sorted(files)]
+
+
+def _setting(config: Any, section: str, key: str) -> Any:
+    """A setting of a config run (a Config) or of a trainlab.fit run (its TOML as a dict)."""
+    if isinstance(config, Config):
+        return getattr(getattr(config, section), key)
+    return config.get(section, {}).get(key, "its default")
+
+
+# --- the test examples, the same for every member ---------------------------------------------
+
+
+def _test_examples(
+    members: list[Member], data: tuple[Tensor, Tensor] | None
+) -> tuple[list[Tensor], Tensor]:
+    """Each member's test inputs and the one set of labels; members checked compatible."""
+    first = members[0]
+    for member in members[1:]:
+        classes, other = first.run.about.get("classes"), member.run.about.get("classes")
+        if classes != other:
+            raise EnsembleError(
+                f"Invalid ensemble: {first.name} predicts {classes} classes and {member.name} "
+                f"{other} (members must be trained for the same classes)"
+            )
+    if data is not None:
+        x, y = _checked_data(data, first.run.about.get("classes"))
+        return [x] * len(members), y
+    splits: dict[str, tuple[Tensor, Tensor, str]] = {}  # by config: a run's checkpoints share
+    tests = []
+    for member in members:
+        if member.run.about.get("source") == "python":
+            raise EnsembleError(
+                f"Invalid member: {member.name} was trained with trainlab.fit on your own data, "
+                "which its folder cannot rebuild (in Python pass the test data: "
+                "trainlab.ensemble(dirs, model=..., data=(x_test, y_test)))"
+            )
+        key = fingerprint(member.run.config)
+        if key not in splits:
+            splits[key] = test_split(member.run.config)
+        tests.append(splits[key])
+    for member, test in zip(members[1:], tests[1:]):
+        if test[2] != tests[0][2]:
+            raise EnsembleError(
+                f"Invalid ensemble: {first.name} and {member.name} are tested on different "
+                f"examples ({_data_difference(first.run.config, member.run.config)}), so their "
+                "predictions cannot be averaged on one test set (ensemble runs whose test split "
+                "is the same: the same data.name and data.options and, for a dataset without a "
+                "fixed test split, the same run.seed, data.val_fraction, data.test_fraction and "
+                "data.stratify)"
+            )
+    return [x for x, _, _ in tests], tests[0][1]
+
+
+def test_split(config: Config) -> tuple[Tensor, Tensor, str]:
+    """A config run's test split ``(x, y)`` as its model sees it (normalized with its training
+    statistics), and the SHA-256 of the raw, un-normalized examples and labels."""
+    x, y = prepared_data(config)["test"]
+    raw = x
+    if config.data.normalize != "none":
+        unnormalized = dataclasses.replace(
+            config, data=dataclasses.replace(config.data, normalize="none")
+        )
+        raw = prepared_data(unnormalized)["test"][0]
+    digest = hashlib.sha256()
+    for tensor in (raw, y):
+        digest.update(f"{tensor.dtype} {tuple(tensor.shape)}".encode())
+        digest.update(tensor.contiguous().numpy().tobytes())
+    return x, y, digest.hexdigest()
+
+
+def _data_difference(a: Config, b: Config) -> str:
+    """The data settings in which two configs differ, in words."""
+    keys = ("data.name", "data.options", "data.val_fraction", "data.test_fraction")
+    differ = []
+    for key in (*keys, "data.stratify", "run.seed"):
+        section, name = key.split(".")
+        left, right = getattr(getattr(a, section), name), getattr(getattr(b, section), name)
+        if left != right:
+            differ.append(f"{key} {left!r} vs {right!r}")
+    if not differ:
+        return "with the same data settings: the data files changed since one of them trained"
+    note = ""
+    if [d.split()[0] for d in differ] == ["run.seed"]:
+        note = f"; {a.data.name!r} has no fixed test split, so run.seed also carves the test set"
+    return ", ".join(differ) + note
+
+
+def _checked_data(data: Any, classes: int | None) -> tuple[Tensor, Tensor]:
+    if not (isinstance(data, (tuple, list)) and len(data) == 2):
+        raise EnsembleError(
+            f"Invalid data: a {type(data).__name__} (must be an (x_test, y_test) pair of tensors)"
+        )
+    x, y = data
+    if not (isinstance(x, Tensor) and isinstance(y, Tensor)) or len(x) != len(y) or not len(y):
+        raise EnsembleError(
+            "Invalid data: x and y must be tensors with the same, non-zero number of rows"
+        )
+    if y.is_floating_point() or y.dim() != 1:
+        raise EnsembleError(
+            f"Invalid data: labels of dtype {y.dtype} and shape {tuple(y.shape)} (must be "
+            "integer class labels, one per example: y.long())"
+        )
+    if classes is not None and (int(y.min()) < 0 or int(y.max()) >= classes):
+        raise EnsembleError(
+            f"Invalid data: labels from {int(y.min())} to {int(y.max())}, but the members "
+            f"predict {classes} classes (labels must be 0..{classes - 1})"
+        )
+    return x, y.long()
+
+
+# --- what a person reads ------------------------------------------------------------------------
+
+
+def format_table(result: dict[str, Any]) -> str:
+    """Each member and the ensemble: accuracy, loss, ECE; the gain in points."""
+    together = result["ensemble"]
+    names = [m["dir"] for m in result["members"]]
+    label = f"ensemble ({together['combine']})"
+    width = max(len(label), *(len(name) for name in names))
+    title = (
+        f"ensemble of {together['size']} members ({together['weights']} weights, "
+        f"{together['combine']}) on {together['examples']:,} test examples"
+    )
+    rows = [title, f"{'member':<{width}}  {'accuracy':>9} {'loss':>9} {'ECE':>8}"]
+    for entry in [*result["members"], {**together, "dir": label}]:
+        rows.append(
+            f"{entry['dir']:<{width}}  {entry['test_accuracy'] * 100:>8.1f}% "
+            f"{entry['test_loss']:>9.4f} {entry['test_ece']:>8.4f}"
+        )
+    mean = together["test_accuracy"] - together["gain"]
+    best = together["test_accuracy"] - together["gain_over_best"]
+    rows.append(
+        f"gain: {together['gain'] * 100:+.1f} points over the mean member ({mean * 100:.1f}%), "
+        f"{together['gain_over_best'] * 100:+.1f} over the best ({best * 100:.1f}%)"
+    )
+    votes = " (the votes have none of their own)" if together["combine"] == "vote" else ""
+    rows.append(
+        f"loss: NLL of the mean probabilities{votes}; ECE: {ECE_BINS} equal-width confidence bins"
+    )
+    return "\n".join(rows)
+
+
+__all__ = [
+    "COMBINERS",
+    "ECE_BINS",
+    "EnsembleError",
+    "Member",
+    "ensemble",
+    "expected_calibration_error",
+    "format_table",
+    "log_probabilities",
+    "mean_log_probs",
+    "mean_prob",
+    "score",
+    "test_split",
+    "vote",
+]
