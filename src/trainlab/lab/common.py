@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -10,6 +11,11 @@ from torch import nn
 
 from ..train import Callback, NonFiniteError, Step, fit
 from ..train.checkpoint import CHECKPOINTS_DIR
+
+
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 def plain_log_labels(axis: Any) -> None:

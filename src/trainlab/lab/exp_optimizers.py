@@ -38,6 +38,7 @@ from .. import data, models
 from ..optim import OPTIMIZERS
 from ..train import Callback, NonFiniteError, fit
 from ..train.checkpoint import CHECKPOINTS_DIR
+from .common import mean_std
 from .experiment import Context, Outcome, experiment
 
 FIRST_ORDER = [name for name, spec in OPTIMIZERS.items() if not spec.closure]
@@ -141,11 +142,6 @@ def train(
         val_loss if math.isfinite(val_loss) else math.inf,
         summary.get("test_accuracy", math.nan),
     )
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    """Mean and sample standard deviation (0 for a single value)."""
-    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
 
 
 @experiment(

@@ -25,6 +25,7 @@ MODULES = (
     "exp_search",
     "exp_optimizers",
     "exp_landscape",
+    "exp_ensembles",
     "exp_time",
 )
 
