@@ -424,6 +424,49 @@ def test_bad_choice(item: str, pattern: str) -> None:
     error(pattern, item)
 
 
+@pytest.mark.parametrize(
+    ("items", "pattern"),
+    [
+        (
+            ["averaging.swa_lr=0.01"],
+            r"^Invalid averaging\.swa_lr: 0\.01 \(needs averaging\.swa_start: set it, or remove "
+            r"swa_lr\)$",
+        ),
+        (
+            ["averaging.swa_every=3"],
+            r"^Invalid averaging\.swa_every: 3 \(needs averaging\.swa_start: set it, or remove "
+            r"swa_every\)$",
+        ),
+        (
+            ["averaging.warmup=true"],
+            r"^Invalid averaging\.warmup: True \(needs averaging\.ema = true: set it, or remove "
+            r"warmup\)$",
+        ),
+        (
+            ["averaging.warmup_gamma=2"],
+            r"^Invalid averaging\.warmup_gamma: 2\.0 \(needs averaging\.ema = true and "
+            r"averaging\.warmup = true: set them, or remove warmup_gamma\)$",
+        ),
+        (  # with the EMA on, the warmup's power still needs the warmup
+            ["averaging.ema=true", "averaging.warmup_power=0.5"],
+            r"^Invalid averaging\.warmup_power: 0\.5 \(needs averaging\.warmup = true: set it, "
+            r"or remove warmup_power\)$",
+        ),
+    ],
+)
+def test_averaging_settings_that_would_be_ignored_are_refused(items, pattern) -> None:
+    error(pattern, *items)
+
+
+def test_averaging_settings_with_what_they_need_are_accepted() -> None:
+    ema = ["averaging.ema=true", "averaging.warmup=true", "averaging.warmup_gamma=2"]
+    assert load_config(None, [*ema, "averaging.warmup_power=0.5"]).averaging.warmup_power == 0.5
+    # swa_start = 0 is a start (== False, but not off); defaults restated are not settings
+    swa = load_config(None, ["averaging.swa_start=0", "averaging.swa_lr=0.01"]).averaging
+    assert (swa.swa_start, swa.swa_lr) == (0, 0.01)
+    assert load_config(None, ["averaging.swa_every=1", "averaging.warmup_power=0.75"])
+
+
 def test_unknown_optimizer() -> None:
     error(
         r"Invalid optimizer\.name: 'adamm' \(unknown; did you mean 'adam'\? allowed: sgd, ",

@@ -13,9 +13,11 @@ import torch
 
 from trainlab.train import Callback
 from trainlab.train.config import load_config
+from trainlab.train.plateau import LRController, ReduceOnPlateau
+from trainlab.train.schedules import Cosine
 from trainlab.train.trainer import Interrupted, Trainer, TrainingError
 
-from .test_trainer import TINY, StopAt
+from .test_trainer import TINY, StopAt, inject_nan_at, script_validation
 
 # TINY trains 3 epochs × 17 batches = 51 steps; SWA averages after steps 22, 25, ..., 49.
 SWA_SETTINGS = [
@@ -115,6 +117,74 @@ def test_swa_lr_takes_over_from_the_schedule_at_swa_start_and_says_so(tmp_path):
     assert events == [{"step": 19, "event": "swa_started", "lr": 0.004}]
 
 
+def test_a_rollback_after_swa_start_cuts_the_swa_rate_too(tmp_path):
+    # A NaN at step 27, past swa_start = 19: the run rolls back to step 25's checkpoint and
+    # retries at swa_lr / 10, not at swa_lr again (which would end after MAX_ROLLBACKS).
+    settings = [*SWA_SETTINGS, "run.nonfinite=rollback"]
+    trainer = Trainer(load_config(None, settings), tmp_path)
+    inject_nan_at(trainer, 27)
+    rates = []  # (the step under way, every group's lr) at each optimizer step
+    real_step = trainer.optimizer.step
+
+    def step(*args, **kwargs):
+        rates.append((trainer.state.step, [g["lr"] for g in trainer.optimizer.param_groups]))
+        return real_step(*args, **kwargs)
+
+    trainer.optimizer.step = step
+    summary = trainer.fit()
+    assert summary["rollbacks"] == 1
+    rollback = [r for r in records(tmp_path) if r.get("event") == "rollback"]
+    assert rollback == [{"step": 27, "event": "rollback", "to_step": 25}]
+    groups = len(trainer.optimizer.param_groups)
+    assert [t for t, _ in rates] == [*range(27), *range(25, 51)]
+    assert [lrs for _, lrs in rates[19:27]] == [[0.004] * groups] * 8  # steps 19..26
+    for t, lrs in rates[27:]:  # steps 25..50 again, after the rollback
+        assert lrs == pytest.approx([0.004 * 0.1] * groups, rel=1e-12), t
+    assert trainer.lr.swa_lr == pytest.approx(0.0004, rel=1e-12)
+
+
+def test_plateau_drops_cut_the_swa_rate_too(tmp_path):
+    settings = [
+        *SWA_SETTINGS,
+        "run.eval_every=5",
+        'schedule.plateau={metric="val_loss", patience=0, factor=0.5}',
+    ]
+    trainer = Trainer(load_config(None, settings), tmp_path)
+    script_validation(trainer, [1.0] * 100)  # never improves: halved after every evaluation
+    trainer.fit()
+    lrs = {r["step"]: r["lr"] for r in records(tmp_path) if "lr" in r and "event" not in r}
+    # step 30 (index 29) ran after the evaluations at 5, 10, ..., 25: 4 drops (the first
+    # evaluation sets the best)
+    assert lrs[30] == pytest.approx(0.004 * 0.5**4)
+
+
+def test_the_controller_applies_swa_lr_from_swa_start_with_cuts_and_plateau_drops():
+    params = [torch.nn.Parameter(torch.zeros(2)), torch.nn.Parameter(torch.zeros(3))]
+    opt = torch.optim.SGD([{"params": params[:1], "lr": 0.1}, {"params": params[1:], "lr": 0.03}])
+    plateau = ReduceOnPlateau(patience=0, factor=0.5)
+    controller = LRController(opt, Cosine(10), plateau, swa_lr=0.004, swa_start=6)
+    assert controller.step(5) == pytest.approx([0.1 * Cosine(10)(5), 0.03 * Cosine(10)(5)])
+    assert controller.step(6) == [0.004, 0.004]
+    assert [g["lr"] for g in opt.param_groups] == [0.004, 0.004]
+    controller.cut(0.1)  # a rollback's cut: the schedule's rates and SWA's alike
+    assert controller.step(7) == pytest.approx([0.0004] * 2, rel=1e-12)
+    assert controller.step(5) == pytest.approx([0.01 * Cosine(10)(5), 0.003 * Cosine(10)(5)])
+    controller.report(1.0, 7), controller.report(1.0, 8)  # the second report drops by 0.5
+    assert controller.step(9) == pytest.approx([0.0002] * 2, rel=1e-12)
+    state = controller.state_dict()
+    assert state["swa_lr"] == pytest.approx(0.0004, rel=1e-12)
+    resumed = LRController(opt, Cosine(10), ReduceOnPlateau(), swa_lr=0.004, swa_start=6)
+    resumed.load_state_dict(state)
+    assert resumed.step(9) == controller.step(9)
+    old = {"base_lrs": [0.1, 0.03], "plateau": ReduceOnPlateau().state_dict()}
+    resumed.load_state_dict(old)  # saved before the SWA rate was kept here: as configured
+    assert resumed.swa_lr == 0.004
+    with pytest.raises(ValueError, match=r"^Invalid swa_lr: 0\.004 \(needs swa_start, the step"):
+        LRController(opt, Cosine(10), swa_lr=0.004)
+    with pytest.raises(ValueError, match=r"^Invalid controller state: .*keys base_lrs, plateau\)"):
+        LRController(opt, Cosine(10)).load_state_dict({**old, "plateau": None, "swa_lr": 0.1})
+
+
 def test_swa_and_ema_warmup_resume_bit_exactly(tmp_path):
     config = load_config(None, SWA_SETTINGS)
     Trainer(config, tmp_path / "reference").fit()
@@ -176,6 +246,11 @@ def test_resume_neither_loses_nor_duplicates_snapshots(tmp_path, resume_from):
         name = f"snapshots/cycle-{k}.safetensors"
         expected, got = load(tmp_path / "reference" / name), load(run_dir / name)
         assert all(torch.equal(expected[key], got[key]) for key in expected), name
+    # the log, cut back to the checkpoint on resume, has each cycle's event exactly once
+    events = [(r["step"], r["path"]) for r in records(run_dir) if r.get("event") == "snapshot"]
+    assert events == [
+        (end, f"snapshots/cycle-{k}.safetensors") for k, end in enumerate(CYCLE_ENDS, 1)
+    ]
 
 
 @pytest.mark.parametrize(
@@ -204,11 +279,6 @@ def test_resume_neither_loses_nor_duplicates_snapshots(tmp_path, resume_from):
             ["averaging.swa_start=5", "averaging.swa_every=0"],
             ValueError,
             r"^Invalid averaging\.swa_every: 0 \(must be an integer >= 1\)$",
-        ),
-        (
-            ["averaging.swa_lr=0.01"],
-            ValueError,
-            r"^Invalid averaging\.swa_lr: 0\.01 \(needs averaging\.swa_start\)$",
         ),
         (
             ["averaging.swa_start=5", "averaging.swa_lr=-0.01"],

@@ -689,6 +689,16 @@ class ClipConfig(_Section):
     )
 
 
+#: [averaging] settings that do something only with the others named here set.
+_AVERAGING_NEEDS: dict[str, tuple[str, ...]] = {
+    "warmup": ("ema",),
+    "warmup_gamma": ("ema", "warmup"),
+    "warmup_power": ("ema", "warmup"),
+    "swa_lr": ("swa_start",),
+    "swa_every": ("swa_start",),
+}
+
+
 @dataclass(frozen=True)
 class AveragingConfig(_Section):
     """[averaging]: averaged weights evaluated beside the raw ones: EMA, SWA, snapshots.
@@ -739,7 +749,8 @@ class AveragingConfig(_Section):
         default=None,
         metadata=_about(
             "constant learning rate of every param group from step swa_start on, replacing "
-            "the schedule (logged as event swa_started); none: keep the schedule",
+            "the schedule; plateau drops and rollbacks still cut it (logged as event "
+            "swa_started); none: keep the schedule",
             _checks.positive,
         ),
     )
@@ -762,8 +773,24 @@ class AveragingConfig(_Section):
                 "must be false with averaging.bias_correction = true: both remove the pull "
                 "towards the first weights, so choose one",
             )
-        if self.swa_lr is not None and self.swa_start is None:
-            raise fail("averaging.swa_lr", self.swa_lr, "needs averaging.swa_start")
+        # A setting whose feature is off would be ignored without a word: refuse it.
+        defaults = {f.name: f.default for f in fields(self)}
+        for key, needed in _AVERAGING_NEEDS.items():
+            value = getattr(self, key)
+            # off: still the default False or None (by identity: swa_start = 0 is a start)
+            missing = [name for name in needed if getattr(self, name) is defaults[name]]
+            if value == defaults[key] or not missing:
+                continue
+            shown = [
+                f"averaging.{name}" + (" = true" if defaults[name] is False else "")
+                for name in missing
+            ]
+            them = "it" if len(missing) == 1 else "them"
+            raise fail(
+                f"averaging.{key}",
+                value,
+                f"needs {' and '.join(shown)}: set {them}, or remove {key}",
+            )
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 ``ReduceOnPlateau`` is the lecture's "drop η by 10× when the loss is stuck; wait a bit
 before dropping", as a multiplicative factor that can start watching only after a warmup
 phase. ``LRController`` sets every parameter group's learning rate to
-base_lr × schedule(step) × plateau factor, and, given a momentum schedule, every group's
-momentum (or Adam's β₁) to momentum(step); schedules are pure, so its state is the base
-rates and the plateau's counters, and a resumed run sees the same rate at every step.
+base_lr × schedule(step) × plateau factor (SWA's constant rate × plateau factor from
+swa_start on), and, given a momentum schedule, every group's momentum (or Adam's β₁) to
+momentum(step); schedules are pure, so its state is the rates and the plateau's counters,
+and a resumed run sees the same rate at every step.
 """
 
 from __future__ import annotations
@@ -175,7 +176,8 @@ def _finite(name: str, value: Any) -> None:
 class LRController:
     """The one adapter from schedules to an optimizer; call ``step(t)`` before each update.
 
-        η_g(t) = base_lr_g · s(t) · f_plateau       for every param group g
+        η_g(t) = base_lr_g · s(t) · f_plateau       for every param group g, t < swa_start
+        η_g(t) = swa_lr · f_plateau                  t >= swa_start (with an SWA rate)
         μ_g(t) = m(t)                               (with a momentum schedule m)
 
     Args:
@@ -185,11 +187,16 @@ class LRController:
         plateau: a ``ReduceOnPlateau`` fed through ``report``, or None (default: None).
         momentum: a pure ``step -> momentum`` callable with values in [0, 1), usually a
             ``MomentumSchedule``, or None to leave the momentum alone (default: None).
+        swa_lr: SWA's constant rate of every group from step ``swa_start`` on, replacing
+            base_lr · s(t), or None to keep the schedule (default: None).
+        swa_start: the first step (from 0) at ``swa_lr``; required with it (default: None).
 
-    A drop decided by ``report`` applies from the next ``step``. ``state_dict`` holds the
-    base lrs and the plateau state, all a resume needs: load it after any optimizer state,
-    whose lrs are already scheduled values and must not become the base. Momentum
-    schedules are pure, so they add nothing to it.
+    A drop decided by ``report`` applies from the next ``step``, to the SWA rate too; so
+    does ``cut`` (a non-finite rollback's 10×), which scales the base lrs and the SWA
+    rate alike. ``state_dict`` holds the base lrs, the plateau state and the SWA rate (if
+    any), all a resume needs: load it after any optimizer state, whose lrs are already
+    scheduled values and must not become the base. Momentum schedules are pure, so they
+    add nothing to it.
 
     The momentum μ goes where the group keeps it: β₁ of ``betas`` (the Adam family; the
     tuple is replaced by (μ, β₂)), else ``momentum`` (SGD, RMSprop). A group whose momentum
@@ -207,6 +214,8 @@ class LRController:
         plateau: ReduceOnPlateau | None = None,
         *,
         momentum: Callable[[int], float] | None = None,
+        swa_lr: float | None = None,
+        swa_start: int | None = None,
     ) -> None:
         groups = getattr(optimizer, "param_groups", None)
         if not isinstance(groups, list) or not groups:
@@ -219,11 +228,27 @@ class LRController:
             _check_momentum_schedule(optimizer, momentum)
         for group in groups:
             nonnegative("lr", group["lr"])
+        if swa_lr is not None:
+            nonnegative("swa_lr", swa_lr)
+            if swa_start is None:
+                raise fail("swa_lr", swa_lr, "needs swa_start, the step it applies from")
+        if swa_start is not None:
+            nonnegative_int("swa_start", swa_start)
         self.optimizer = optimizer
         self.schedule = schedule
         self.plateau = plateau
         self.momentum = momentum
         self.base_lrs = [float(group["lr"]) for group in groups]
+        self.swa_lr = None if swa_lr is None else float(swa_lr)
+        self.swa_start = swa_start
+        self._given_swa_lr = self.swa_lr  # what a state saved without swa_lr ran at
+
+    def cut(self, factor: float) -> None:
+        """Multiply every rate from now on by ``factor``: the base lrs and the SWA rate."""
+        nonnegative("factor", factor)
+        self.base_lrs = [base * factor for base in self.base_lrs]
+        if self.swa_lr is not None:
+            self.swa_lr *= factor
 
     def step(self, step: int) -> list[float]:
         """Set every group's lr (and momentum) for optimizer step ``step``; return the lrs."""
@@ -231,10 +256,13 @@ class LRController:
         groups = self.optimizer.param_groups
         if len(groups) != len(self.base_lrs):
             raise fail("number of param groups", len(groups), f"must stay {len(self.base_lrs)}")
-        scale = self.schedule(step)
-        nonnegative("schedule factor", scale)
         plateau = 1.0 if self.plateau is None else self.plateau.factor
-        lrs = [base * scale * plateau for base in self.base_lrs]
+        if self.swa_lr is not None and step >= self.swa_start:
+            lrs = [self.swa_lr * plateau] * len(groups)
+        else:
+            scale = self.schedule(step)
+            nonnegative("schedule factor", scale)
+            lrs = [base * scale * plateau for base in self.base_lrs]
         for group, lr in zip(groups, lrs):
             if isinstance(group["lr"], torch.Tensor):  # a tensor lr (capturable) stays a tensor
                 group["lr"].fill_(lr)
@@ -254,14 +282,26 @@ class LRController:
         return self.plateau.update(metric, step)
 
     def state_dict(self) -> dict[str, Any]:
-        """The base lrs and the plateau state; schedules are pure, so nothing else."""
+        """The base lrs, the plateau state and the SWA rate (with one, as cut so far);
+        schedules are pure, so nothing else."""
         plateau = None if self.plateau is None else self.plateau.state_dict()
-        return {"base_lrs": list(self.base_lrs), "plateau": plateau}
+        state = {"base_lrs": list(self.base_lrs), "plateau": plateau}
+        if self.swa_lr is not None:
+            state["swa_lr"] = self.swa_lr
+        return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore the base lrs and plateau state saved by ``state_dict``."""
-        if not isinstance(state, dict) or sorted(state) != ["base_lrs", "plateau"]:
-            raise fail("controller state", state, "must be a dict with keys base_lrs, plateau")
+        """Restore the base lrs, plateau state and SWA rate saved by ``state_dict``.
+
+        A state without ``swa_lr`` (saved before the SWA rate lived here) keeps the rate
+        given at construction.
+        """
+        keys = ["base_lrs", "plateau", *(["swa_lr"] if self.swa_lr is not None else [])]
+        if not isinstance(state, dict) or sorted(state) not in (keys[:2], sorted(keys)):
+            raise fail("controller state", state, "must be a dict with keys " + ", ".join(keys))
+        swa_lr = state.get("swa_lr", self._given_swa_lr)
+        if swa_lr is not None:
+            nonnegative("swa_lr", swa_lr)
         base_lrs = state["base_lrs"]
         n = len(self.optimizer.param_groups)
         if not isinstance(base_lrs, list) or len(base_lrs) != n:
@@ -274,6 +314,7 @@ class LRController:
         if self.plateau is not None:
             self.plateau.load_state_dict(state["plateau"])
         self.base_lrs = [float(lr) for lr in base_lrs]
+        self.swa_lr = None if swa_lr is None else float(swa_lr)
 
 
 def _check_momentum_schedule(optimizer: Any, momentum: Any) -> None:

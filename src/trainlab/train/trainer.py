@@ -191,6 +191,7 @@ class Trainer:
         ]
         self.steps_total = run.total_steps(len(self.batches))
         self.scheduler = parts.scheduler
+        averaging = config.averaging
         self.lr = (
             None
             if self.scheduler is not None
@@ -199,9 +200,10 @@ class Trainer:
                 parts.schedule or Constant(),
                 self._plateau(),
                 momentum=config.schedule.momentum_schedule(),
+                swa_lr=averaging.swa_lr,
+                swa_start=averaging.swa_start if averaging.swa_lr is not None else None,
             )
         )
-        averaging = config.averaging
         self.ema = (
             EMA(
                 self.model,
@@ -344,9 +346,9 @@ class Trainer:
                     if name in sections or f"{name}.{key}" in sections:
                         tree.setdefault(name, {})[key] = "none" if value is None else value
             text = dump_toml(tree)
-        _write_atomic(self.run_dir / CONFIG_FILE, text)
+        write_atomic(self.run_dir / CONFIG_FILE, text)
         about = {"format": "trainlab-run", "version": 1, **self.parts.about}
-        _write_atomic(self.run_dir / RUN_FILE, strict_json.dumps(about, indent=1))
+        write_atomic(self.run_dir / RUN_FILE, strict_json.dumps(about, indent=1))
 
     # -- the loop ------------------------------------------------------------------------
     def fit(self) -> dict[str, Any]:
@@ -422,8 +424,8 @@ class Trainer:
         cfg = self.config
         if self.lr is not None:
             self.lr.step(self.state.step)
-        if self.swa is not None and self.state.step >= self.swa.start:
-            self._swa_rate()
+        if self.swa is not None and self.state.step == self.swa.start:
+            self._announce_swa()
         if self._full_batch:
             return self._closure_step(xb, yb)
         self.optimizer.zero_grad()
@@ -449,17 +451,13 @@ class Trainer:
         self._stepped(loss_value, grad_norm, lr, xb, yb, outputs)
         return True
 
-    def _swa_rate(self) -> None:
-        """From step swa_start on: swa_lr (if set) in every group; say so at the start."""
-        swa_lr = self.config.averaging.swa_lr
-        if swa_lr is not None:
-            for group in self.optimizer.param_groups:
-                if isinstance(group["lr"], Tensor):  # a tensor lr (capturable) stays a tensor
-                    group["lr"].fill_(swa_lr)
-                else:
-                    group["lr"] = swa_lr
-        if self.state.step == self.swa.start and not self._swa_announced:  # once, even when
-            self._swa_announced = True  # the step is retried (a skipped non-finite step)
+    def _announce_swa(self) -> None:
+        """The swa_started record, with the rate from here on (``LRController`` sets swa_lr).
+
+        Once, even when the step is retried (a skipped non-finite step).
+        """
+        if not self._swa_announced:
+            self._swa_announced = True
             lr = _plain(self.optimizer.param_groups[0]["lr"])
             self._record({"step": self.state.step, "event": "swa_started", "lr": lr})
 
@@ -618,7 +616,7 @@ class Trainer:
             last = latest_checkpoint(self.run_dir)
             if last is not None:
                 self._restore(load_checkpoint(last))
-            self.lr.base_lrs = [lr * 0.1 for lr in self.lr.base_lrs]
+            self.lr.cut(0.1)  # the schedule's rates and SWA's alike
             self.state.rollbacks += 1
             self._record({"step": step, "event": "rollback", "to_step": self.state.step})
             # Save the cut rate and the count now, whatever run.checkpoint_seconds says: a
@@ -852,7 +850,7 @@ class Trainer:
                 if end <= self.state.step and (self.run_dir / _snapshot_name(k)).is_file()
             ]
         self._emit("on_summary", summary)
-        _write_atomic(self.run_dir / SUMMARY_FILE, strict_json.dumps(summary, indent=1))
+        write_atomic(self.run_dir / SUMMARY_FILE, strict_json.dumps(summary, indent=1))
         return summary
 
     def _finish_swa(self) -> dict[str, Any]:
@@ -993,7 +991,7 @@ def _signature(config: Any, parts: Parts) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _write_atomic(path: Path, data: str | bytes) -> None:
+def write_atomic(path: Path, data: str | bytes) -> None:
     """``data`` into ``path`` by a fsynced temporary file and a rename: never half a file."""
     temp = path.with_name(f".{path.name}.tmp")
     with open(temp, "wb" if isinstance(data, bytes) else "w") as file:
@@ -1008,7 +1006,7 @@ def _save_weights(path: Path, weights: dict[str, Tensor]) -> None:
     import safetensors.torch
 
     tensors = {k: v.detach().contiguous().cpu() for k, v in weights.items()}
-    _write_atomic(path, safetensors.torch.save(tensors))
+    write_atomic(path, safetensors.torch.save(tensors))
 
 
 def _snapshot_name(cycle: int) -> str:
