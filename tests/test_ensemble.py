@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import shutil
@@ -19,10 +20,13 @@ from trainlab.cli import main
 from trainlab.ensembles import (
     EnsembleError,
     expected_calibration_error,
+    held_out_split,
     mean_prob,
+    member_log_probs,
     score,
     vote,
 )
+from trainlab.train.build import prepared_data
 
 from .train.test_seeds import fixed_test_split
 from .train.test_trainer import TINY, set_args
@@ -283,3 +287,64 @@ def test_a_member_given_twice_or_unfinished_is_refused(run, tmp_path, capsys):
     (unfinished / "summary.json").unlink()
     with pytest.raises(EnsembleError, match=r"has not finished training.*--last K"):
         trainlab.ensemble([run, unfinished])
+
+
+# --- scoring sub-ensembles, the user's data, weights that do not fit ----------------------------
+
+
+def test_member_log_probs_score_every_prefix_as_its_own_ensemble(tmp_path):
+    a, b = hand_set_run(tmp_path / "a", A), hand_set_run(tmp_path / "b", B)
+    log_probs, y, names = member_log_probs([a, b], model=nn.Linear(2, 3), data=(X, Y))
+    assert log_probs.shape == (2, 4, 3) and log_probs.dtype == torch.float64
+    assert names == [str(a), str(b)] and torch.equal(y, Y)
+    assert torch.allclose(
+        log_probs[0, :, :].exp()[[0, 2]], torch.tensor([A["x0"], A["x1"]]).double()
+    )
+    for k in (1, 2):
+        prefix = trainlab.ensemble([a, b][:k], model=nn.Linear(2, 3), data=(X, Y))["ensemble"]
+        assert score(log_probs[:k], y) == {key: prefix[key] for key in score(log_probs, y)}
+
+
+def test_labels_of_the_users_data_are_checked_against_the_outputs_without_classes(tmp_path):
+    a = hand_set_run(tmp_path / "a", A)
+    about = json.loads((a / "run.json").read_text())
+    del about["classes"]  # a run.json that does not say: the model's 3 outputs decide
+    (a / "run.json").write_text(json.dumps(about))
+    with pytest.raises(EnsembleError, match=r"labels from 0 to 5, but the members predict 3"):
+        trainlab.ensemble(a, model=nn.Linear(2, 3), data=(X, torch.tensor([0, 1, 2, 5])))
+    as_int32 = trainlab.ensemble(a, model=nn.Linear(2, 3), data=(X, Y.int()))
+    assert as_int32 == trainlab.ensemble(a, model=nn.Linear(2, 3), data=(X, Y))
+
+
+def test_a_snapshot_of_another_model_is_refused_with_exit_2(run, tmp_path, capsys):
+    copy = copy_run(run, tmp_path / "run")
+    (copy / "snapshots").mkdir()
+    foreign = copy / "snapshots" / "cycle-1.safetensors"
+    safetensors.torch.save_file({"weight": torch.zeros(3, 2)}, str(foreign))
+    assert main(["ensemble", str(copy), "--snapshots"]) == 2
+    err = capsys.readouterr().err
+    assert f"Invalid --snapshots: {foreign} does not fit the model of {copy}" in err
+    assert "Traceback" not in err
+
+
+def test_an_unfinished_member_is_refused_before_its_weights_are_loaded(run, tmp_path):
+    unfinished = copy_run(run, tmp_path / "unfinished")
+    (unfinished / "summary.json").unlink()
+    (unfinished / "model.safetensors").unlink()
+    shutil.rmtree(unfinished / "checkpoints")  # no weights at all: loading them would fail
+    with pytest.raises(EnsembleError, match=r"has not finished training.*--last K"):
+        trainlab.ensemble([run, unfinished])
+
+
+def test_the_held_out_split_loads_the_data_once_and_normalizes_as_training(run, monkeypatch):
+    config = trainlab.load_run(run).config
+    assert config.data.normalize != "none"
+    loads = []
+    original = data.load
+    monkeypatch.setattr(data, "load", lambda *a, **k: loads.append(a) or original(*a, **k))
+    x, y, digest = held_out_split(config)
+    assert len(loads) == 1
+    expected_x, expected_y = prepared_data(config)["test"]
+    assert torch.equal(x, expected_x) and torch.equal(y, expected_y)
+    moved = dataclasses.replace(config, run=dataclasses.replace(config.run, seed=1))
+    assert held_out_split(moved)[2] != digest  # digits: run.seed also carves the test set

@@ -140,15 +140,8 @@ def _train_seeds(args: argparse.Namespace, overrides: list[str], stem: str) -> i
 
     from .train.config import fingerprint, load_config
     from .train.run_folder import CONFIG_FILE, RunFolder, check_is_run, default_stem
-    from .train.runs import (
-        MAX_SEEDS,
-        SEEDS_FILE,
-        SUMMARY_FILE,
-        member_name,
-        read_seeds,
-        write_seeds,
-    )
-    from .train.trainer import config_changed
+    from .train.runs import MAX_SEEDS, SEEDS_FILE, member_name, read_seeds, write_seeds
+    from .train.trainer import SUMMARY_FILE, config_changed
 
     k = args.seeds
     if k is not None and not 1 <= k <= MAX_SEEDS:
@@ -228,12 +221,12 @@ def _note_if_test_split_moves(config: Any, seeds: list[int]) -> None:
     """Say so when run.seed also carves the test set: the members cannot be ensembled."""
     import dataclasses
 
-    from .ensembles import test_split
+    from .ensembles import held_out_split
 
     if len(seeds) < 2:
         return
     other = dataclasses.replace(config, run=dataclasses.replace(config.run, seed=seeds[1]))
-    if test_split(config)[2] == test_split(other)[2]:
+    if held_out_split(config)[2] == held_out_split(other)[2]:  # each loads the data once
         return
     print(
         f"note: {config.data.name!r} has no fixed test split, so run.seed also carves the test "
@@ -257,14 +250,23 @@ def _seeds_results(record: Any) -> str:
     else:
         summary = write_seeds_summary(record, result["ensemble"])
         table = format_table(result)
-    accuracy, loss = summary["test_accuracy_mean"], summary["test_loss_mean"]
-    spread = [summary["test_accuracy_std"] * 100, summary["test_loss_std"]]
-    shown = ["—" if math.isnan(value) else f"{value:.2g}" for value in spread]
     seeds = ", ".join(str(seed) for seed in record.seeds)
-    return (
-        f"{table}\nmembers (run.seed = {seeds}): test accuracy {accuracy * 100:.1f}% ± "
-        f"{shown[0]} points, test loss {loss:.4f} ± {shown[1]} (mean ± sample std)"
-    )
+    return f"{table}\nmembers (run.seed = {seeds}): {_mean_and_spread(summary)} (mean ± sample std)"
+
+
+def _mean_and_spread(summary: dict[str, Any]) -> str:
+    """Test accuracy (classification runs that have it) and loss, as mean ± std."""
+
+    def spread(value: float, scale: float = 1.0) -> str:
+        return "—" if math.isnan(value) else f"{value * scale:.2g}"
+
+    parts = []
+    accuracy = summary.get("test_accuracy_mean", math.nan)
+    if summary["task"] == "classification" and not math.isnan(accuracy):
+        std = spread(summary["test_accuracy_std"], 100)
+        parts.append(f"test accuracy {accuracy * 100:.1f}% ± {std} points")
+    parts.append(f"test loss {summary['test_loss_mean']:.4f} ± {spread(summary['test_loss_std'])}")
+    return ", ".join(parts)
 
 
 def _demo(args: argparse.Namespace) -> int:

@@ -39,6 +39,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import hashlib
+import json
 import math
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -48,16 +49,18 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from . import data as data_lib
 from .train.api import WEIGHTS, Run, load_run
 from .train.build import prepared_data
 from .train.checkpoint import list_checkpoints, load_checkpoint, load_weights_file
-from .train.config import Config, fingerprint
-from .train.runs import SUMMARY_FILE, read_seeds
+from .train.config import Config
+from .train.run_folder import check_is_run
+from .train.runs import read_seeds
 from .train.sources import EVAL_BATCH
+from .train.trainer import SNAPSHOTS_DIR, SUMMARY_FILE
 
 #: Equal-width confidence bins of the expected calibration error.
 ECE_BINS = 15
-SNAPSHOTS_DIR = "snapshots"
 
 
 class EnsembleError(ValueError):
@@ -177,6 +180,48 @@ def ensemble(
     """
     if combine not in COMBINERS:
         raise EnsembleError(f"Invalid combine: {combine!r} (must be one of {', '.join(COMBINERS)})")
+    log_probs, y, names = member_log_probs(
+        dirs, weights=weights, data=data, model=model, last=last, snapshots=snapshots
+    )
+    alone = [
+        {"dir": name, "weights": weights, **score(lp[None], y)}
+        for name, lp in zip(names, log_probs)
+    ]
+    together = score(log_probs, y, combine)
+    accuracies = [m["test_accuracy"] for m in alone]
+    together |= {
+        "combine": combine,
+        "weights": weights,
+        "size": len(names),
+        "examples": len(y),
+        "gain": together["test_accuracy"] - sum(accuracies) / len(accuracies),
+        "gain_over_best": together["test_accuracy"] - max(accuracies),
+    }
+    return {"members": alone, "ensemble": together}
+
+
+def member_log_probs(
+    dirs: str | Path | Sequence[str | Path],
+    *,
+    weights: str = "raw",
+    data: tuple[Tensor, Tensor] | None = None,
+    model: nn.Module | None = None,
+    last: int | None = None,
+    snapshots: bool = False,
+) -> tuple[Tensor, Tensor, list[str]]:
+    """Each member's log-probabilities on the shared test examples, the labels, the names.
+
+    What :func:`ensemble` scores, for scoring many sub-ensembles with one pass of each
+    member: ``score(log_probs[:k], y)`` is the ensemble of the first k members. The
+    arguments are :func:`ensemble`'s.
+
+    Returns:
+        ``(log_probs, y, names)``: log pₘ(c|xᵢ) as float64 [M members, N examples,
+        C classes] on the CPU, the labels [N] (int64, CPU), and each member's folder or file.
+
+    Raises:
+        EnsembleError: members of different classes or test examples, a bad option.
+    """
     if weights not in WEIGHTS:
         raise EnsembleError(f"Invalid weights: {weights!r} (must be one of {', '.join(WEIGHTS)})")
     paths = [Path(dirs)] if isinstance(dirs, (str, Path)) else [Path(d) for d in dirs]
@@ -187,22 +232,17 @@ def ensemble(
     else:
         members = [_member(path, weights, model) for path in _expand(paths)]
     x_tests, y = _test_examples(members, data)
-    log_probs = torch.stack([log_probabilities(m.model, x) for m, x in zip(members, x_tests)])
-    alone = [
-        {"dir": m.name, "weights": weights, **score(lp[None], y)}
-        for m, lp in zip(members, log_probs)
-    ]
-    together = score(log_probs, y, combine)
-    accuracies = [m["test_accuracy"] for m in alone]
-    together |= {
-        "combine": combine,
-        "weights": weights,
-        "size": len(members),
-        "examples": len(y),
-        "gain": together["test_accuracy"] - sum(accuracies) / len(accuracies),
-        "gain_over_best": together["test_accuracy"] - max(accuracies),
-    }
-    return {"members": alone, "ensemble": together}
+    each = [log_probabilities(m.model, x) for m, x in zip(members, x_tests)]
+    for member, lp in zip(members[1:], each[1:]):
+        if lp.shape != each[0].shape:
+            raise EnsembleError(
+                f"Invalid ensemble: {members[0].name} gives outputs of shape "
+                f"{tuple(each[0].shape)} on the test examples and {member.name} "
+                f"{tuple(lp.shape)} (members must predict the same classes)"
+            )
+    log_probs = torch.stack(each)
+    _check_labels(y, log_probs.shape[-1])
+    return log_probs, y, [m.name for m in members]
 
 
 def _expand(paths: list[Path]) -> list[Path]:
@@ -248,12 +288,13 @@ def _load(path: Path, weights: str, model: nn.Module | None) -> Run:
 
 
 def _member(path: Path, weights: str, model: nn.Module | None) -> Member:
-    run = _load(path, weights, model)
-    if not (path / SUMMARY_FILE).is_file():
+    check_is_run("member", path)
+    if not (path / SUMMARY_FILE).is_file():  # before loading any weights
         raise EnsembleError(
             f"Invalid member: {path} has not finished training (no {SUMMARY_FILE}; finish it "
             f"with `trainlab train --resume {path}`, or average its checkpoints with --last K)"
         )
+    run = _load(path, weights, model)
     return Member(str(path), run.model, run)
 
 
@@ -287,7 +328,15 @@ def _saved_along_one_run(
     members = []
     for name, load in sources:
         member = copy.deepcopy(run.model)
-        member.load_state_dict(load())
+        try:
+            member.load_state_dict(load())
+        except RuntimeError as error:  # missing, unexpected or mis-shaped tensors
+            first = str(error).strip().splitlines()[-1].strip()
+            raise EnsembleError(
+                f"Invalid {option}: {name} does not fit the model of {path} ({first}); it was "
+                f"saved by another model or config (remove it, or train the run again to "
+                "save weights of its own model)"
+            ) from None
         members.append(Member(name, member, run))
     return members
 
@@ -347,9 +396,9 @@ def _test_examples(
                 f"{other} (members must be trained for the same classes)"
             )
     if data is not None:
-        x, y = _checked_data(data, first.run.about.get("classes"))
+        x, y = _checked_data(data)
         return [x] * len(members), y
-    splits: dict[str, tuple[Tensor, Tensor, str]] = {}  # by config: a run's checkpoints share
+    splits: dict[str, tuple[Tensor, Tensor, str]] = {}  # by data settings: members may share
     tests = []
     for member in members:
         if member.run.about.get("source") == "python":
@@ -358,9 +407,9 @@ def _test_examples(
                 "which its folder cannot rebuild (in Python pass the test data: "
                 "trainlab.ensemble(dirs, model=..., data=(x_test, y_test)))"
             )
-        key = fingerprint(member.run.config)
+        key = _data_key(member.run.config)
         if key not in splits:
-            splits[key] = test_split(member.run.config)
+            splits[key] = held_out_split(member.run.config)
         tests.append(splits[key])
     for member, test in zip(members[1:], tests[1:]):
         if test[2] != tests[0][2]:
@@ -375,20 +424,27 @@ def _test_examples(
     return [x for x, _, _ in tests], tests[0][1]
 
 
-def test_split(config: Config) -> tuple[Tensor, Tensor, str]:
+def _data_key(config: Config) -> str:
+    """What a config's prepared splits depend on: its [data] settings and run.seed."""
+    return json.dumps([config.to_dict()["data"], config.run.seed], sort_keys=True, default=str)
+
+
+def held_out_split(config: Config) -> tuple[Tensor, Tensor, str]:
     """A config run's test split ``(x, y)`` as its model sees it (normalized with its training
-    statistics), and the SHA-256 of the raw, un-normalized examples and labels."""
-    x, y = prepared_data(config)["test"]
-    raw = x
-    if config.data.normalize != "none":
-        unnormalized = dataclasses.replace(
-            config, data=dataclasses.replace(config.data, normalize="none")
-        )
-        raw = prepared_data(unnormalized)["test"][0]
+    statistics), and the SHA-256 of the raw, un-normalized examples and labels.
+
+    The data are loaded and split once; the normalization is the one training applies
+    (``data.normalize`` fitted on the training split).
+    """
+    raw = dataclasses.replace(config, data=dataclasses.replace(config.data, normalize="none"))
+    splits = prepared_data(raw)
+    x, y = splits["test"]
     digest = hashlib.sha256()
-    for tensor in (raw, y):
+    for tensor in (x, y):
         digest.update(f"{tensor.dtype} {tuple(tensor.shape)}".encode())
         digest.update(tensor.contiguous().numpy().tobytes())
+    if config.data.normalize != "none":
+        x = data_lib.Normalizer(config.data.normalize).fit(splits["train"][0])(x)
     return x, y, digest.hexdigest()
 
 
@@ -409,7 +465,8 @@ def _data_difference(a: Config, b: Config) -> str:
     return ", ".join(differ) + note
 
 
-def _checked_data(data: Any, classes: int | None) -> tuple[Tensor, Tensor]:
+def _checked_data(data: Any) -> tuple[Tensor, Tensor]:
+    """The user's ``(x_test, y_test)``; the labels as int64 on the CPU, where scoring runs."""
     if not (isinstance(data, (tuple, list)) and len(data) == 2):
         raise EnsembleError(
             f"Invalid data: a {type(data).__name__} (must be an (x_test, y_test) pair of tensors)"
@@ -419,17 +476,22 @@ def _checked_data(data: Any, classes: int | None) -> tuple[Tensor, Tensor]:
         raise EnsembleError(
             "Invalid data: x and y must be tensors with the same, non-zero number of rows"
         )
-    if y.is_floating_point() or y.dim() != 1:
+    if y.is_floating_point() or y.is_complex() or y.dtype == torch.bool or y.dim() != 1:
         raise EnsembleError(
             f"Invalid data: labels of dtype {y.dtype} and shape {tuple(y.shape)} (must be "
             "integer class labels, one per example: y.long())"
         )
-    if classes is not None and (int(y.min()) < 0 or int(y.max()) >= classes):
+    return x, y.cpu().long()
+
+
+def _check_labels(y: Tensor, classes: int) -> None:
+    """Labels within the ``classes`` outputs the members give (the width of their logits)."""
+    low, high = int(y.min()), int(y.max())
+    if low < 0 or high >= classes:
         raise EnsembleError(
-            f"Invalid data: labels from {int(y.min())} to {int(y.max())}, but the members "
-            f"predict {classes} classes (labels must be 0..{classes - 1})"
+            f"Invalid data: labels from {low} to {high}, but the members predict {classes} "
+            f"classes (labels must be 0..{classes - 1})"
         )
-    return x, y.long()
 
 
 # --- what a person reads ------------------------------------------------------------------------
@@ -472,10 +534,11 @@ __all__ = [
     "ensemble",
     "expected_calibration_error",
     "format_table",
+    "held_out_split",
     "log_probabilities",
     "mean_log_probs",
     "mean_prob",
+    "member_log_probs",
     "score",
-    "test_split",
     "vote",
 ]

@@ -11,12 +11,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 import trainlab
 from trainlab import data
 from trainlab.cli import main
 from trainlab.train import TrainingError, callbacks
 from trainlab.train.config import load_config
+from trainlab.train.runs import MAX_RECORD_BYTES, read_seeds, write_seeds, write_seeds_summary
 
 from .test_trainer import TINY, set_args, weights
 
@@ -157,3 +159,79 @@ def test_a_seeds_run_that_cannot_start_leaves_no_folder(tmp_path, capsys, seeds)
     err = capsys.readouterr().err
     assert "missing.npz" in err and "Traceback" not in err
     assert not parent.exists()
+
+
+# --- damaged and oversized records --------------------------------------------------------------
+
+
+def oversized(path: Path) -> Path:
+    """A sparse file one byte over MAX_RECORD_BYTES: refused by its size, before it is read."""
+    with open(path, "wb") as file:
+        file.truncate(MAX_RECORD_BYTES + 1)
+    return path
+
+
+def test_an_oversized_seeds_file_is_refused_before_it_is_read(tmp_path, capsys):
+    parent = tmp_path / "seeds"
+    parent.mkdir()
+    (parent / "config.toml").write_text("")
+    oversized(parent / "seeds.json")
+    with pytest.raises(ValueError, match=r"Invalid seeds file: .*seeds.json cannot be read"):
+        read_seeds(parent)
+    assert main(["runs", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"seeds.json has 1,048,577 bytes, more than the 1,048,576 expected", err)
+    assert "Traceback" not in err
+
+
+def test_an_oversized_summary_is_listed_with_a_note_and_stops_the_seeds_summary(tmp_path, capsys):
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "config.toml").write_text("")
+    oversized(run / "summary.json")
+    assert main(["runs", str(tmp_path), "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["status"] == "bad summary.json"
+    assert re.search(r"summary.json has 1,048,577 bytes, more than the 1,048,576", entry["note"])
+    assert "test_accuracy" not in entry
+
+    parent = tmp_path / "seeds"
+    parent.mkdir()
+    record = write_seeds(parent, [0])
+    record.members[0].mkdir()
+    oversized(record.members[0] / "summary.json")
+    with pytest.raises(ValueError, match=r"Invalid seeds run: member .*member-1.*1,048,577 bytes"):
+        write_seeds_summary(record, None, "none")
+
+
+# --- regression members ---------------------------------------------------------------------------
+
+
+def test_a_seeds_run_of_regression_members_reports_their_loss_and_no_accuracy(tmp_path, capsys):
+    g = torch.Generator().manual_seed(0)
+    x = torch.randn(60, 3, generator=g)
+    y = x @ torch.tensor([1.0, -2.0, 0.5]) + 0.1 * torch.randn(60, generator=g)
+    parent = tmp_path / "seeds"
+    parent.mkdir()
+    record = write_seeds(parent, [0, 1], load_config(None, TINY))
+    for seed, member in zip(record.seeds, record.members):
+        torch.manual_seed(seed)
+        trainlab.fit(nn.Linear(3, 1), (x[:40], y[:40]), test=(x[40:], y[40:]), run_dir=member)
+    # every member has finished: the resume writes the parent's summary
+    assert main(["train", "--resume", str(parent)]) == 0
+    out = capsys.readouterr().out
+    losses = [summary(m)["test_loss"] for m in record.members]
+    assert "no ensemble: Invalid member" in out and "is a regression run" in out
+    assert f"test loss {statistics.fmean(losses):.4f} ± " in out
+    assert "accuracy" not in out.split("no ensemble:")[1].split("\n", 1)[1]
+    assert "nan" not in out
+
+    result = summary(parent)
+    assert result["task"] == "regression"
+    assert result["test_loss_mean"] == pytest.approx(statistics.fmean(losses))
+    assert "test_accuracy_mean" not in result and result["ensemble"] is None
+    assert main(["runs", str(tmp_path), "--json"]) == 0
+    (entry,) = json.loads(capsys.readouterr().out)
+    assert entry["task"] == "regression" and entry["status"] == "seeds 2/2 done"
+    assert entry["test_loss"] == pytest.approx(statistics.fmean(losses))
+    assert "test_accuracy" not in entry

@@ -17,25 +17,27 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import statistics
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import _json as strict_json
-from .checkpoint import latest_checkpoint
+from .checkpoint import _read_regular, latest_checkpoint
 from .config import Config, dump_toml
 from .run_folder import CONFIG_FILE, LOCK_FILE, holder
+from .state_tree import _Invalid
+from .trainer import SUMMARY_FILE, write_atomic
 
 SUMMARY_KEYS = ("steps", "epochs", "seconds", "task", "test_accuracy", "test_loss", "val_loss")
 SEEDS_FILE = "seeds.json"
 SEEDS_FORMAT = "trainlab-seeds"
-SUMMARY_FILE = "summary.json"
 #: The most members one seeds run trains: each is a whole training run, one after another.
 MAX_SEEDS = 64
-#: Numbers of each member's summary.json that the seeds summary averages.
-AVERAGED = ("test_accuracy", "test_loss")
+#: Largest seeds.json or summary.json read: they hold a few numbers per member (kilobytes).
+MAX_RECORD_BYTES = 1 << 20
+#: Numbers of each member's summary.json that the seeds summary averages, by task.
+AVERAGED = {"classification": ("test_accuracy", "test_loss"), "regression": ("test_loss",)}
 
 
 def list_runs(folder: str | Path) -> list[dict[str, Any]]:
@@ -63,13 +65,15 @@ def list_runs(folder: str | Path) -> list[dict[str, Any]]:
 
 def _describe(path: Path) -> dict[str, Any]:
     entry: dict[str, Any] = {"name": path.name, "path": str(path)}
-    summary = _summary(path)
+    summary, problem = _summary(path)
     seeds = read_seeds(path)
     pid = holder(path)
     if seeds is not None:
         entry.update(_describe_seeds(seeds, summary))
     elif summary is not None:
         entry["status"] = "finished"
+    elif problem is not None:  # listed without its numbers, with why
+        entry["status"] = f"bad {SUMMARY_FILE}"
     else:
         last = latest_checkpoint(path)
         step = int(last.name.split("-")[-1]) if last is not None else 0
@@ -77,6 +81,8 @@ def _describe(path: Path) -> dict[str, Any]:
         entry["steps"] = step
     if pid is not None:
         entry["status"] = f"running (pid {pid})" if pid > 0 else "running"
+    if problem is not None:
+        entry["note"] = problem
     for key in SUMMARY_KEYS:
         if seeds is None and summary is not None and key in summary:
             entry[key] = summary[key]
@@ -97,7 +103,7 @@ def _describe_seeds(seeds: SeedsRun, summary: dict[str, Any] | None) -> dict[str
     }
     if summary is None or len(summary.get("members", ())) != len(seeds.seeds):
         return entry  # not finished, or a summary of fewer members before the run grew
-    for key in AVERAGED:
+    for key in AVERAGED.get(summary.get("task", "classification"), ()):
         entry[key] = summary.get(f"{key}_mean")
         entry[f"{key}_std"] = summary.get(f"{key}_std")
     for key in ("steps", "seconds", "task"):
@@ -108,12 +114,31 @@ def _describe_seeds(seeds: SeedsRun, summary: dict[str, Any] | None) -> dict[str
     return entry
 
 
-def _summary(path: Path) -> dict[str, Any] | None:
+def _summary(path: Path) -> tuple[dict[str, Any] | None, str | None]:
+    """The run's ``summary.json`` and None, or None and why it cannot be read (None when
+    there is none: the run has not finished)."""
+    file = path / SUMMARY_FILE
+    if not file.exists():
+        return None, None
     try:
-        summary = json.loads((path / SUMMARY_FILE).read_text())
-    except (OSError, ValueError):
-        return None
-    return summary if isinstance(summary, dict) else None
+        summary = _read_record(file)
+    except ValueError as error:
+        return None, str(error)
+    if not isinstance(summary, dict):
+        return None, f"{file} holds a JSON {type(summary).__name__}, not an object"
+    return summary, None
+
+
+def _read_record(file: Path) -> Any:
+    """The JSON in ``file``, refused unread when it is larger than ``MAX_RECORD_BYTES``.
+
+    Raises:
+        ValueError: ``file`` cannot be read, is too large, or is not JSON.
+    """
+    try:
+        return json.loads(_read_regular(file, MAX_RECORD_BYTES))
+    except (_Invalid, OSError, ValueError, RecursionError) as error:  # JSON or UTF-8 errors
+        raise ValueError(f"{file} cannot be read ({error})") from None
 
 
 # --- seeds runs ---------------------------------------------------------------------------------
@@ -148,9 +173,9 @@ def read_seeds(path: str | Path) -> SeedsRun | None:
     if not file.is_file():
         return None
     try:
-        record = json.loads(file.read_text()[: 1 << 20])
-    except (OSError, ValueError, UnicodeDecodeError) as error:
-        raise ValueError(f"Invalid seeds file: {file} cannot be read ({error})") from None
+        record = _read_record(file)
+    except ValueError as error:
+        raise ValueError(f"Invalid seeds file: {error}") from None
     seeds = record.get("seeds") if isinstance(record, dict) else None
     valid = (
         isinstance(record, dict)
@@ -172,14 +197,14 @@ def write_seeds(path: str | Path, seeds: list[int], config: Config | None = None
     ``config`` (run.seed = the first member's) in ``path/config.toml``; each atomically."""
     run = SeedsRun(Path(path), tuple(seeds))
     if config is not None:
-        _write_atomic(run.path / CONFIG_FILE, dump_toml(config))
+        write_atomic(run.path / CONFIG_FILE, dump_toml(config))
     record = {
         "format": SEEDS_FORMAT,
         "version": 1,
         "seeds": list(seeds),
         "members": [member.name for member in run.members],
     }
-    _write_atomic(run.path / SEEDS_FILE, strict_json.dumps(record, indent=1))
+    write_atomic(run.path / SEEDS_FILE, strict_json.dumps(record, indent=1))
     return run
 
 
@@ -192,18 +217,24 @@ def write_seeds_summary(
     ``ensemble`` is the ``"ensemble"`` part of :func:`trainlab.ensemble`'s result, or None
     with ``ensemble_note`` saying why there is none.
     """
-    members = []
-    for seed, path in zip(run.seeds, run.members):
-        summary = _summary(path)
+    summaries = []
+    for path in run.members:
+        summary, problem = _summary(path)
+        if problem is not None:
+            raise ValueError(f"Invalid seeds run: member {problem}")
         if summary is None:
             raise ValueError(
                 f"Invalid seeds run: {path} has not finished (no {SUMMARY_FILE}; continue "
                 f"with `trainlab train --resume {run.path}`)"
             )
-        numbers = {key: summary.get(key) for key in ("steps", "seconds", *AVERAGED)}
+        summaries.append(summary)
+    task = _task(run, summaries)
+    members = []
+    for seed, path, summary in zip(run.seeds, run.members, summaries):
+        numbers = {key: summary.get(key) for key in ("steps", "seconds", *AVERAGED[task])}
         members.append({"dir": path.name, "seed": seed, **numbers})
-    result: dict[str, Any] = {"task": "classification", "seeds": list(run.seeds)}
-    for key in AVERAGED:
+    result: dict[str, Any] = {"task": task, "seeds": list(run.seeds)}
+    for key in AVERAGED[task]:
         values = [m[key] for m in members if isinstance(m[key], (int, float))]
         result[f"{key}_mean"] = statistics.fmean(values) if values else math.nan
         result[f"{key}_std"] = statistics.stdev(values) if len(values) > 1 else math.nan
@@ -213,18 +244,20 @@ def write_seeds_summary(
     result["ensemble"] = ensemble
     if ensemble is None:
         result["ensemble_note"] = ensemble_note
-    _write_atomic(run.path / SUMMARY_FILE, strict_json.dumps(result, indent=1))
+    write_atomic(run.path / SUMMARY_FILE, strict_json.dumps(result, indent=1))
     return result
 
 
-def _write_atomic(path: Path, text: str) -> None:
-    """``text`` into ``path`` by a fsynced temporary file and a rename: never half a file."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "w") as file:
-        file.write(text)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
+def _task(run: SeedsRun, summaries: list[dict[str, Any]]) -> str:
+    """The task the members were trained for: the one their summaries name."""
+    tasks = [summary.get("task", "classification") for summary in summaries]
+    if len(set(tasks)) > 1 or tasks[0] not in AVERAGED:
+        named = ", ".join(f"{path.name} {task!r}" for path, task in zip(run.members, tasks))
+        raise ValueError(
+            f"Invalid seeds run: {run.path} has members of tasks {named} (the members of a "
+            f"seeds run share one config: one of {', '.join(AVERAGED)})"
+        )
+    return tasks[0]
 
 
 __all__ = [
