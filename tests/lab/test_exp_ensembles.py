@@ -10,6 +10,7 @@ import pytest
 from trainlab.lab import exp_ensembles
 from trainlab.lab.experiment import RESULTS_FILE, run
 from trainlab.train.config import load_config
+from trainlab.train.trainer import Trainer
 
 
 @pytest.fixture(scope="module")
@@ -65,10 +66,17 @@ def test_the_verdict_follows_the_rule_from_the_table(outcome):
     assert results["verdict"] == verdict
 
 
-def test_the_runs_are_configured_as_described():
-    model = exp_ensembles.CNN
+@pytest.mark.parametrize("quick", [False, True])
+def test_the_runs_are_configured_as_described(tmp_path, quick):
+    model = exp_ensembles._quick(exp_ensembles.CNN) if quick else exp_ensembles.CNN
+    member = load_config(None, exp_ensembles.member_settings(model, 7, 1))
+    assert member.schedule.phases == ({"name": "one_cycle", "total": model.steps()},)
+    trainer = Trainer(member, tmp_path / "run")
+    assert len(trainer.batches) == exp_ensembles.STEPS_PER_EPOCH  # one epoch, as assumed
+    trainer.folder.release()
     swa = load_config(None, exp_ensembles.swa_settings(model, 7, 1))
-    assert swa.averaging.swa_start == model.steps() * 3 // 4 and swa.averaging.swa_every == 29
+    assert swa.averaging.swa_start == model.steps() * 3 // 4
+    assert swa.averaging.swa_every == exp_ensembles.STEPS_PER_EPOCH
     assert swa.averaging.ema and swa.run.seed == 7 and swa.run.epochs == model.epochs
     snapshots = load_config(None, exp_ensembles.snapshot_settings(exp_ensembles.MLP, 7, 1))
     (phase,) = snapshots.schedule.phases

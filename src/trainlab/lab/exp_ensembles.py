@@ -19,6 +19,7 @@ mean ± std over groups.
 
 from __future__ import annotations
 
+import math
 import shutil
 import statistics
 from dataclasses import dataclass, replace
@@ -26,7 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from ..cli import DEMO_SETTINGS
-from ..ensembles import ensemble
+from ..ensembles import ensemble, member_log_probs, score
 from ..train.config import load_config
 from ..train.trainer import Trainer
 from .common import mean_std
@@ -34,6 +35,7 @@ from .experiment import Context, Outcome, experiment
 
 CHECKPOINTS = 3  # the checkpoint ensemble: the last 3 (one per epoch)
 CYCLES = 5  # the snapshot ensemble's cycles
+STEPS_PER_EPOCH = math.ceil(3600 / 128)  # MNIST-1D's 4000 less 10% validation, batches of 128
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,12 @@ class Model:
     name: str
     settings: tuple[str, ...]
     epochs: int
+    schedule: str  # the members' schedule: "one_cycle" or "constant"
     swa_lr: float  # SWA's constant rate: about the schedule's rate where SWA starts
     snapshot_lr: float  # the cycles' peak: their mean rate (half the peak) = the recipe's
 
     def steps(self) -> int:
-        return self.epochs * 29  # ⌈3600 / 128⌉ steps per epoch
+        return self.epochs * STEPS_PER_EPOCH
 
     def common(self, seed: int, threads: int) -> list[str]:
         return [
@@ -65,6 +68,7 @@ CNN = Model(
     "CNN",
     tuple(s for s in DEMO_SETTINGS if not s.startswith(("run.", "schedule."))),
     epochs=20,
+    schedule="one_cycle",
     swa_lr=0.002,  # one-cycle at 75% of the run: 0.28 × 0.01
     snapshot_lr=0.01,  # one-cycle's mean rate is about half its peak, as a cosine cycle's
 )
@@ -79,6 +83,7 @@ MLP = Model(
         "optimizer.lr=0.001",
     ),
     epochs=30,
+    schedule="constant",
     swa_lr=0.001,  # the recipe's constant rate: SWA's raw weights are a member's
     snapshot_lr=0.002,  # mean rate 0.001, the recipe's
 )
@@ -94,10 +99,10 @@ METHODS = (
 
 def member_settings(model: Model, seed: int, threads: int) -> list[str]:
     """A member: the recipe (one-cycle for the CNN) with an EMA kept beside it."""
-    schedule = (
-        [f'schedule.phases=[{{name="one_cycle", total={model.steps()}}}]'] if model is CNN else []
-    )
-    return [*model.common(seed, threads), *schedule, "averaging.ema=true", "averaging.decay=0.99"]
+    settings = [*model.common(seed, threads), "averaging.ema=true", "averaging.decay=0.99"]
+    if model.schedule == "one_cycle":
+        settings.append(f'schedule.phases=[{{name="one_cycle", total={model.steps()}}}]')
+    return settings
 
 
 def swa_settings(model: Model, seed: int, threads: int) -> list[str]:
@@ -107,7 +112,7 @@ def swa_settings(model: Model, seed: int, threads: int) -> list[str]:
         *member_settings(model, seed, threads),
         f"averaging.swa_start={start}",
         f"averaging.swa_lr={model.swa_lr}",
-        "averaging.swa_every=29",
+        f"averaging.swa_every={STEPS_PER_EPOCH}",
     ]
 
 
@@ -136,8 +141,8 @@ def group(model: Model, index: int, members: int, runs: Path, threads: int) -> d
     swa = train(swa_settings(model, seeds[0], threads), runs / f"{model.name}-g{index}-swa")
     snapshot_dir = runs / f"{model.name}-g{index}-snapshots"
     train(snapshot_settings(model, seeds[0], threads), snapshot_dir)
-    seed_ensemble = ensemble(folders)
-    growth = [ensemble(folders[:k])["ensemble"] for k in range(1, members + 1)]
+    log_probs, y, _ = member_log_probs(folders)  # each member's predictions, once
+    growth = [score(log_probs[:k], y) for k in range(1, members + 1)]  # the first k averaged
     snapshots = ensemble(snapshot_dir, snapshots=True)["ensemble"]
     checkpoints = ensemble(folders[0], last=CHECKPOINTS)["ensemble"]
 
@@ -150,15 +155,12 @@ def group(model: Model, index: int, members: int, runs: Path, threads: int) -> d
         "SWA": (swa["swa_test_accuracy"], swa["swa_test_loss"]),
         "snapshot ensemble": (snapshots["test_accuracy"], snapshots["test_loss"]),
         f"last {CHECKPOINTS} checkpoints": (checkpoints["test_accuracy"], checkpoints["test_loss"]),
-        "seed ensemble": (
-            seed_ensemble["ensemble"]["test_accuracy"],
-            seed_ensemble["ensemble"]["test_loss"],
-        ),
+        "seed ensemble": (growth[-1]["test_accuracy"], growth[-1]["test_loss"]),
     }
     return {
         "seeds": seeds,
         "scores": {k: {"accuracy": a, "loss": loss} for k, (a, loss) in scores.items()},
-        "members": [m["test_accuracy"] for m in seed_ensemble["members"]],
+        "members": [score(member[None], y)["test_accuracy"] for member in log_probs],
         "growth": [(g["test_accuracy"], g["test_loss"]) for g in growth],
         "swa_raw": (swa["test_accuracy"], swa["test_loss"]),
     }
@@ -253,13 +255,13 @@ def figures(
     for row, name in enumerate(names):
         mine = [r for r in rows if r["model"] == name]
         where = range(len(mine))
-        for column, (key, std, score, label) in enumerate(panels):
+        for column, (key, std, measure, label) in enumerate(panels):
             axis = axes[row][column]
             values = [r[key] for r in mine]
             errors = [r[std] for r in mine]
             axis.barh(where, values, xerr=errors, alpha=0.75, color=colors)
             for index, result in enumerate(found[name]):
-                points = [result["scores"][r["method"]][score] for r in mine]
+                points = [result["scores"][r["method"]][measure] for r in mine]
                 axis.plot(points, where, "k.", markersize=4, label="groups" if not index else None)
             axis.set_yticks(where, [r["method"] for r in mine] if column == 0 else [])
             axis.invert_yaxis()
