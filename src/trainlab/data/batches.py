@@ -73,6 +73,10 @@ class Batches:
         seed: seed of the orders and augmentations (default: 0).
         augment: a callable ``augment(xb, generator)``, e.g. an ``augment.Compose``
             (default: None).
+        shard: ``(rank, world)``: hand out only rank's part of every batch,
+            ``batch[rank·n/world : (rank+1)·n/world]`` of its n examples, augmented as the
+            whole batch is, so that the parts of all ranks make up the single-process
+            batch (data-parallel training; default: (0, 1), the whole batch).
     """
 
     def __init__(
@@ -85,6 +89,7 @@ class Batches:
         drop_last: bool = False,
         seed: int = 0,
         augment: Callable[[Tensor, torch.Generator], Tensor] | None = None,
+        shard: tuple[int, int] = (0, 1),
     ) -> None:
         num_samples = check_samples(x, y)
         positive_int("batch_size", batch_size)
@@ -94,12 +99,20 @@ class Batches:
         if drop_last and batch_size > num_samples:
             allowed = f"must be <= the {num_samples} samples when drop_last=True"
             raise fail("batch_size", batch_size, allowed)
+        if not (
+            isinstance(shard, tuple)
+            and len(shard) == 2
+            and all(isinstance(v, int) and not isinstance(v, bool) for v in shard)
+            and 0 <= shard[0] < shard[1]
+        ):
+            raise fail("shard", shard, "must be (rank, world) with integers 0 <= rank < world")
         if augment is not None and not callable(augment):
             raise fail("augment", augment, "must be None or callable as augment(xb, generator)")
         self.x, self.y = x, y
         self.batch_size, self.drop_last = batch_size, drop_last
         self.shuffle, self.seed, self.augment = shuffle, seed, augment
         self.num_samples = num_samples
+        self.shard = shard
         self.epoch = 0
         self.batch = 0  # batches of this epoch already handed out
         self._live: object | None = None  # token of the iteration that owns the position
@@ -123,6 +136,11 @@ class Batches:
             if self._live is not token:
                 return  # a newer iteration took over
             index = order[b * size : (b + 1) * size]
+            if self.shard[1] > 1:
+                xb, yb = self._part(index, derived_generator(self.seed, epoch, b))
+                self.batch = b + 1
+                yield xb, yb
+                continue
             xb = x[index]
             if augment is not None:
                 xb = augment(xb, derived_generator(self.seed, epoch, b))
@@ -131,8 +149,19 @@ class Batches:
         if self._live is token:
             self.epoch, self.batch, self._live = epoch + 1, 0, None
 
+    def _part(self, index: Tensor, generator: torch.Generator) -> tuple[Tensor, Tensor]:
+        """This rank's part of the batch ``index``. Augmentation draws its randomness for the
+        whole batch, so the batch is augmented whole, then cut."""
+        rank, world = self.shard
+        n = len(index)
+        part = slice(n * rank // world, n * (rank + 1) // world)
+        if self.augment is None:
+            return self.x[index[part]], self.y[index[part]]
+        return self.augment(self.x[index], generator)[part], self.y[index[part]]
+
     def state_dict(self) -> dict[str, Any]:
-        """Position and order: plain ints and strings (JSON-serialisable)."""
+        """Position and order: plain ints and strings (JSON-serialisable); the same on
+        every rank (the shard is not part of it)."""
         return {
             "epoch": self.epoch,
             "batch": self.batch,

@@ -51,6 +51,7 @@ import torch
 from torch import Tensor
 
 from .. import _json as strict_json
+from . import distributed
 from .averaging import EMA, SWA, recompute_batch_norm
 from .build import Parts, choose_device, from_config, needs_closure
 from .callbacks import EVENTS, Callback, CsvLog, JsonlLog, Step, TensorBoardLog, overriding
@@ -155,6 +156,8 @@ class Trainer:
     :mod:`trainlab.train.callbacks`); ``metrics.jsonl`` and ``metrics.csv`` are written by
     callbacks that are always attached. ``log_every`` is in optimizer steps. ``fit`` turns
     SIGINT and SIGTERM into a checkpoint and :class:`Interrupted` in the main thread.
+    Under torchrun (``WORLD_SIZE`` > 1) each process trains on its part of every batch
+    and rank 0 alone writes ``run_dir`` (see :mod:`trainlab.train.distributed`).
     """
 
     def __init__(
@@ -168,7 +171,10 @@ class Trainer:
         log_every: int = 10,
     ) -> None:
         self.config = config
-        self.run_dir = run_dir.path if isinstance(run_dir, RunFolder) else Path(run_dir)
+        claimed = isinstance(run_dir, (RunFolder, distributed.ReadOnlyFolder))
+        self.run_dir = run_dir.path if claimed else Path(run_dir)
+        # Under torchrun: this process's rank; rank 0 alone writes the run folder.
+        self.ranks = distributed.setup()
         self.log_every = log_every
         run = config.run
         if run.threads is not None:
@@ -185,6 +191,14 @@ class Trainer:
         self.val, self.test = parts.val, parts.test
         self._trainable = [p for p in self.model.parameters() if p.requires_grad]
         self._full_batch = needs_closure(self.optimizer)
+        if self.ranks.parallel:
+            if self._full_batch:
+                raise TrainingError(
+                    f"Invalid optimizer for {self.ranks.world} processes: "
+                    f"{type(self.optimizer).__name__} steps on the whole training set at "
+                    "once (train full-batch methods in one process)"
+                )
+            distributed.shard_batches(self.batches, self.ranks)
         exclude = config.penalty.exclude
         self._penalized = [
             p for name, p in self.model.named_parameters() if not name_matches(name, exclude)
@@ -230,21 +244,25 @@ class Trainer:
         self._pending: list[dict[str, Any]] = []  # records for the first fit's loggers
         self.resumed_from: Path | None = None  # the checkpoint a resume started from
         instruments = self._instruments()  # checked before the folder is claimed or written
-        if isinstance(run_dir, RunFolder):
+        if claimed:
             self.folder = run_dir
+        elif not self.ranks.main:
+            self.folder = distributed.ReadOnlyFolder(self.run_dir)
         elif resume:
             self.folder = RunFolder.claim_existing(self.run_dir)
         else:
             self.folder = RunFolder.claim_new(self.run_dir)
         try:
-            logs: list[Callback] = [JsonlLog(self.run_dir), CsvLog(self.run_dir), *instruments]
-            if run.tensorboard:
-                logs.append(TensorBoardLog(self.run_dir))
+            logs: list[Callback] = []
+            if self.ranks.main:  # the logs are rank 0's
+                logs = [JsonlLog(self.run_dir), CsvLog(self.run_dir), *instruments]
+                if run.tensorboard:
+                    logs.append(TensorBoardLog(self.run_dir))
             self.callbacks = [*logs, *callbacks]
             self._events = {event: overriding(self.callbacks, event) for event in EVENTS}
             if resume:
                 self._resume()
-            else:
+            elif self.ranks.main:
                 self._write_run_files()
         except BaseException:
             self.folder.release(remove_if_unused=True)
@@ -380,10 +398,13 @@ class Trainer:
                 for xb, yb in self.batches:
                     self._writer.raise_if_failed()
                     # False: a skipped or rolled-back step, with nothing new to evaluate
-                    if self._train_step(xb.to(self.device), yb.to(self.device)):
+                    stepped = self._train_step(xb.to(self.device), yb.to(self.device))
+                    agreed = self._agree_on_stop() if self.ranks.parallel else None
+                    if stepped:
                         stopped_early = self._after_step()
-                    if self._signal is not None:
-                        self._stop_for_signal(self._signal)
+                    signum = agreed if self.ranks.parallel else self._signal
+                    if signum is not None:
+                        self._stop_for_signal(signum)
                     if self.state.step >= self.steps_total or stopped_early:
                         break
                 self.state.epoch = self.batches.epoch
@@ -392,9 +413,26 @@ class Trainer:
             self._writer.wait(raise_errors=False)
             raise
         self._writer.wait()
+        if self.ranks.parallel:
+            distributed.barrier()  # rank 0's checkpoints are on disk before anyone reads one
+            if not self.ranks.main:  # rank 0 evaluates and writes the summary
+                summary = {"steps": self.state.step, "rank": self.ranks.rank}
+                self._emit("on_fit_end", summary)
+                return summary
         summary = self._finish(time.perf_counter() - self._started)
         self._emit("on_fit_end", summary)
         return summary
+
+    def _agree_on_stop(self) -> int | None:
+        """Under torchrun: a signal or a stop request on any rank holds for every rank.
+
+        Returns the signal to stop for; a signal arriving later on some rank is seen by
+        all at the next step (acting on it now would stop that rank alone).
+        """
+        signum, reason = distributed.agree_on_stop(self._signal, self._stop_reason)
+        if reason is not None and self._stop_reason is None:
+            self.request_stop(reason)
+        return signum
 
     def _objective(self, xb: Tensor, yb: Tensor) -> tuple[Tensor, Tensor]:
         """(outputs, loss): the data loss plus the explicit penalties."""
@@ -432,6 +470,8 @@ class Trainer:
         outputs, loss = self._objective(xb, yb)
         loss.backward()
         params = [p for p in self._trainable if p.grad is not None]
+        if self.ranks.parallel:  # the mean over every rank's part of the batch
+            loss = distributed.reduce_gradients([p.grad for p in params], loss, len(xb))
         if cfg.clip.mode == "norm":  # scales nothing when the norm is not finite
             norm = clip_grad_norm_(params, cfg.clip.max_norm)
         else:
@@ -525,8 +565,9 @@ class Trainer:
         """The weights at the end of lr cycle ``cycle`` (from 1), written before any checkpoint
         of a later step: a resume never lacks a snapshot, and rewrites one identically."""
         path = self.run_dir / _snapshot_name(cycle)
-        path.parent.mkdir(exist_ok=True)
-        _save_weights(path, self.model.state_dict())
+        if self.ranks.main:
+            path.parent.mkdir(exist_ok=True)
+            _save_weights(path, self.model.state_dict())
         self._record({"step": self.state.step, "event": "snapshot", "path": _snapshot_name(cycle)})
 
     def _step_record(
@@ -541,7 +582,12 @@ class Trainer:
             "lr": lr,
             "grad_norm": grad_norm,
         }
-        if self.task == "classification":  # on the training batch, in train mode
+        if self.task == "classification" and self.ranks.parallel:  # the whole global batch
+            right, total = distributed.sum_over_ranks(
+                [(outputs.detach().argmax(1) == targets).sum().item(), len(targets)]
+            )
+            record["accuracy"] = right / total
+        elif self.task == "classification":  # on the training batch, in train mode
             record["accuracy"] = (outputs.detach().argmax(1) == targets).float().mean().item()
         for index, stats in enumerate(getattr(self.optimizer, "stats", None) or []):
             for key, value in stats.items():  # track_stats=True: per group
@@ -589,6 +635,8 @@ class Trainer:
         if self._saved_step != self.state.step:
             self.save(background=True)
         self._writer.wait()
+        if self.ranks.parallel:
+            distributed.barrier()  # no rank ends before rank 0's checkpoint is on disk
         python = self.parts.about.get("source") == "python"
         raise Interrupted(signum, self.state.step, self.run_dir, python=python)
 
@@ -613,6 +661,8 @@ class Trainer:
                     "trainlab schedule, or nonfinite='skip' or 'raise')"
                 )
             self._writer.wait()  # the last good checkpoint is on disk before it is read
+            if self.ranks.parallel:
+                distributed.barrier()  # ... rank 0's, before any rank reads it
             last = latest_checkpoint(self.run_dir)
             if last is not None:
                 self._restore(load_checkpoint(last))
@@ -684,6 +734,8 @@ class Trainer:
         self._saved_step = self.state.step
         if self._started is not None:
             self.state.seconds = time.perf_counter() - self._started
+        if not self.ranks.main:  # rank 0 saves what every rank holds
+            return self.run_dir / CHECKPOINTS_DIR / name
         state = {
             "config_fingerprint": self._fingerprint,
             "optimizer": self.optimizer.state_dict(),

@@ -1,0 +1,153 @@
+"""Data-parallel training under torchrun: 2 CPU processes (gloo) against 1, resume, bad input.
+
+The runs are real: ``python -m torch.distributed.run`` starts two processes that join a
+gloo group on this host. The model has no BatchNorm and no dropout, whose per-process
+statistics and masks make a sharded batch differ from the whole one.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import safetensors.torch
+import torch
+
+from trainlab.cli import main
+from trainlab.data import Batches, Noise1d
+from trainlab.train.distributed import check_batches
+from trainlab.train.errors import TrainingError
+
+TINY = """
+[data]
+name = "digits"
+batch_size = 8
+[model]
+kind = "mlp"
+hidden = [16]
+batch_norm = false
+dropout = 0.0
+[optimizer]
+name = "adam"
+lr = 0.01
+[run]
+steps = 12
+checkpoint_every = 4
+checkpoint_seconds = 0
+threads = 1
+"""
+WORKER = Path(__file__).with_name("distributed_run.py")
+TORCHRUN = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+
+
+def torchrun(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    return subprocess.run(
+        [*TORCHRUN, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=120
+    )
+
+
+def weights(run_dir: Path) -> dict[str, torch.Tensor]:
+    return safetensors.torch.load_file(run_dir / "model.safetensors")
+
+
+def losses(run_dir: Path) -> list[float]:
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [r["loss"] for r in map(json.loads, lines) if "loss" in r and "event" not in r]
+
+
+def records(run_dir: Path) -> list[tuple[int, list[str]]]:
+    """Each record's step and keys."""
+    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
+    return [(r["step"], sorted(r)) for r in map(json.loads, lines)]
+
+
+@pytest.fixture(scope="module")
+def two_processes(tmp_path_factory) -> Path:
+    """An uninterrupted run of 2 processes, started by `trainlab train --nproc 2`."""
+    folder = tmp_path_factory.mktemp("ddp")
+    (folder / "tiny.toml").write_text(TINY)
+    run_dir = folder / "two"
+    assert (
+        main(["train", str(folder / "tiny.toml"), "--nproc", "2", "--run-dir", str(run_dir)]) == 0
+    )
+    return run_dir
+
+
+def test_the_parts_of_the_ranks_make_up_the_single_process_batch():
+    x, y = torch.randn(37, 12), torch.arange(37)
+    augment = Noise1d(p=0.5, std=0.1)
+    whole = Batches(x, y, 8, seed=3, augment=augment)
+    parts = [Batches(x, y, 8, seed=3, augment=augment, shard=(r, 2)) for r in range(2)]
+    for _ in range(2):  # two epochs, the last batch of each (5 examples) shared 3 + 2
+        for (xb, yb), (x0, y0), (x1, y1) in zip(whole, *parts, strict=True):
+            assert torch.equal(torch.cat([x0, x1]), xb) and torch.equal(torch.cat([y0, y1]), yb)
+            assert abs(len(y0) - len(y1)) <= 1
+
+
+def test_a_shard_outside_the_ranks_is_refused():
+    with pytest.raises(ValueError, match=r"Invalid shard: \(2, 2\) \(must be \(rank, world\)"):
+        Batches(torch.zeros(4, 1), torch.zeros(4), 2, shard=(2, 2))
+
+
+def test_two_processes_reach_the_weights_of_one_with_the_whole_batch(tmp_path, two_processes):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    assert main(["train", str(tmp_path / "tiny.toml"), "--run-dir", str(tmp_path / "one")]) == 0
+    one, two = weights(tmp_path / "one"), weights(two_processes)
+    assert one.keys() == two.keys()
+    for key in one:
+        torch.testing.assert_close(two[key], one[key], atol=1e-6, rtol=0)
+    # The logged loss is the whole batch's, not rank 0's part of it.
+    assert losses(two_processes) == pytest.approx(losses(tmp_path / "one"), abs=1e-6)
+    # Rank 0 alone wrote the logs: the records of one process, each once.
+    assert records(two_processes) == records(tmp_path / "one")
+    assert sorted(p.name for p in (two_processes / "checkpoints").iterdir()) == [
+        "step-00000008",
+        "step-00000012",
+    ]
+
+
+def test_a_run_stopped_on_one_rank_then_resumed_ends_as_the_uninterrupted_one(
+    tmp_path, two_processes
+):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    run_dir = tmp_path / "run"
+    # Rank 1 alone asks to stop at step 3: both ranks stop there, rank 0 saves the step.
+    done = torchrun(str(WORKER), "tiny.toml", str(run_dir), "3", "stop", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    assert "rank 0 stopped at step 3" in done.stdout and "rank 1 stopped at step 3" in done.stdout
+    assert (run_dir / "checkpoints" / "step-00000003").is_dir()
+    # Resumed, rank 1 alone gets SIGTERM at step 7: both stop, rank 0 saves step 7, exit 143.
+    done = torchrun(str(WORKER), "tiny.toml", str(run_dir), "7", "signal", "resume", cwd=tmp_path)
+    assert "exitcode  : 143" in done.stderr and done.returncode == 1, done.stderr[-3000:]
+    assert (run_dir / "checkpoints" / "step-00000007").is_dir()
+    assert not (run_dir / "checkpoints" / "step-00000008").exists()
+    # Resumed again to the end, by the command line.
+    assert main(["train", "--resume", str(run_dir), "--nproc", "2"]) == 0
+    resumed, uninterrupted = weights(run_dir), weights(two_processes)
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    # The logs were cut back at each checkpoint: every training record once, as uninterrupted.
+    assert losses(run_dir) == losses(two_processes)
+
+
+def test_nproc_that_does_not_divide_the_batch_exits_2_naming_the_divisors(tmp_path, capsys):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    code = main(
+        ["train", str(tmp_path / "tiny.toml"), "--nproc", "3", "--run-dir", str(tmp_path / "x")]
+    )
+    assert code == 2
+    err = capsys.readouterr().err
+    assert "Invalid --nproc: 3 (must divide data.batch_size 8" in err and "1, 2, 4, 8" in err
+    assert not (tmp_path / "x").exists()
+
+
+def test_more_processes_than_examples_in_a_batch_or_in_the_last_batch_are_refused():
+    with pytest.raises(TrainingError, match=r"Invalid --nproc: 16 \(must divide data.batch_size 8"):
+        check_batches(8, 100, False, 16)
+    with pytest.raises(TrainingError, match=r"the last batch of each epoch has 1 example\(s\)"):
+        check_batches(8, 97, False, 2)
+    check_batches(8, 97, True, 2)  # drop_last: no small batch
