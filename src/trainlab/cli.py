@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import signal
 import sys
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -61,10 +63,12 @@ def _optimizers(args: argparse.Namespace) -> int:
 
 def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
     from .train.config import fingerprint, load_config
+    from .train.distributed import setup
     from .train.report import summary_table
     from .train.run_folder import CONFIG_FILE, RunFolder, RunFolderError, check_is_run, default_stem
     from .train.trainer import config_changed
 
+    ranks = setup()  # under torchrun: this process's rank (rank 0 alone writes the folder)
     if args.resume:
         run_dir = Path(args.resume)
         saved = run_dir / CONFIG_FILE
@@ -85,29 +89,56 @@ def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
         # Claimed after the config is valid, so that a typo creates no folder.
         folder = (
             Path(args.run_dir)
-            if args.run_dir
+            if args.run_dir or not ranks.main
             else RunFolder.claim_unique("runs", default_stem(stem))
         )
+    if ranks.parallel:
+        folder = _share_folder(ranks, folder, resume=bool(args.resume))
     outcome = _fit_one(config, folder, resume=bool(args.resume))
     if not isinstance(outcome, dict):
-        print(f"trainlab: {outcome}", file=sys.stderr)
+        if ranks.main:
+            print(f"trainlab: {outcome}", file=sys.stderr)
         return outcome.exit_code
-    print(summary_table(outcome, outcome["run_dir"]))
+    if ranks.main:
+        print(summary_table(outcome, outcome["run_dir"]))
     return 0
+
+
+def _share_folder(ranks: Any, folder: Any, *, resume: bool) -> Any:
+    """Under torchrun: rank 0 claims the run folder; the others learn its path (or the
+    reason it could not be claimed) and only read it."""
+    from .train.distributed import ReadOnlyFolder, from_rank_0
+    from .train.run_folder import RunFolder, RunFolderError
+
+    path, error = None, None
+    if ranks.main:
+        try:
+            if not isinstance(folder, RunFolder):
+                claim = RunFolder.claim_existing if resume else RunFolder.claim_new
+                folder = claim(folder)
+            path = str(folder.path)
+        except ValueError as refused:
+            error = str(refused)
+    path, error = from_rank_0((path, error))
+    if error is not None:
+        raise RunFolderError(error)
+    return folder if ranks.main else ReadOnlyFolder(path)
 
 
 def _fit_one(config: Any, folder: Any, *, resume: bool) -> Any:
     """Train one run with the live bar: its summary, or the ``Interrupted`` that stopped it."""
     from .train.callbacks import ProgressBar
+    from .train.distributed import setup
     from .train.run_folder import RunFolder
     from .train.trainer import Interrupted, Trainer
 
+    main = setup().main  # under torchrun, rank 0 alone shows progress
     progress = ProgressBar()
     try:
-        trainer = Trainer(config, folder, resume=resume, callbacks=[progress])
-        if trainer.resumed_from is not None:
+        trainer = Trainer(config, folder, resume=resume, callbacks=[progress] if main else [])
+        if main and trainer.resumed_from is not None:
             print(f"resuming from {trainer.resumed_from}", file=sys.stderr)
-        elif resume:
+        elif main and resume:
             print("no complete checkpoint yet: starting over from step 0", file=sys.stderr)
         return trainer.fit()
     except Interrupted as interrupted:
@@ -121,17 +152,83 @@ def _fit_one(config: Any, folder: Any, *, resume: bool) -> Any:
 
 
 def _train_command(args: argparse.Namespace) -> int:
-    from .train.runs import read_seeds
-
     if args.config and args.resume:
         raise ValueError(
             "Invalid arguments: both a CONFIG.toml and --resume (a resumed run keeps the "
             "config saved in its folder; pass only --resume DIR)"
         )
     stem = Path(args.config).stem if args.config else "run"
-    if args.seeds is not None or (args.resume and read_seeds(args.resume) is not None):
+    if args.nproc is not None:
+        return _launch(args)
+    code = 2  # main's code for the errors it reports
+    try:
+        code = _train_or_seeds(args, stem)
+    except KeyboardInterrupt:
+        code = 130
+        raise
+    except Terminated:
+        code = 143
+        raise
+    finally:
+        # Under `--nproc`, torchrun exits 1 whatever failed: rank 0 leaves its exit code.
+        exit_file = os.environ.get(EXIT_CODE_FILE)
+        if exit_file and os.environ.get("RANK", "0") == "0":
+            Path(exit_file).write_text(str(code))
+    return code
+
+
+def _train_or_seeds(args: argparse.Namespace, stem: str) -> int:
+    from .train.runs import read_seeds
+
+    seeds = args.seeds is not None or (args.resume and read_seeds(args.resume) is not None)
+    if seeds and os.environ.get("WORLD_SIZE", "1") != "1":
+        raise ValueError(_NPROC_WITH_SEEDS)
+    if seeds:
         return _train_seeds(args, list(args.set or []), stem)
     return _train(args, list(args.set or []), stem)
+
+
+#: Where rank 0 of a `train --nproc` run writes its exit code (an environment variable).
+EXIT_CODE_FILE = "TRAINLAB_EXIT_CODE_FILE"
+_NPROC_WITH_SEEDS = (
+    "Invalid --nproc with --seeds (the members of a seeds run train one after another in "
+    "one process; train them without --nproc, or train one run with --nproc)"
+)
+
+
+def _launch(args: argparse.Namespace) -> int:
+    """``train --nproc N``: the same command under torchrun, N processes on this host."""
+    from .train.config import load_config
+    from .train.distributed import check_batches, launch
+    from .train.run_folder import CONFIG_FILE, check_is_run
+    from .train.runs import read_seeds
+
+    nproc, overrides = args.nproc, list(args.set or [])
+    if nproc < 1:
+        raise ValueError(f"Invalid --nproc: {nproc} (must be an integer >= 1)")
+    if args.seeds is not None or (args.resume and read_seeds(args.resume) is not None):
+        raise ValueError(_NPROC_WITH_SEEDS)
+    if args.resume:
+        check_is_run("--resume", Path(args.resume))
+    config = load_config(Path(args.resume) / CONFIG_FILE if args.resume else args.config, overrides)
+    # The batch size is checked here, so that a bad --nproc is one line and exit code 2
+    # (the last batch of an epoch, which needs the data, is checked by every worker).
+    check_batches(config.data.batch_size, config.data.batch_size, True, nproc)
+    argv = ["train", *([args.config] if args.config else [])]
+    for setting in overrides:
+        argv += ["--set", setting]
+    argv += ["--run-dir", args.run_dir] if args.run_dir else []
+    argv += ["--resume", args.resume] if args.resume else []
+    if nproc == 1:
+        return main(argv)
+    with tempfile.TemporaryDirectory() as folder:
+        exit_file = Path(folder) / "exit-code"
+        os.environ[EXIT_CODE_FILE] = str(exit_file)
+        try:
+            code = launch(argv, nproc)
+        finally:
+            del os.environ[EXIT_CODE_FILE]
+        return int(exit_file.read_text()) if code and exit_file.is_file() else code
 
 
 def _train_seeds(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
@@ -459,6 +556,43 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _sweep(args: argparse.Namespace) -> int:
+    from .sweep import run_sweep
+
+    result = run_sweep(
+        args.config,
+        args.space,
+        out=args.out,
+        trials=args.trials,
+        workers=args.workers,
+        storage=args.storage,
+        study=args.study,
+        metric=args.metric,
+        sampler=args.sampler,
+        pruner=args.pruner,
+        sets=list(args.set or []),
+        seed=args.seed,
+        refine=args.refine,
+    )
+    states: dict[str, int] = {}
+    for row in result["trials"]:
+        states[row["state"].lower()] = states.get(row["state"].lower(), 0) + 1
+    print("trials: " + ", ".join(f"{n} {state}" for state, n in states.items()))
+    best = result["best"]
+    if best is not None:
+        shown = ", ".join(
+            f"{key}={best[key]:.4g}" if isinstance(best[key], float) else f"{key}={best[key]}"
+            for key in best
+            if key not in ("number", "state", "value", "run_dir", "seconds", "note")
+        )
+        print(f"best: trial {best['number']}, {args.metric} {best['value']:.4f} ({shown})")
+        print(f"train it: trainlab train {Path(result['out']) / 'best.toml'}")
+    print(f"sweep folder: {result['out']} (trials.csv, best.toml, plots/)")
+    if args.refine:
+        print(f"narrowed space: {Path(result['out']) / 'space.toml'}")
+    return result["exit_code"]
+
+
 def build_parser() -> argparse.ArgumentParser:
     from .ensembles import COMBINERS
     from .train.api import WEIGHTS
@@ -503,6 +637,13 @@ def build_parser() -> argparse.ArgumentParser:
         "the run folder, one after another (each run already uses run.threads of the cores, "
         "so side by side they would only take turns); with --resume, the unfinished members "
         "continue and a larger K adds members",
+    )
+    train.add_argument(
+        "--nproc",
+        type=int,
+        metavar="N",
+        help="train data-parallel in N processes on this host (started by torchrun; each "
+        "takes data.batch_size / N examples of every batch, which N must divide)",
     )
     train.set_defaults(run=_train_command)
 
@@ -650,6 +791,48 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("source", metavar="DIR")
     report.add_argument("-o", "--output", help="the HTML file (default: DIR/report.html)")
     report.set_defaults(run=_report)
+
+    sweep = commands.add_parser(
+        "sweep",
+        help="search hyperparameters: an Optuna study whose trials are trainlab runs",
+        description="Train --trials trials of CONFIG with values drawn from SPACE.toml "
+        '(keys are config keys: "optimizer.lr" = {type = "log-uniform", low = 1e-4, '
+        "high = 1e-1}; also uniform, int, categorical with choices), by --workers processes "
+        "sharing one study; each trial is a run folder OUT/trials/<number>/. Rerunning the "
+        "same command continues the sweep. Writes OUT/trials.csv, OUT/best.toml and plots.",
+    )
+    sweep.add_argument("config", nargs="?", help="the TOML config (default: the defaults)")
+    sweep.add_argument("--space", required=True, metavar="SPACE.toml", help="the search space")
+    sweep.add_argument("--set", action="append", metavar="KEY=VALUE", help="override a setting")
+    sweep.add_argument("--trials", type=int, default=20, help="trials in total (default: 20)")
+    sweep.add_argument(
+        "--workers", type=int, default=1, help="worker processes on this host (default: 1)"
+    )
+    sweep.add_argument(
+        "--storage",
+        metavar="URL",
+        help="the study's storage: postgresql://user:password@host/db for workers on many "
+        "hosts (default: the journal file OUT/study.journal, for one host)",
+    )
+    sweep.add_argument("--study", help="the study's name (default: the config's name)")
+    sweep.add_argument("--out", help="the sweep folder (default: sweeps/<study>)")
+    sweep.add_argument(
+        "--metric",
+        choices=("val_accuracy", "val_loss"),
+        default="val_accuracy",
+        help="maximize val_accuracy or minimize val_loss (default: val_accuracy)",
+    )
+    sweep.add_argument("--sampler", choices=("tpe", "random", "grid"), default="tpe")
+    sweep.add_argument("--pruner", choices=("median", "hyperband", "none"), default="median")
+    sweep.add_argument("--seed", type=int, default=0, help="the samplers' seed (default: 0)")
+    sweep.add_argument(
+        "--refine",
+        metavar="PREVIOUS_SWEEP_DIR",
+        help="coarse to fine: narrow SPACE to the range of the best quarter (at least 3) of "
+        "that sweep's complete trials, written to OUT/space.toml (default study: "
+        "<config>-refined)",
+    )
+    sweep.set_defaults(run=_sweep)
 
     listing = commands.add_parser("optimizers", help="list the optimizers and their update rules")
     listing.set_defaults(run=_optimizers)

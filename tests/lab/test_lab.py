@@ -14,6 +14,8 @@ import torch
 from trainlab.cli import main
 from trainlab.lab import experiment, experiments
 
+from ..test_sweep import SPACE as SWEEP_SPACE
+from ..test_sweep import TINY as SWEEP_CONFIG
 from ..train.test_trainer import TINY, set_args
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -118,6 +120,24 @@ def test_a_training_run_gets_the_same_report(tmp_path):
     assert "generalization_gap" in page.read_text() and "config.toml" in page.read_text()
     body, shot = render(page, tmp_path)
     assert 'data-figures="2"' in body and 'data-empty-figures="0"' in body  # curves, layers
+    assert 'data-errors="0"' in body and len(shot) > 50_000
+
+
+@needs_chromium
+def test_a_sweep_gets_the_same_report(tmp_path):
+    config, space = tmp_path / "tiny.toml", tmp_path / "space.toml"
+    config.write_text(SWEEP_CONFIG)
+    space.write_text(SWEEP_SPACE)
+    out = tmp_path / "sweep"
+    argv = ["sweep", str(config), "--space", str(space), "--out", str(out), "--trials", "3"]
+    assert main(argv) == 0
+    assert main(["report", str(out)]) == 0
+    text = (out / "report.html").read_text()
+    assert not re.search(r"(src|href)=['\"]https?://", text)  # nothing to fetch
+    assert "sweep tiny" in text and "best trial" in text and "trials (3)" in text
+    assert "trainlab train" in text  # best.toml's text
+    body, shot = render(out / "report.html", tmp_path)
+    assert 'data-figures="3"' in body and 'data-empty-figures="0"' in body  # the 3 plots
     assert 'data-errors="0"' in body and len(shot) > 50_000
 
 

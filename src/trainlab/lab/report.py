@@ -3,7 +3,8 @@
 The report embeds everything — figures as base64 PNG, tables as HTML, the claim, the
 verdict and its evidence, the config, timings — and loads nothing from the network, so it
 opens anywhere, offline. It takes an experiment folder (``results.json``), a folder of
-experiments (``trainlab lab all``'s), a run folder (``config.toml``), or a folder of runs.
+experiments (``trainlab lab all``'s), a run folder (``config.toml``), a folder of runs, or a
+sweep folder (``trials.csv``: its plots, trials, best parameters and ``best.toml``).
 
 A small inline script records, in the page's own attributes, whether every figure loaded
 with a non-zero size and whether any script error happened; the tests read them from a
@@ -13,6 +14,7 @@ real headless browser.
 from __future__ import annotations
 
 import base64
+import csv
 import html
 import json
 import math
@@ -22,6 +24,8 @@ from typing import Any
 from .experiment import RESULTS_FILE
 
 REPORT_FILE = "report.html"
+SWEEP_TRIALS = "trials.csv"  # what trainlab sweep writes (trainlab.sweep.TRIALS_FILE)
+SWEEP_PLOTS = ("params.png", "history.png", "parallel.png")
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
@@ -61,8 +65,9 @@ def write_report(source: str | Path, output: str | Path | None = None) -> Path:
     sections = _sections(source)
     if not sections:
         raise ValueError(
-            f"Invalid report source: {str(source)!r} holds no experiment (results.json) and no "
-            "run (config.toml) (pass what trainlab lab or trainlab train wrote)"
+            f"Invalid report source: {str(source)!r} holds no experiment (results.json), no "
+            "run (config.toml) and no sweep (trials.csv) (pass what trainlab lab, trainlab "
+            "train or trainlab sweep wrote)"
         )
     title = f"trainlab report — {source.name}"
     nav = "".join(
@@ -85,10 +90,14 @@ def _sections(source: Path) -> list[tuple[str, str, str]]:
         return [_experiment(source)]
     if (source / "config.toml").is_file():
         return [_run(source)]
+    if (source / SWEEP_TRIALS).is_file():
+        return [_sweep(source)]
     found = []
     for child in sorted(p for p in source.iterdir() if p.is_dir()):
         if (child / RESULTS_FILE).is_file():
             found.append(_experiment(child))
+        elif (child / SWEEP_TRIALS).is_file():
+            found.append(_sweep(child))
         elif (child / "config.toml").is_file():
             found.append(_run(child))
     return found
@@ -153,6 +162,54 @@ def _run(folder: Path) -> tuple[str, str, str]:
         f"<h3>config.toml</h3><pre>{html.escape((folder / 'config.toml').read_text())}</pre>"
     )
     return name, f"run {name}", "".join(parts)
+
+
+def _sweep(folder: Path) -> tuple[str, str, str]:
+    """A sweep folder: where its space came from, the best trial, the plots, every trial,
+    best.toml and (for a refined sweep) the narrowed space.toml."""
+    about = _json(folder / "sweep.json") or {}
+    name = str(about.get("study", folder.name))
+    metric = str(about.get("metric", "value"))
+    parts = [f"<h2 id='{html.escape(name)}'>sweep {html.escape(name)}</h2>"]
+    if about.get("refined_from"):
+        parts.append(
+            f"<p class='rule'>Space narrowed from the sweep {html.escape(about['refined_from'])} "
+            f"(its trials {html.escape(', '.join(map(str, about.get('trials', []))))}).</p>"
+        )
+    with open(folder / SWEEP_TRIALS, newline="") as file:
+        rows = [
+            {k: _number(v) for k, v in row.items() if k != "run_dir"}
+            for row in csv.DictReader(file)
+        ]
+    best = about.get("best")
+    if isinstance(best, dict):
+        skip = ("state", "run_dir", "seconds", "note")
+        shown = [
+            {"": metric if k == "value" else k, "best": _number(str(v))}
+            for k, v in best.items()
+            if k not in skip
+        ]
+        parts.append(f"<h3>best trial</h3>{_table(shown)}")
+    for figure in SWEEP_PLOTS:
+        if (folder / "plots" / figure).is_file():
+            parts.append(_image(folder / "plots" / figure, f"{name}: {figure}"))
+    parts.append(f"<h3>trials ({len(rows)})</h3>{_table(rows)}")
+    for text in ("best.toml", "space.toml"):
+        if (folder / text).is_file():
+            parts.append(f"<h3>{text}</h3><pre>{html.escape((folder / text).read_text())}</pre>")
+    return name, f"sweep {name}", "".join(parts)
+
+
+def _number(text: str) -> Any:
+    """A CSV cell as a number when it is one (shown to 4 digits), else the text."""
+    try:
+        return int(text)
+    except ValueError:
+        pass
+    try:
+        return float(text)
+    except ValueError:
+        return text
 
 
 def _image(path: Path, alt: str) -> str:

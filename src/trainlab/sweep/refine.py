@@ -1,0 +1,136 @@
+"""Coarse → fine: narrow a search space to the best region of a previous sweep.
+
+The lecture's advice for random search: search coarsely, then again in a smaller range
+around the best points. From the previous sweep's ``trials.csv`` take its best quarter of
+complete trials (at least ``MIN_BEST``) and, for each parameter of the space,
+
+    log-uniform  [min / 1.5, max × 1.5]            (a margin on the log scale)
+    uniform      [min − 0.1 w, max + 0.1 w]        (w: the width of the original range)
+    int          [⌊min − 0.1 w⌋, ⌈max + 0.1 w⌉]    (stays an integer)
+    categorical  the choices seen among them
+
+each clipped to the original range, so the narrowed space lies inside the original one and
+holds every value of the best trials.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+from dataclasses import dataclass, replace
+from pathlib import Path
+from typing import Any
+
+from .._checks import fail
+from .space import Param, Space
+
+#: The fewest trials a region is estimated from.
+MIN_BEST = 3
+#: The factor a log-uniform range is widened by, and the margin of a uniform or int one.
+LOG_FACTOR = 1.5
+MARGIN = 0.1
+SWEEP_FILE = "sweep.json"
+
+
+@dataclass(frozen=True)
+class Refinement:
+    """A narrowed space and where it came from."""
+
+    space: Space
+    source: str  # the previous sweep folder
+    trials: tuple[int, ...]  # the numbers of the best trials it was narrowed to
+    finished: int  # the previous sweep's complete trials
+    metric: str
+
+    def header(self) -> str:
+        """A comment for the narrowed space.toml: where it came from."""
+        return (
+            f"# narrowed by trainlab sweep --refine {self.source}: the best {len(self.trials)} "
+            f"of its {self.finished} complete trials by {self.metric} "
+            f"(trials {', '.join(map(str, self.trials))})\n"
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "refined_from": str(Path(self.source).resolve()),
+            "trials": list(self.trials),
+            "metric": self.metric,
+        }
+
+
+def _previous(folder: Path, metric: str) -> tuple[list[dict[str, str]], str]:
+    """The complete rows of a sweep folder's trials.csv, and the metric they were ranked by."""
+    table = folder / "trials.csv"
+    if not table.is_file():
+        raise fail(
+            "--refine",
+            str(folder),
+            "not a sweep folder: no trials.csv (pass the --out of a finished trainlab sweep)",
+        )
+    with open(table, newline="") as file:
+        rows = [row for row in csv.DictReader(file) if row.get("state") == "COMPLETE"]
+    saved = folder / SWEEP_FILE
+    if saved.is_file():
+        metric = json.loads(saved.read_text()).get("metric", metric)
+    return rows, metric
+
+
+def _narrow(param: Param, cells: list[str], source: str) -> Param:
+    """``param`` narrowed to the values ``cells`` (as trials.csv writes them) hold."""
+    if param.kind == "categorical":
+        seen = {str(cell) for cell in cells}
+        kept = tuple(c for c, label in zip(param.choices, param.labels()) if str(label) in seen)
+        if not kept:
+            raise fail("--refine", source, f"its best trials have no choice of {param.key}")
+        return replace(param, choices=kept)
+    values = [float(cell) for cell in cells]
+    low, high = min(values), max(values)
+    if param.log:
+        low, high = low / LOG_FACTOR, high * LOG_FACTOR
+    else:
+        margin = MARGIN * (param.high - param.low)
+        low, high = low - margin, high + margin
+    if param.kind == "int":
+        low, high = math.floor(low), math.ceil(high)
+    low, high = max(low, param.low), min(high, param.high)
+    if low >= high:
+        raise fail(
+            "--refine", source, f"its best values of {param.key} lie outside the --space range"
+        )
+    return replace(param, low=low, high=high)
+
+
+def refine(space: Space, previous: str | Path, metric: str) -> Refinement:
+    """``space`` narrowed to the best quarter (at least ``MIN_BEST``) of the complete trials of
+    the sweep folder ``previous``, ranked by its metric (``metric`` for a folder that does not
+    say).
+
+    Raises:
+        ValueError: not a sweep folder, fewer than ``MIN_BEST`` complete trials, or a key of
+        ``space`` that the previous sweep did not search.
+    """
+    source = str(previous)
+    rows, metric = _previous(Path(previous), metric)
+    if len(rows) < MIN_BEST:
+        raise fail(
+            "--refine",
+            source,
+            f"has {len(rows)} complete trial{'s' * (len(rows) != 1)}; at least {MIN_BEST} "
+            "are needed to narrow the space (run more trials there first)",
+        )
+    missing = [p.key for p in space.params if p.key not in rows[0]]
+    if missing:
+        raise fail(
+            "--space",
+            ", ".join(missing),
+            f"not a parameter of the sweep in {source} (its trials.csv has no such column)",
+        )
+    best = sorted(rows, key=lambda row: float(row["value"]), reverse=metric == "val_accuracy")
+    best = best[: max(MIN_BEST, math.ceil(len(rows) / 4))]
+    params = tuple(_narrow(p, [row[p.key] for row in best], source) for p in space.params)
+    numbers = tuple(sorted(int(row["number"]) for row in best))
+    return Refinement(Space(params), source, numbers, len(rows), metric)
+
+
+__all__ = ["LOG_FACTOR", "MARGIN", "MIN_BEST", "SWEEP_FILE", "Refinement", "refine"]
