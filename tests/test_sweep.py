@@ -228,3 +228,49 @@ def test_refine_refuses_a_folder_that_is_not_a_sweep_or_has_too_few_trials(tmp_p
         r"Invalid --refine: .*has 2 complete trials; at least 3 are needed", capsys.readouterr().err
     )
     assert not out.exists()
+
+
+def test_hyperband_pruner_stops_hopeless_trials_early(tmp_path, capsys):
+    longer = TINY.replace("epochs = 2", "epochs = 4")
+    space = """
+"optimizer.lr" = {type = "categorical", choices = [1e-7, 0.01]}
+"run.checkpoint_every" = {type = "categorical", choices = [5, 10, 15, 20]}
+"""  # as for the median pruner: the four good trials learn exactly alike
+    config, space = write(tmp_path, "tiny.toml", longer), write(tmp_path, "space.toml", space)
+    out = tmp_path / "sweep"
+    argv = ["sweep", config, "--space", space, "--out", str(out), "--trials", "8"]
+    assert main([*argv, "--sampler", "grid", "--pruner", "hyperband", "--seed", "1"]) == 0
+    assert "trials: " in capsys.readouterr().out
+    rows = trials_csv(out)
+    assert len(rows) == 8
+    pruned = [r for r in rows if r["state"] == "PRUNED"]
+    assert pruned and all(float(r["optimizer.lr"]) == 1e-7 for r in pruned)
+    full = max(json.loads(Path(r["run_dir"], "summary.json").read_text())["steps"] for r in rows)
+    for row in pruned:
+        summary = json.loads(Path(row["run_dir"], "summary.json").read_text())
+        assert summary["steps"] < full
+        assert summary["stop_reason"] == "pruned by the hyperband pruner"
+
+
+def test_random_sampler_minimizing_val_loss_keeps_the_lowest_in_best_toml(tmp_path):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    out = tmp_path / "sweep"
+    argv = ["sweep", config, "--space", space, "--out", str(out), "--trials", "5"]
+    assert main([*argv, "--sampler", "random", "--metric", "val_loss", "--pruner", "none"]) == 0
+    rows = trials_csv(out)
+    assert len(rows) == 5 and all(r["state"] == "COMPLETE" for r in rows)
+    for row in rows:  # the value is the run's val_loss, not its accuracy
+        summary = json.loads(Path(row["run_dir"], "summary.json").read_text())
+        assert float(row["value"]) == pytest.approx(summary["val_loss"])
+    values = [float(r["value"]) for r in rows]
+    assert len(set(values)) == 5  # distinct trials: the lowest is not also the highest
+    lowest = min(rows, key=lambda r: float(r["value"]))
+    trained = load_config(out / "best.toml")
+    assert trained.optimizer.lr == pytest.approx(float(lowest["optimizer.lr"]))
+    assert list(trained.model.hidden) == json.loads(lowest["model.hidden"])
+    assert (
+        f"trial {lowest['number']} (val_loss = {float(lowest['value']):.4f})"
+        in (out / "best.toml").read_text()
+    )
+    about = json.loads((out / "sweep.json").read_text())
+    assert about["metric"] == "val_loss" and about["best"]["number"] == int(lowest["number"])

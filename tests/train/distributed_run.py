@@ -1,8 +1,10 @@
 """A run that test_distributed.py starts under torchrun: one rank stops it at a step.
 
-Usage: distributed_run.py CONFIG RUN_DIR STEP (stop|signal) [resume]. At step STEP rank 1
+Usage: distributed_run.py CONFIG RUN_DIR STEP (stop|signal|slow) [resume]. At step STEP rank 1
 alone asks the trainer to stop (``request_stop``) or sends itself SIGTERM; every rank must
 stop at that step, rank 0 having saved its checkpoint. Exits with the run's exit code.
+``slow``: no stop; from step STEP on, every rank sleeps 0.25 s after each step, so that a
+test can kill the run while it trains.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import os
 import signal
 import sys
+import time
 
 from trainlab.train import Callback
 from trainlab.train.config import load_config
@@ -21,7 +24,10 @@ class StopOnRank1(Callback):
         self.step, self.how = step, how
 
     def on_step_end(self, trainer, step) -> None:
-        if step.step == self.step and trainer.ranks.rank == 1:
+        if self.how == "slow":
+            if step.step >= self.step:
+                time.sleep(0.25)
+        elif step.step == self.step and trainer.ranks.rank == 1:
             if self.how == "signal":
                 os.kill(os.getpid(), signal.SIGTERM)
             else:

@@ -9,8 +9,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -131,6 +133,81 @@ def test_a_run_stopped_on_one_rank_then_resumed_ends_as_the_uninterrupted_one(
     resumed, uninterrupted = weights(run_dir), weights(two_processes)
     assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
     # The logs were cut back at each checkpoint: every training record once, as uninterrupted.
+    assert losses(run_dir) == losses(two_processes)
+
+
+def descendants(pid: int) -> list[int]:
+    """The processes below ``pid``, children first (Linux: /proc/PID/task/*/children)."""
+    found = []
+    for task in Path(f"/proc/{pid}/task").glob("*"):
+        try:
+            found += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:  # the task ended meanwhile
+            continue
+    return found + [d for child in found for d in descendants(child)]
+
+
+def alive(pid: int) -> bool:
+    """Whether ``pid`` runs (a zombie does not)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def test_a_run_killed_by_sigkill_then_resumed_ends_as_the_uninterrupted_one(
+    tmp_path, two_processes
+):
+    (tmp_path / "tiny.toml").write_text(
+        TINY.replace("checkpoint_every = 4", "checkpoint_every = 1")
+    )
+    run_dir, log = tmp_path / "run", (tmp_path / "torchrun.log").open("w")
+    # From step 3 on each step lasts 0.25 s more: the kill lands mid-run, past step 5.
+    torchrun = subprocess.Popen(
+        [*TORCHRUN, str(WORKER), "tiny.toml", str(run_dir), "3", "slow"],
+        cwd=tmp_path,
+        env={**os.environ, "OMP_NUM_THREADS": "1"},
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
+    checkpoints, deadline = run_dir / "checkpoints", time.monotonic() + 60
+    try:
+        while not any(
+            p.name >= "step-00000005"
+            for p in (checkpoints.iterdir() if checkpoints.is_dir() else ())
+        ):
+            assert time.monotonic() < deadline and torchrun.poll() is None, (
+                tmp_path / "torchrun.log"
+            ).read_text()[-3000:]
+            time.sleep(0.02)
+        # torchrun starts each rank in a session of its own: kill their groups with its own.
+        ranks = descendants(torchrun.pid)
+        groups = {os.getpgid(torchrun.pid)}
+        for pid in ranks:
+            try:
+                groups.add(os.getpgid(pid))
+            except ProcessLookupError:
+                continue
+        for group in groups:
+            os.killpg(group, signal.SIGKILL)
+    finally:
+        torchrun.kill()
+        torchrun.wait()
+        log.close()
+    assert torchrun.returncode == -signal.SIGKILL
+    while any(alive(pid) for pid in ranks):  # no rank trains on (or writes) after the kill
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    assert not (run_dir / "model.safetensors").exists()  # killed before the end
+    assert not (checkpoints / "step-00000012").exists()
+    assert main(["train", "--resume", str(run_dir), "--nproc", "2"]) == 0
+    resumed, uninterrupted = weights(run_dir), weights(two_processes)
+    assert resumed.keys() == uninterrupted.keys()
+    assert all(torch.equal(resumed[k], uninterrupted[k]) for k in uninterrupted)
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    resumed_from = [e for e in events if e.get("event") == "resumed"]
+    assert len(resumed_from) == 1 and 5 <= resumed_from[0]["step"] < 12
     assert losses(run_dir) == losses(two_processes)
 
 
