@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import html
 import json
 import re
 import shutil
@@ -16,6 +17,7 @@ from trainlab.lab import experiment, experiments
 
 from ..test_sweep import SPACE as SWEEP_SPACE
 from ..test_sweep import TINY as SWEEP_CONFIG
+from ..train.test_seeds import fixed_test_split
 from ..train.test_trainer import TINY, set_args
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -121,6 +123,49 @@ def test_a_training_run_gets_the_same_report(tmp_path):
     body, shot = render(page, tmp_path)
     assert 'data-figures="2"' in body and 'data-empty-figures="0"' in body  # curves, layers
     assert 'data-errors="0"' in body and len(shot) > 50_000
+
+
+@needs_chromium
+def test_a_seeds_run_gets_its_members_mean_and_ensemble_in_the_report(tmp_path):
+    parent = tmp_path / "seeds"
+    argv = ["train", "--run-dir", str(parent), "--seeds", "2"]
+    assert main([*argv, *set_args(fixed_test_split(tmp_path))]) == 0  # one test set: ensembled
+    assert main(["report", str(parent), "-o", str(tmp_path / "seeds.html")]) == 0
+    text = (tmp_path / "seeds.html").read_text()
+    summary = json.loads((parent / "summary.json").read_text())
+    cells = re.findall(
+        r"<tr><td>(member-\d)</td><td>(\d+)</td><td>([^<]*)</td><td>([^<]*)</td>", text
+    )
+    assert cells == [
+        (m["dir"], str(m["seed"]), f"{m['test_accuracy']:.4g}", f"{m['test_loss']:.4g}")
+        for m in summary["members"]
+    ]
+    mean = (
+        f"test accuracy {summary['test_accuracy_mean']:.4g} ± {summary['test_accuracy_std']:.4g}, "
+        f"test loss {summary['test_loss_mean']:.4g} ± {summary['test_loss_std']:.4g}"
+    )
+    assert mean in text
+    together = summary["ensemble"]
+    for label in ("test accuracy", "test loss", "test ECE"):
+        value = together[label.replace(" ", "_").replace("ECE", "ece")]
+        assert f"<tr><td>{label}</td><td>{value:.4g}</td></tr>" in text
+    assert f"<td>{together['gain'] * 100:+.2f} points</td>" in text
+    for member in ("member-1", "member-2"):  # each member's own run section, once
+        assert text.count(f"<h2 id='seeds/{member}'>run seeds/{member}</h2>") == 1
+    body, shot = render(tmp_path / "seeds.html", tmp_path)
+    assert 'data-figures="2"' in body and 'data-empty-figures="0"' in body  # members' curves
+    assert 'data-errors="0"' in body and len(shot) > 50_000
+
+
+def test_a_seeds_run_without_an_ensemble_shows_why_in_the_report(tmp_path):
+    runs = tmp_path / "runs"
+    argv = ["train", "--run-dir", str(runs / "seeds"), "--seeds", "2", *set_args(TINY)]
+    assert main(argv) == 0  # digits: run.seed carves the test set, so no ensemble
+    assert main(["report", str(runs)]) == 0  # a folder holding a seeds run
+    text = (runs / "report.html").read_text()
+    note = json.loads((runs / "seeds" / "summary.json").read_text())["ensemble_note"]
+    assert note and f"<b>No ensemble:</b> {html.escape(note)}" in text
+    assert re.findall(r"<h2 id='([^']*)'>", text) == ["seeds", "seeds/member-1", "seeds/member-2"]
 
 
 @needs_chromium

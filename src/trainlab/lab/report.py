@@ -3,8 +3,10 @@
 The report embeds everything — figures as base64 PNG, tables as HTML, the claim, the
 verdict and its evidence, the config, timings — and loads nothing from the network, so it
 opens anywhere, offline. It takes an experiment folder (``results.json``), a folder of
-experiments (``trainlab lab all``'s), a run folder (``config.toml``), a folder of runs, or a
-sweep folder (``trials.csv``: its plots, trials, best parameters and ``best.toml``).
+experiments (``trainlab lab all``'s), a run folder (``config.toml``), a folder of runs, a
+seeds run (``seeds.json``: its members' table, their mean ± std, the ensemble, then each
+member as a run) or a sweep folder (``trials.csv``: its plots, trials, best parameters and
+``best.toml``).
 
 A small inline script records, in the page's own attributes, whether every figure loaded
 with a non-zero size and whether any script error happened; the tests read them from a
@@ -26,6 +28,7 @@ from .experiment import RESULTS_FILE
 REPORT_FILE = "report.html"
 SWEEP_TRIALS = "trials.csv"  # what trainlab sweep writes (trainlab.sweep.TRIALS_FILE)
 SWEEP_PLOTS = ("params.png", "history.png", "parallel.png")
+SEEDS_RECORD = "seeds.json"  # what trainlab train --seeds writes (trainlab.train.runs.SEEDS_FILE)
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
@@ -88,6 +91,8 @@ def write_report(source: str | Path, output: str | Path | None = None) -> Path:
 def _sections(source: Path) -> list[tuple[str, str, str]]:
     if (source / RESULTS_FILE).is_file():
         return [_experiment(source)]
+    if (source / SEEDS_RECORD).is_file():
+        return _seeds(source)
     if (source / "config.toml").is_file():
         return [_run(source)]
     if (source / SWEEP_TRIALS).is_file():
@@ -98,6 +103,8 @@ def _sections(source: Path) -> list[tuple[str, str, str]]:
             found.append(_experiment(child))
         elif (child / SWEEP_TRIALS).is_file():
             found.append(_sweep(child))
+        elif (child / SEEDS_RECORD).is_file():
+            found.extend(_seeds(child))
         elif (child / "config.toml").is_file():
             found.append(_run(child))
     return found
@@ -125,8 +132,8 @@ def _experiment(folder: Path) -> tuple[str, str, str]:
     return name, name, "".join(parts)
 
 
-def _run(folder: Path) -> tuple[str, str, str]:
-    name = folder.name
+def _run(folder: Path, name: str | None = None) -> tuple[str, str, str]:
+    name = name or folder.name
     parts = [f"<h2 id='{html.escape(name)}'>run {html.escape(name)}</h2>"]
     summary = _json(folder / "summary.json")
     if summary:
@@ -162,6 +169,85 @@ def _run(folder: Path) -> tuple[str, str, str]:
         f"<h3>config.toml</h3><pre>{html.escape((folder / 'config.toml').read_text())}</pre>"
     )
     return name, f"run {name}", "".join(parts)
+
+
+def _seeds(folder: Path) -> list[tuple[str, str, str]]:
+    """A seeds run: its members' table, their mean ± std and the ensemble (from the
+    parent's summary.json), then each member's own run section."""
+    from ..train.runs import read_seeds
+
+    record = read_seeds(folder)
+    name = folder.name
+    parts = [
+        f"<h2 id='{html.escape(name)}'>seeds {html.escape(name)}</h2>",
+        f"<p class='rule'>{len(record.seeds)} members, run.seed = "
+        f"{html.escape(', '.join(map(str, record.seeds)))}</p>",
+    ]
+    summary = _json(folder / "summary.json")
+    if summary:
+        parts.append(_seeds_summary(folder, summary))
+    else:
+        parts.append("<p>The seeds run has not finished: no summary.json yet.</p>")
+    members = [
+        _run(member, f"{name}/{member.name}")
+        for member in record.members
+        if (member / "config.toml").is_file()
+    ]
+    return [(name, f"seeds {name}", "".join(parts)), *members]
+
+
+def _seeds_summary(folder: Path, summary: dict[str, Any]) -> str:
+    """The members' table, the mean ± sample std line and the ensemble's numbers."""
+    rows = []
+    for member in summary.get("members", []):
+        own = _json(folder / str(member.get("dir")) / "summary.json") or {}
+        ece = member.get("test_ece", own.get("test_ece"))
+        rows.append(
+            {
+                "member": member.get("dir"),
+                "run.seed": member.get("seed"),
+                "test accuracy": member.get("test_accuracy"),
+                "test loss": member.get("test_loss"),
+                "test ECE": ece,
+                "seconds": member.get("seconds"),
+            }
+        )
+    # A column no member has (accuracy for regression, ECE when not recorded) is left out.
+    shown = [c for c in dict.fromkeys(k for row in rows for k in row) if _any(rows, c)]
+    parts = [_table([{c: row[c] for c in shown} for row in rows])]
+    spreads = [
+        f"{label} {_cell(summary[f'{key}_mean'])} ± {_cell(_finite(summary.get(f'{key}_std')))}"
+        for key, label in (("test_accuracy", "test accuracy"), ("test_loss", "test loss"))
+        if isinstance(summary.get(f"{key}_mean"), (int, float))
+    ]
+    parts.append(f"<p><b>Members, mean ± sample std:</b> {html.escape(', '.join(spreads))}</p>")
+    ensemble = summary.get("ensemble")
+    if isinstance(ensemble, dict):
+        gain = ensemble.get("gain")
+        numbers = [
+            {"ensemble": "test accuracy", "value": ensemble.get("test_accuracy")},
+            {"ensemble": "test loss", "value": ensemble.get("test_loss")},
+            {"ensemble": "test ECE", "value": ensemble.get("test_ece")},
+            {
+                "ensemble": "gain over the mean member",
+                "value": f"{gain * 100:+.2f} points" if isinstance(gain, (int, float)) else None,
+            },
+            {"ensemble": "combine", "value": ensemble.get("combine")},
+        ]
+        parts.append(f"<h3>ensemble of {_cell(ensemble.get('size'))} members</h3>{_table(numbers)}")
+    else:
+        note = summary.get("ensemble_note") or "no ensemble recorded"
+        parts.append(f"<p class='warn'><b>No ensemble:</b> {html.escape(str(note))}</p>")
+    return "".join(parts)
+
+
+def _any(rows: list[dict[str, Any]], column: str) -> bool:
+    return any(row.get(column) is not None for row in rows)
+
+
+def _finite(value: Any) -> Any:
+    """A number, or None (shown as —) for NaN: the std of one member."""
+    return value if isinstance(value, (int, float)) and math.isfinite(value) else None
 
 
 def _sweep(folder: Path) -> tuple[str, str, str]:
