@@ -19,6 +19,7 @@ import pytest
 
 from trainlab.cli import main
 from trainlab.sweep import load_space, open_storage, run_sweep
+from trainlab.sweep.study import _alive, _process_id
 from trainlab.train.config import load_config
 
 # An MLP on scikit-learn's digits: a trial takes a fraction of a second.
@@ -79,6 +80,13 @@ def test_two_workers_record_every_trial_once(backend, tmp_path, request):
     check_counted_once(out, storage or str(out / "study.journal"), study, 4)
     # best.toml is the config with the best trial's values, ready for `trainlab train`
     best = result["best"]
+    complete = [r for r in trials_csv(out) if r["state"] == "COMPLETE"]
+    accuracy = {
+        int(r["number"]): json.loads(Path(r["run_dir"], "summary.json").read_text())["val_accuracy"]
+        for r in complete
+    }
+    assert int(best["number"]) == max(accuracy, key=accuracy.get)  # maximized, not minimized
+    assert float(best["value"]) == pytest.approx(max(accuracy.values()))
     trained = load_config(out / "best.toml")
     assert trained.optimizer.lr == pytest.approx(float(best["optimizer.lr"]))
     assert list(trained.model.hidden) == json.loads(best["model.hidden"])
@@ -274,3 +282,79 @@ def test_random_sampler_minimizing_val_loss_keeps_the_lowest_in_best_toml(tmp_pa
     )
     about = json.loads((out / "sweep.json").read_text())
     assert about["metric"] == "val_loss" and about["best"]["number"] == int(lowest["number"])
+
+
+def test_a_zombie_worker_counts_as_dead():
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    try:
+        process = _process_id(child.pid)
+        stat = Path(f"/proc/{child.pid}/stat")
+        deadline = time.monotonic() + 30
+        while stat.read_text().rsplit(")", 1)[1].split()[0] != "Z":  # exited, not reaped
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        os.kill(child.pid, 0)  # a zombie still answers signal 0 ...
+        assert not _alive(process)  # ... but trains nothing
+    finally:
+        child.wait()
+    assert _alive(_process_id(os.getpid()))
+
+
+def test_resumed_random_sweep_draws_new_points_and_refuses_another_seed(tmp_path):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    out = tmp_path / "sweep"
+    options = {"out": str(out), "sampler": "random", "pruner": "none", "study": "s"}
+    run_sweep(config, space, trials=2, **options)
+    run_sweep(config, space, trials=4, **options)
+    rates = [float(r["optimizer.lr"]) for r in trials_csv(out)]
+    assert len(rates) == 4 and len(set(rates)) == 4  # the resume replays no draw
+    with pytest.raises(ValueError, match=r"Invalid --seed: 1 \(study 's' uses --seed 0"):
+        run_sweep(config, space, trials=5, seed=1, **options)
+    with pytest.raises(ValueError, match=r"Invalid --sampler: 'tpe' \(study 's' uses --sampler"):
+        run_sweep(config, space, trials=5, **{**options, "sampler": "tpe"})
+
+
+def _fake_sweep(folder: Path, table: str, about: str | None = None) -> Path:
+    folder.mkdir()
+    (folder / "trials.csv").write_text(table)
+    if about is not None:
+        (folder / "sweep.json").write_text(about)
+    return folder
+
+
+GOOD_TABLE = "number,state,value,optimizer.lr,model.hidden\n" + "".join(
+    f"{n},COMPLETE,0.{n + 5},0.0{n + 1},[16]\n" for n in range(4)
+)
+
+
+@pytest.mark.parametrize(
+    ("table", "about", "message"),
+    [
+        (
+            "number,state,value,optimizer.lr,model.hidden\n0,COMPLETE\n",
+            None,
+            r"trials\.csv' \(line 2 has 5 columns in its header but not in the row",
+        ),
+        (GOOD_TABLE.replace("0.6,", "oops,"), None, r"trials\.csv' \(trial '1' has value 'oops'"),
+        ("number,value\n", None, r"trials\.csv' \(has no column state"),
+        (GOOD_TABLE, "[1, 2]", r"sweep\.json' \(must hold a JSON object"),
+        (GOOD_TABLE, "{", r"sweep\.json' \(not JSON"),
+        (GOOD_TABLE, '{"metric": "loss"}', r"sweep\.json' \(its metric 'loss' is not one of"),
+    ],
+)
+def test_refine_refuses_a_damaged_sweep_folder_naming_the_file(
+    table, about, message, tmp_path, capsys
+):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    previous = _fake_sweep(tmp_path / "coarse", table, about)
+    out = tmp_path / "fine"
+    argv = ["sweep", config, "--space", space, "--out", str(out), "--refine", str(previous)]
+    assert main(argv) == 2
+    assert re.search(r"Invalid --refine: .*" + message, capsys.readouterr().err)
+    assert not out.exists()
+
+
+def test_a_space_file_that_is_a_device_is_refused_unread(tmp_path, capsys):
+    config = write(tmp_path, "tiny.toml", TINY)
+    assert main(["sweep", config, "--space", "/dev/zero", "--out", str(tmp_path / "o")]) == 2
+    assert re.search(r"Invalid --space: '/dev/zero' \(not a regular file", capsys.readouterr().err)

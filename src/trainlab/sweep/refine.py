@@ -16,6 +16,7 @@ holds every value of the best trials.
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from dataclasses import dataclass, replace
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from .._checks import fail
-from .space import Param, Space
+from .space import Param, Space, read_bounded
 
 #: The fewest trials a region is estimated from.
 MIN_BEST = 3
@@ -31,6 +32,8 @@ MIN_BEST = 3
 LOG_FACTOR = 1.5
 MARGIN = 0.1
 SWEEP_FILE = "sweep.json"
+#: The metrics a sweep optimizes, and which way.
+METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 
 
 @dataclass(frozen=True)
@@ -68,11 +71,49 @@ def _previous(folder: Path, metric: str) -> tuple[list[dict[str, str]], str]:
             str(folder),
             "not a sweep folder: no trials.csv (pass the --out of a finished trainlab sweep)",
         )
-    with open(table, newline="") as file:
-        rows = [row for row in csv.DictReader(file) if row.get("state") == "COMPLETE"]
+    try:
+        reader = csv.DictReader(io.StringIO(read_bounded(table, "--refine"), newline=""))
+        rows = list(reader)
+    except csv.Error as error:
+        raise fail("--refine", str(table), f"not a readable trials.csv: {error}") from None
+    for line, row in enumerate(rows, start=2):
+        if None in row or None in row.values():  # a row longer or shorter than the header
+            raise fail(
+                "--refine",
+                str(table),
+                f"line {line} has {len(reader.fieldnames or [])} columns in its header but "
+                "not in the row (a damaged trials.csv)",
+            )
+    missing = [c for c in ("number", "state", "value") if c not in (reader.fieldnames or [])]
+    if missing:
+        raise fail("--refine", str(table), f"has no column {', '.join(missing)}")
+    rows = [row for row in rows if row["state"] == "COMPLETE"]
+    for row in rows:
+        try:
+            int(row["number"])
+            if not math.isfinite(float(row["value"])):
+                raise ValueError
+        except ValueError:
+            raise fail(
+                "--refine",
+                str(table),
+                f"trial {row['number']!r} has value {row['value']!r} (must be a finite number)",
+            ) from None
     saved = folder / SWEEP_FILE
-    if saved.is_file():
-        metric = json.loads(saved.read_text()).get("metric", metric)
+    if saved.exists():
+        try:
+            about = json.loads(read_bounded(saved, "--refine"))
+        except json.JSONDecodeError as error:
+            raise fail("--refine", str(saved), f"not JSON: {error}") from None
+        if not isinstance(about, dict):
+            raise fail("--refine", str(saved), "must hold a JSON object (as trainlab writes it)")
+        metric = about.get("metric", metric)
+        if metric not in METRICS:
+            raise fail(
+                "--refine",
+                str(saved),
+                f"its metric {metric!r} is not one of {', '.join(METRICS)}",
+            )
     return rows, metric
 
 
@@ -84,7 +125,10 @@ def _narrow(param: Param, cells: list[str], source: str) -> Param:
         if not kept:
             raise fail("--refine", source, f"its best trials have no choice of {param.key}")
         return replace(param, choices=kept)
-    values = [float(cell) for cell in cells]
+    try:
+        values = [float(cell) for cell in cells]
+    except ValueError:
+        raise fail("--refine", source, f"its trials.csv has a non-number {param.key}") from None
     low, high = min(values), max(values)
     if param.log:
         low, high = low / LOG_FACTOR, high * LOG_FACTOR
@@ -126,11 +170,11 @@ def refine(space: Space, previous: str | Path, metric: str) -> Refinement:
             ", ".join(missing),
             f"not a parameter of the sweep in {source} (its trials.csv has no such column)",
         )
-    best = sorted(rows, key=lambda row: float(row["value"]), reverse=metric == "val_accuracy")
+    best = sorted(rows, key=lambda row: float(row["value"]), reverse=METRICS[metric] == "maximize")
     best = best[: max(MIN_BEST, math.ceil(len(rows) / 4))]
     params = tuple(_narrow(p, [row[p.key] for row in best], source) for p in space.params)
     numbers = tuple(sorted(int(row["number"]) for row in best))
     return Refinement(Space(params), source, numbers, len(rows), metric)
 
 
-__all__ = ["LOG_FACTOR", "MARGIN", "MIN_BEST", "SWEEP_FILE", "Refinement", "refine"]
+__all__ = ["LOG_FACTOR", "MARGIN", "METRICS", "MIN_BEST", "SWEEP_FILE", "Refinement", "refine"]

@@ -18,6 +18,7 @@ from __future__ import annotations
 import difflib
 import math
 import numbers
+import stat
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -180,6 +181,34 @@ class Space:
         return {p.key: p for p in self.params}
 
 
+#: The largest SPACE.toml, trials.csv or sweep.json read; a larger one is refused unread.
+MAX_SWEEP_FILE_BYTES = 16 << 20
+
+
+def read_bounded(path: str | Path, option: str) -> str:
+    """The UTF-8 text of the regular file ``path``, refused before reading when larger than
+    ``MAX_SWEEP_FILE_BYTES`` (a device such as /dev/zero never ends): ``Invalid <option>``.
+    """
+    path = Path(path)
+    try:
+        info = path.stat()
+        if not stat.S_ISREG(info.st_mode):
+            raise fail(option, str(path), "not a regular file (a folder, device or pipe)")
+        if info.st_size > MAX_SWEEP_FILE_BYTES:
+            raise fail(
+                option, str(path), f"has {info.st_size:,} bytes, more than {MAX_SWEEP_FILE_BYTES:,}"
+            )
+        with open(path, "rb") as file:
+            data = file.read(MAX_SWEEP_FILE_BYTES + 1)
+        if len(data) > MAX_SWEEP_FILE_BYTES:
+            raise fail(option, str(path), f"grew past {MAX_SWEEP_FILE_BYTES:,} bytes while read")
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        raise fail(option, str(path), "not UTF-8 text") from None
+    except OSError as error:
+        raise fail(option, str(path), error.strerror or str(error)) from None
+
+
 def load_space(path: str | Path, config: str | Path | None, sets: list[str]) -> Space:
     """Read SPACE.toml and check every key and range against the config.
 
@@ -190,10 +219,9 @@ def load_space(path: str | Path, config: str | Path | None, sets: list[str]) -> 
     Raises:
         ValueError: ``Invalid <what>: <value> (<allowed>)``.
     """
+    text = read_bounded(path, "--space")
     try:
-        tree = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError) as error:
-        raise fail("--space", str(path), getattr(error, "strerror", None) or str(error)) from None
+        tree = tomllib.loads(text)
     except tomllib.TOMLDecodeError as error:
         raise fail("--space", str(path), f"TOML syntax error: {error}") from None
     if not tree:
@@ -227,4 +255,14 @@ def differences(saved: Mapping[str, Any], space: Mapping[str, Any]) -> list[str]
     return found
 
 
-__all__ = ["KINDS", "Param", "Space", "differences", "load_space", "override", "parse_param"]
+__all__ = [
+    "KINDS",
+    "MAX_SWEEP_FILE_BYTES",
+    "Param",
+    "Space",
+    "differences",
+    "load_space",
+    "override",
+    "parse_param",
+    "read_bounded",
+]

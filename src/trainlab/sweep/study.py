@@ -33,12 +33,10 @@ from .._checks import fail
 from ..train.callbacks import Callback
 from ..train.config import dump_toml, fingerprint, load_config
 from ..train.trainer import write_atomic
-from .refine import Refinement
+from .refine import METRICS, Refinement
 from .refine import refine as narrow
 from .space import Space, differences, load_space, trial_config
 
-#: The metrics a sweep optimizes, and which way.
-METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
 SAMPLERS = ("tpe", "random", "grid")
 PRUNERS = ("median", "hyperband", "none")
 JOURNAL_FILE = "study.journal"
@@ -120,10 +118,17 @@ def open_storage(url: str) -> Any:
         ) from None
 
 
-def _sampler(sweep: Sweep, worker: int) -> Any:
+def _sampler(sweep: Sweep, asked: int) -> Any:
+    """The sampler for the ask after ``asked`` trials, seeded from (--seed, ``asked``).
+
+    Reseeded for every ask (under the quota lock, where ``asked`` differs each time), so
+    another worker, another host or a resumed sweep draws new points instead of replaying
+    the first run's draws.
+    """
     import optuna
 
-    seed = sweep.seed + worker  # workers draw different points
+    digest = hashlib.sha256(f"trainlab sweep {sweep.seed} {asked}".encode()).digest()
+    seed = int.from_bytes(digest[:4], "big")
     if sweep.sampler in ("random", "grid"):  # grid: each trial's point is fixed in work()
         return optuna.samplers.RandomSampler(seed=seed)
     return optuna.samplers.TPESampler(seed=seed)
@@ -165,13 +170,13 @@ def _enqueue_grid_point(study: Any, points: list[dict[str, Any]]) -> None:
     study.enqueue_trial(points[point], user_attrs={"grid_point": point})
 
 
-def _study(sweep: Sweep, storage: Any, worker: int) -> Any:
+def _study(sweep: Sweep, storage: Any) -> Any:
     import optuna
 
     return optuna.load_study(
         study_name=sweep.study,
         storage=storage,
-        sampler=_sampler(sweep, worker),
+        sampler=_sampler(sweep, 0),  # replaced before each ask
         pruner=_pruner(sweep),
     )
 
@@ -181,6 +186,8 @@ def _identity(sweep: Sweep) -> dict[str, Any]:
     identity = {
         "space": sweep.space.to_dict(),
         "metric": sweep.metric,
+        "sampler": sweep.sampler,
+        "seed": sweep.seed,
         "config": fingerprint(load_config(sweep.config, list(sweep.sets))),
     }
     if sweep.refinement is not None:  # recorded, not compared
@@ -218,6 +225,11 @@ def _create_or_check(sweep: Sweep, storage: Any) -> None:
         raise fail(
             "--metric", sweep.metric, f"study {sweep.study!r} optimizes {saved['metric']} ({how})"
         )
+    for key in ("sampler", "seed"):  # absent from studies made before they were recorded
+        if key in saved and saved[key] != mine[key]:
+            raise fail(
+                f"--{key}", mine[key], f"study {sweep.study!r} uses --{key} {saved[key]} ({how})"
+            )
     if saved["config"] != mine["config"]:
         raise fail(
             "CONFIG",
@@ -239,19 +251,41 @@ def _process_id(pid: int) -> str:
         return str(pid)
 
 
+def _state(pid: int) -> str | None:
+    """The process state letter of /proc/<pid>/stat (``R``, ``S``, ``Z``, ...); None unknown."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except (OSError, IndexError):
+        return None
+
+
 def _alive(process: str) -> bool:
+    """Whether the worker ``pid:start time`` still runs.
+
+    A zombie (``Z``) or dead (``X``) process still answers ``kill(pid, 0)`` and keeps its
+    start time until its parent reaps it, yet it trains nothing: it counts as dead.
+    """
     pid = int(process.split(":")[0])
     try:
         os.kill(pid, 0)
     except ProcessLookupError:
         return False
     except PermissionError:
-        return True
+        pass  # another user's process: alive unless /proc says otherwise
+    if _state(pid) in ("Z", "X"):
+        return False
     return _process_id(pid) == process or ":" not in process
 
 
 def fail_orphans(study: Any) -> list[int]:
-    """Mark FAIL the running trials of this host whose worker process is gone."""
+    """Mark FAIL the running trials of this host whose worker process is gone, and the
+    running trials of any host that have no ``process`` attribute.
+
+    Call it under the quota lock: a worker asks for a trial and sets its ``host`` and
+    ``process`` under that lock, so a running trial seen without ``process`` by the lock's
+    holder is one whose worker died (or raised) between the two writes; it would otherwise
+    count towards N forever.
+    """
     from optuna.trial import TrialState
 
     host, failed = socket.gethostname(), []
@@ -259,7 +293,8 @@ def fail_orphans(study: Any) -> list[int]:
     # for RDB storages only, after a grace period): the storage's own setters, by trial id.
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         attrs = trial.user_attrs
-        if attrs.get("host") == host and "process" in attrs and not _alive(attrs["process"]):
+        mine = attrs.get("host") == host and "process" in attrs
+        if "process" not in attrs or (mine and not _alive(attrs["process"])):
             study._storage.set_trial_user_attr(trial._trial_id, "failed", "its worker died")
             study._storage.set_trial_state_values(trial._trial_id, TrialState.FAIL)
             failed.append(trial.number)
@@ -381,19 +416,25 @@ def work(sweep: Sweep, worker: int = 0) -> int:
     if threads is None:  # the workers share the cores
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // sweep.workers))
     storage = open_storage(sweep.storage_url)
-    study = _study(sweep, storage, worker)
+    study = _study(sweep, storage)
     points = grid_points(sweep) if sweep.sampler == "grid" else []
     while True:
         with _quota_lock(sweep, storage):
             for number in fail_orphans(study):
                 print(f"trial {number}: its worker died; marked FAIL", file=sys.stderr)
-            if sum(counted(t) for t in study.get_trials(deepcopy=False)) >= sweep.trials:
+            trials = study.get_trials(deepcopy=False)
+            if sum(counted(t) for t in trials) >= sweep.trials:
                 return 0
             if points:
                 _enqueue_grid_point(study, points)
+            study.sampler = _sampler(sweep, len(trials))
             trial = study.ask()
-            trial.set_user_attr("host", socket.gethostname())
-            trial.set_user_attr("process", _process_id(os.getpid()))
+            try:  # a trial left without `process` is failed by fail_orphans as well
+                trial.set_user_attr("host", socket.gethostname())
+                trial.set_user_attr("process", _process_id(os.getpid()))
+            except BaseException:
+                study.tell(trial, state=optuna.trial.TrialState.FAIL)
+                raise
         code = _train_trial(sweep, study, trial)
         if code is not None:
             return code
@@ -519,7 +560,7 @@ def run_sweep(config: str | None, space: str, **options: Any) -> dict[str, Any]:
     for process in others:  # a worker killed by a signal: the shell's number
         exit_code = process.exitcode or 0
         code = max(code, exit_code if exit_code >= 0 else 128 - exit_code)
-    study = _study(sweep, open_storage(sweep.storage_url), 0)
+    study = _study(sweep, open_storage(sweep.storage_url))
     result = write_results(sweep, study)
     result["exit_code"] = code
     return result
