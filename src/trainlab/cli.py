@@ -87,11 +87,11 @@ def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
     else:
         config = load_config(args.config, overrides)
         # Claimed after the config is valid, so that a typo creates no folder.
-        folder = (
-            Path(args.run_dir)
-            if args.run_dir or not ranks.main
-            else RunFolder.claim_unique("runs", default_stem(stem))
-        )
+        folder: Any = None  # ranks other than 0: rank 0's folder arrives in _share_folder
+        if args.run_dir:
+            folder = Path(args.run_dir)
+        elif ranks.main:
+            folder = RunFolder.claim_unique("runs", default_stem(stem))
     if ranks.parallel:
         folder = _share_folder(ranks, folder, resume=bool(args.resume))
     outcome = _fit_one(config, folder, resume=bool(args.resume))

@@ -1,10 +1,11 @@
 """A run that test_distributed.py starts under torchrun: one rank stops it at a step.
 
-Usage: distributed_run.py CONFIG RUN_DIR STEP (stop|signal|slow) [resume]. At step STEP rank 1
+Usage: distributed_run.py CONFIG RUN_DIR STEP (stop|signal|slow|none) [resume]. At step STEP rank 1
 alone asks the trainer to stop (``request_stop``) or sends itself SIGTERM; every rank must
 stop at that step, rank 0 having saved its checkpoint. Exits with the run's exit code.
 ``slow``: no stop; from step STEP on, every rank sleeps 0.25 s after each step, so that a
-test can kill the run while it trains.
+test can kill the run while it trains. ``none``: no stop from here (the config's own,
+e.g. early stopping).
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ class StopOnRank1(Callback):
         if self.how == "slow":
             if step.step >= self.step:
                 time.sleep(0.25)
-        elif step.step == self.step and trainer.ranks.rank == 1:
+        elif self.how != "none" and step.step == self.step and trainer.ranks.rank == 1:
             if self.how == "signal":
                 os.kill(os.getpid(), signal.SIGTERM)
             else:

@@ -136,6 +136,29 @@ def test_a_run_stopped_on_one_rank_then_resumed_ends_as_the_uninterrupted_one(
     assert losses(run_dir) == losses(two_processes)
 
 
+def test_without_run_dir_rank_0_claims_one_default_folder_for_all(tmp_path, monkeypatch):
+    (tmp_path / "tiny.toml").write_text(TINY)
+    monkeypatch.chdir(tmp_path)  # the default folder is runs/<stem>-… under the cwd
+    assert main(["train", "tiny.toml", "--nproc", "2"]) == 0
+    folders = list((tmp_path / "runs").iterdir())
+    assert len(folders) == 1 and (folders[0] / "model.safetensors").is_file()
+
+
+def test_early_stopping_with_batch_norm_stops_every_rank_at_the_same_step(tmp_path):
+    # BatchNorm's running statistics differ between the ranks: each decides on rank 0's.
+    config = TINY.replace("batch_norm = false", "batch_norm = true").replace(
+        "steps = 12", "steps = 300\neval_every = 1\nearly_stopping = {patience = 1}"
+    )
+    (tmp_path / "tiny.toml").write_text(config)  # before the fix: rank 1 stopped alone, hung
+    run_dir = tmp_path / "run"
+    done = torchrun(str(WORKER), "tiny.toml", str(run_dir), "0", "none", cwd=tmp_path)
+    assert done.returncode == 0, done.stderr[-3000:]
+    stopped = sorted(line for line in done.stdout.splitlines() if "stopped at step" in line)
+    assert len(stopped) == 2, done.stdout
+    steps = {line.rsplit(" ", 1)[1] for line in stopped}
+    assert len(steps) == 1 and int(steps.pop()) < 300, stopped
+
+
 def descendants(pid: int) -> list[int]:
     """The processes below ``pid``, children first (Linux: /proc/PID/task/*/children)."""
     found = []

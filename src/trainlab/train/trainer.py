@@ -602,6 +602,11 @@ class Trainer:
         stopped_early = new_best = False
         if step % eval_every == 0 or step == self.steps_total:
             stopped_early = self._evaluate_and_select()
+            if self.ranks.parallel:
+                # A stop requested during evaluation (a callback's on_record) holds for every
+                # rank, as one after the step does. A signal agreed here is acted on at the
+                # next step's agreement, by all ranks alike.
+                self._agree_on_stop()
             new_best = self.state.best_checkpoint == f"step-{step:08d}"
         stopped_early = stopped_early or self._stop_reason is not None
         due = step % checkpoint_every == 0 and (
@@ -666,6 +671,8 @@ class Trainer:
             last = latest_checkpoint(self.run_dir)
             if last is not None:
                 self._restore(load_checkpoint(last))
+            if self.ranks.parallel:
+                distributed.barrier()  # every rank has read it before rank 0 saves (and prunes)
             self.lr.cut(0.1)  # the schedule's rates and SWA's alike
             self.state.rollbacks += 1
             self._record({"step": step, "event": "rollback", "to_step": self.state.step})
@@ -696,6 +703,11 @@ class Trainer:
             with self.ema.swapped(self.model):
                 ema_val = self.evaluate(self.val)
             record.update({f"ema_val_{k}": v for k, v in ema_val.items()})
+        if self.ranks.parallel:
+            # Every rank decides (plateau, keep-best, early stopping) on rank 0's numbers:
+            # BatchNorm's running statistics, gathered from each rank's part of the batches,
+            # differ between the ranks, and so would their decisions.
+            record = distributed.from_rank_0(record)
         self._record(record)
         self.state.history.append(record)
         plateau = self.config.schedule.plateau
