@@ -406,7 +406,7 @@ def _train_trial(sweep: Sweep, study: Any, trial: Any) -> int | None:
     return None
 
 
-def work(sweep: Sweep, worker: int = 0) -> int:
+def work(sweep: Sweep) -> int:
     """One worker's loop: ask for trials and train them until N are counted. Exit code."""
     import optuna
     import torch
@@ -440,8 +440,8 @@ def work(sweep: Sweep, worker: int = 0) -> int:
             return code
 
 
-def _work_in_process(sweep: Sweep, worker: int) -> None:
-    sys.exit(work(sweep, worker))
+def _work_in_process(sweep: Sweep) -> None:
+    sys.exit(work(sweep))
 
 
 # --------------------------------------------------------------------------- the sweep
@@ -547,13 +547,13 @@ def run_sweep(config: str | None, space: str, **options: Any) -> dict[str, Any]:
     # This process is worker 0; the others start afresh ("spawn": no forked torch threads).
     context = multiprocessing.get_context("spawn")
     others = [
-        context.Process(target=_work_in_process, args=(sweep, k), name=f"sweep-worker-{k}")
+        context.Process(target=_work_in_process, args=(sweep,), name=f"sweep-worker-{k}")
         for k in range(1, sweep.workers)
     ]
     for process in others:
         process.start()
     try:
-        code = work(sweep, 0)
+        code = work(sweep)
     finally:
         for process in others:
             process.join()
