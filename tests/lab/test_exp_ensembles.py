@@ -8,15 +8,17 @@ import statistics
 import pytest
 
 from trainlab.lab import exp_ensembles
-from trainlab.lab.experiment import RESULTS_FILE, run
+from trainlab.lab.experiment import RESULTS_FILE
 from trainlab.train.config import load_config
 from trainlab.train.trainer import Trainer
 
+NAME = "ensembles"  # the quick run of conftest's first_run fixture
+
 
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lab")
-    return out / "ensembles", run("ensembles", out, quick=True)
+def outcome(first_run):
+    out, results = first_run
+    return out / NAME, results
 
 
 def test_every_method_is_scored_for_both_models_and_the_runs_are_gone(outcome):

@@ -7,17 +7,13 @@ import math
 
 import pytest
 
-from trainlab.lab import exp_learning_rate, experiment
+from trainlab.lab import exp_learning_rate
+
+NAME = "learning_rate"  # the quick run of conftest's first_run fixture
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lab")
-    return out, experiment.run("learning_rate", out, quick=True)
-
-
-def test_the_four_regimes_and_step_decay_hold_in_quick_mode(quick_run):
-    out, results = quick_run
+def test_the_four_regimes_and_step_decay_hold_in_quick_mode(first_run):
+    out, results = first_run
     assert results["verdict"] == "holds", results["evidence"]
     saved = json.loads((out / "learning_rate" / "results.json").read_text())
     assert {"name", "claim", "verdict", "evidence"} <= saved.keys()
@@ -28,8 +24,8 @@ def test_the_four_regimes_and_step_decay_hold_in_quick_mode(quick_run):
         assert png.with_suffix(".svg").stat().st_size > 0
 
 
-def test_the_numbers_behind_the_verdict(quick_run):
-    _, results = quick_run
+def test_the_numbers_behind_the_verdict(first_run):
+    _, results = first_run
     final = {row["run"]: row["final loss"] for row in results["tables"]["loss curves"]}
     initial = results["tables"]["loss curves"][0]["initial loss"]
     assert final["very high"] is None or final["very high"] >= initial  # None: NaN

@@ -6,17 +6,13 @@ import json
 
 import pytest
 
-from trainlab.lab import exp_regularization, experiment
+from trainlab.lab import exp_regularization
+
+NAME = "regularization"  # the quick run of conftest's first_run fixture
 
 
-@pytest.fixture(scope="module")
-def quick_run(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lab")
-    return out, experiment.run("regularization", out, quick=True)
-
-
-def test_every_regularizer_shrinks_the_gap_in_quick_mode(quick_run):
-    out, results = quick_run
+def test_every_regularizer_shrinks_the_gap_in_quick_mode(first_run):
+    out, results = first_run
     assert results["verdict"] == "holds", results["evidence"]
     saved = json.loads((out / "regularization" / "results.json").read_text())
     assert {"name", "claim", "verdict", "evidence"} <= saved.keys()
@@ -27,8 +23,8 @@ def test_every_regularizer_shrinks_the_gap_in_quick_mode(quick_run):
         assert png.with_suffix(".svg").stat().st_size > 0
 
 
-def test_the_baseline_overfits_and_each_run_is_measured(quick_run):
-    out, results = quick_run
+def test_the_baseline_overfits_and_each_run_is_measured(first_run):
+    out, results = first_run
     rows = {row["regularizer"]: row for row in results["tables"]["gaps"]}
     assert list(rows) == list(exp_regularization.REGULARIZERS)
     none = rows["none"]

@@ -15,7 +15,7 @@ import torch
 
 from trainlab.lab import exp_time
 from trainlab.lab.exp_time import DEMO_SHORT, TARGET, Clock, Recipe
-from trainlab.lab.experiment import RESULTS_FILE, run
+from trainlab.lab.experiment import RESULTS_FILE
 from trainlab.train.config import load_config
 
 
@@ -131,10 +131,13 @@ def test_both_loops_stop_at_the_target_on_the_demos_short_recipe(tmp_path, loop)
     assert timing.steps % (DEMO_SHORT.steps_per_epoch // exp_time.CHECKS_PER_EPOCH) == 0
 
 
+NAME = "time_to_accuracy"  # the quick run of conftest's first_run fixture
+
+
 @pytest.fixture(scope="module")
-def outcome(tmp_path_factory):
-    out = tmp_path_factory.mktemp("lab")
-    return out / "time_to_accuracy", run("time_to_accuracy", out, quick=True)
+def outcome(first_run):
+    out, results = first_run
+    return out / NAME, results
 
 
 def test_quick_mode_writes_the_table_the_figures_and_a_verdict(outcome):
