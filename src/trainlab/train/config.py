@@ -113,63 +113,73 @@ _PLATEAU_RENAMED = {"start_step": "after_step"}  # ReduceOnPlateau keyword -> co
 # --------------------------------------------------------------------------- checks
 
 
-def _at_least(low: int) -> Check:
-    def check(name: str, value: Any) -> None:
-        if value < low:
-            raise fail(name, value, f"must be an integer >= {low}")
+@dataclass(frozen=True)
+class _Rule:
+    """A range check that can also say what it allows (for messages and the docs)."""
 
-    return check
+    allowed: str  # completes "must be ..."
+    ok: Callable[[Any], bool]
+    why: str = ""  # appended to the message
 
-
-def _below(high: int) -> Check:
-    def check(name: str, value: Any) -> None:
-        if not 0 <= value < high:
-            raise fail(name, value, f"must be an integer in [0, {high})")
-
-    return check
+    def __call__(self, name: str, value: Any) -> None:
+        if not self.ok(value):
+            raise fail(name, value, f"must be {self.allowed}{self.why}")
 
 
-def _threads(name: str, value: Any) -> None:
-    limit = 4 * (os.cpu_count() or 1)
-    if not 1 <= value <= limit:
-        raise fail(
-            name,
-            value,
-            f"must be an integer in [1, {limit}]: at most 4 × the {os.cpu_count()} CPU cores "
-            "here, since more threads than cores only slow each step down",
-        )
+def _at_least(low: int) -> _Rule:
+    return _Rule(f"an integer >= {low}", lambda value: value >= low)
 
 
-def _between(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> Check:
-    allowed = (
-        f"must be a number in {'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
-    )
+def _below(high: int) -> _Rule:
+    return _Rule(f"an integer in [0, {high})", lambda value: 0 <= value < high)
 
-    def check(name: str, value: Any) -> None:
+
+class _Threads(_Rule):
+    """run.threads: the docs give the rule, the message the number of cores here."""
+
+    def __call__(self, name: str, value: Any) -> None:
+        cores = os.cpu_count() or 1
+        if not 1 <= value <= 4 * cores:
+            raise fail(
+                name,
+                value,
+                f"must be an integer in [1, {4 * cores}]: at most 4 × the {cores} CPU cores "
+                "here, since more threads than cores only slow each step down",
+            )
+
+
+_threads = _Threads("an integer in [1, 4 × the CPU cores]", bool)
+
+
+def _between(low: float, high: float, *, open_low: bool = False, open_high: bool = False) -> _Rule:
+    def ok(value: Any) -> bool:
         below = value <= low if open_low else value < low
         above = value >= high if open_high else value > high
-        if math.isnan(value) or below or above:
-            raise fail(name, value, allowed)
+        return not (math.isnan(value) or below or above)
 
-    return check
-
-
-def _odd(name: str, value: Any) -> None:
-    if value < 1 or value % 2 == 0:
-        raise fail(name, value, "must be an odd integer >= 1, for padding='same'")
+    interval = f"{'(' if open_low else '['}{low}, {high}{')' if open_high else ']'}"
+    return _Rule(f"a number in {interval}", ok)
 
 
-def _each(check: Check) -> Check:
-    def check_all(name: str, values: Any) -> None:
+_odd = _Rule(
+    "an odd integer >= 1", lambda value: value >= 1 and value % 2 == 1, ", for padding='same'"
+)
+_pattern = _Rule("a non-empty fnmatch pattern such as '*.bias'", bool)
+
+
+@dataclass(frozen=True)
+class _Each:
+    """A rule applied to every item of a list."""
+
+    rule: _Rule
+
+    @property
+    def allowed(self) -> str:
+        return f"a list, each item {self.rule.allowed}"
+
+    def __call__(self, name: str, values: Any) -> None:
         for i, value in enumerate(values):
-            check(f"{name}[{i}]", value)
-
-    return check_all
-
-
-def _pattern(name: str, value: Any) -> None:
-    if not value:
-        raise fail(name, value, "must be a non-empty fnmatch pattern such as '*.bias'")
+            self.rule(f"{name}[{i}]", value)
 
 
 def _unknown(name: str, value: Any, allowed: Iterable[str]) -> ValueError:
@@ -436,11 +446,11 @@ class ModelConfig(_Section):
     )
     channels: tuple[int, ...] = field(
         default=(32, 64),
-        metadata=_about("output channels of each conv block (cnn)", _each(_at_least(1))),
+        metadata=_about("output channels of each conv block (cnn)", _Each(_at_least(1))),
     )
     hidden: tuple[int, ...] = field(
         default=(),
-        metadata=_about("widths of the dense hidden layers before the head", _each(_at_least(1))),
+        metadata=_about("widths of the dense hidden layers before the head", _Each(_at_least(1))),
     )
     kernel_size: int = field(default=5, metadata=_about("conv kernel size, odd (cnn)", _odd))
     activation: str = field(
@@ -509,7 +519,7 @@ class OptimizerConfig(_Section):
     no_decay: tuple[str, ...] = field(
         default=("*.bias", "*.norm.*"),
         metadata=_about(
-            "parameter-name patterns put in a second group with weight_decay = 0", _each(_pattern)
+            "parameter-name patterns put in a second group with weight_decay = 0", _Each(_pattern)
         ),
     )
     backend: Literal["auto", "eager", "fused"] = field(
@@ -570,7 +580,7 @@ class PenaltyConfig(_Section):
     l1: float = field(default=0.0, metadata=_about("λ₁ of the L1 penalty", _checks.nonnegative))
     exclude: tuple[str, ...] = field(
         default=("*.bias", "*.norm.*"),
-        metadata=_about("parameter-name patterns the penalties leave out", _each(_pattern)),
+        metadata=_about("parameter-name patterns the penalties leave out", _Each(_pattern)),
     )
 
 
@@ -823,7 +833,7 @@ class DiagnosticsConfig(_Section):
         default=(),
         metadata=_about(
             'module-name patterns to instrument, e.g. ["block*"]; empty: every layer',
-            _each(_pattern),
+            _Each(_pattern),
         ),
     )
     plots: bool = field(default=True, metadata=_about("write PNG figures into the run folder"))
@@ -893,13 +903,13 @@ class RunConfig(_Section):
     init_skip: tuple[str, ...] = field(
         default=(),
         metadata=_about(
-            'weight-name patterns not loaded from init_from, e.g. ["head.*"]', _each(_pattern)
+            'weight-name patterns not loaded from init_from, e.g. ["head.*"]', _Each(_pattern)
         ),
     )
     freeze: tuple[str, ...] = field(
         default=(),
         metadata=_about(
-            "parameter-name patterns kept fixed (requires_grad = False)", _each(_pattern)
+            "parameter-name patterns kept fixed (requires_grad = False)", _Each(_pattern)
         ),
     )
     tensorboard: bool = field(default=False, metadata=_about("also write TensorBoard event files"))
@@ -1136,15 +1146,58 @@ def config_keys() -> list[str]:
     return [f"{name}.{f.name}" for name, cls in SECTIONS.items() for f in fields(cls)]  # type: ignore[arg-type]
 
 
+@dataclass(frozen=True)
+class Setting:
+    """One config key as ``trainlab train --help`` and the config reference describe it."""
+
+    key: str  # "section.name"
+    default: Any  # the TOML value ("none" for None)
+    type: str  # the accepted type in words, e.g. 'one of "epoch", "once"'
+    allowed: str | None  # the range check's rule, e.g. "an integer >= 1"
+    help: str
+    resumable: bool  # may differ when a run resumes (left out of the fingerprint)
+
+
+def settings() -> list[Setting]:
+    """Every setting of a run with its default, type, allowed range and meaning, in file order.
+
+    The one source of ``trainlab train --help`` and of the documentation's config reference.
+    """
+    rows = []
+    for name, cls in SECTIONS.items():
+        hints = _hints(cls)
+        for f in fields(cls):  # type: ignore[arg-type]
+            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
+            check = f.metadata["check"]
+            key = f"{name}.{f.name}"
+            rows.append(
+                Setting(
+                    key=key,
+                    default=_toml_ready("none" if default is None else default),
+                    type=_expected(hints[f.name]),
+                    allowed=getattr(check, "allowed", None),
+                    help=f.metadata["help"],
+                    resumable=key in NOT_FINGERPRINTED,
+                )
+            )
+    return rows
+
+
+def section_summaries() -> dict[str, str]:
+    """Each section's one-line description, e.g. {"data": "[data]: the dataset, ..."}."""
+    return {name: (cls.__doc__ or "").splitlines()[0] for name, cls in SECTIONS.items()}
+
+
 def describe() -> str:
     """Every setting with its default and its help: a commented TOML file of the defaults."""
     lines = ["# trainlab train: every setting, its default and what it does"]
-    for name, cls in SECTIONS.items():
-        lines += ["", f"# {(cls.__doc__ or '').splitlines()[0]}", f"[{name}]"]
-        for f in fields(cls):  # type: ignore[arg-type]
-            default = f.default if f.default is not MISSING else f.default_factory()  # type: ignore[misc]
-            value = _toml_inline(_toml_ready("none" if default is None else default))
-            lines.append(f"{f'{f.name} = {value}':<40} # {f.metadata['help']}")
+    summaries, section = section_summaries(), None
+    for setting in settings():
+        name, key = setting.key.split(".", 1)
+        if name != section:
+            section = name
+            lines += ["", f"# {summaries[name]}", f"[{name}]"]
+        lines.append(f"{f'{key} = {_toml_inline(setting.default)}':<40} # {setting.help}")
     return "\n".join(lines) + "\n"
 
 
