@@ -44,8 +44,11 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def main() -> None:
-    path = Path(sys.argv[1] if len(sys.argv) > 1 else "benchmarks/results/optim_step.json")
+def main(path: Path | None = None) -> None:
+    """Print every table; ``path`` defaults to the first argument, else the checked-in JSON."""
+    if path is None:
+        default = Path(__file__).parent / "results" / "optim_step.json"
+        path = Path(sys.argv[1]) if len(sys.argv) > 1 else default
     data = json.loads(path.read_text())
     print("ResNet-18 shapes (11.7M parameters, 62 tensors), ms per step:\n")
     print(table(data["resnet18"], 1e3, 2))

@@ -1,0 +1,152 @@
+"""MkDocs hooks for trainlab's site: executed pages in a scratch folder, math as MathML.
+
+* Every page's executed code blocks (markdown-exec) run in a fresh temporary working
+  folder, so a guide that trains into ``runs/…`` leaves nothing in the repository and
+  cannot see another guide's files.
+* ``$…$`` and ``$$…$$`` (pymdownx.arithmatex, generic mode) become MathML when the site is
+  built, which browsers render natively: no math script to fetch, nothing from a CDN.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import os
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from latex2mathml.converter import convert
+
+HOOKS = Path(__file__).resolve().parent
+
+log = logging.getLogger("mkdocs.hooks.trainlab")
+
+_INLINE = re.compile(r'<span class="arithmatex">\\\((.*?)\\\)</span>', re.S)
+_BLOCK = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.S)
+
+_scratch: dict[str, str] = {}  # the page being rendered: its scratch folder, the old cwd
+
+
+def on_config(config):
+    if str(HOOKS) not in sys.path:
+        sys.path.insert(0, str(HOOKS))  # executed blocks `import docgen`
+    os.environ.setdefault("MPLBACKEND", "Agg")
+    os.environ["TQDM_DISABLE"] = "1"  # no progress bars in executed output
+    os.environ["NO_COLOR"] = "1"
+    return config
+
+
+def on_page_markdown(markdown, page, config, files):
+    _scratch["old"] = os.getcwd()
+    _scratch["dir"] = tempfile.mkdtemp(prefix="trainlab-docs-")
+    _scratch["start"] = time.perf_counter()
+    os.chdir(_scratch["dir"])
+    return markdown
+
+
+def _leave_scratch(page_name: str = "") -> None:
+    if "start" in _scratch:
+        seconds = time.perf_counter() - _scratch.pop("start")
+        if seconds > 1:  # pages with executed code: what the build spends its time on
+            log.info("%s: %.1f s to run its code", page_name, seconds)
+    if "dir" in _scratch:
+        os.chdir(_scratch.pop("old"))
+        shutil.rmtree(_scratch.pop("dir"), ignore_errors=True)
+
+
+def _mathml(latex: str, display: str, page) -> str:
+    source = html.unescape(latex).strip()
+    try:
+        return convert(source, display=display)
+    except Exception as error:  # latex2mathml raises its own exception types
+        log.warning("%s: cannot render the math %r: %s", page.file.src_uri, source, error)
+        return f"<code>{html.escape(source)}</code>"
+
+
+def on_page_content(content, page, config, files):
+    _leave_scratch(page.file.src_uri)
+    content = _BLOCK.sub(
+        lambda m: f'<div class="math">{_mathml(m.group(1), "block", page)}</div>', content
+    )
+    return _INLINE.sub(lambda m: _mathml(m.group(1), "inline", page), content)
+
+
+def on_build_error(error):
+    _leave_scratch()
+
+
+# --------------------------------------------------------------------------- API coverage
+
+#: The public modules: every name of their ``__all__`` needs a docstring and a reference entry.
+PUBLIC_MODULES = (
+    "trainlab.optim",
+    "trainlab.data",
+    "trainlab.models",
+    "trainlab.train",
+    "trainlab.diagnose",
+    "trainlab.lab",
+    "trainlab.sweep",
+    "trainlab.ensembles",
+)
+#: trainlab's top-level names are lazy attributes; their entries are where they are defined.
+TOP_LEVEL = {
+    "fit": "trainlab.train.fit",
+    "load_run": "trainlab.train.load_run",
+    "ensemble": "trainlab.ensembles.ensemble",
+}
+_ID = re.compile(r'\bid="(trainlab\.[\w.]+)"')
+
+
+def public_names() -> dict[str, str]:
+    """Every public name, as {"trainlab.optim.Adam": its reference entry's id}."""
+    import importlib
+
+    import trainlab
+
+    names = {f"trainlab.{name}": TOP_LEVEL[name] for name in trainlab.__all__}
+    for module_name in PUBLIC_MODULES:
+        module = importlib.import_module(module_name)
+        names.update({f"{module_name}.{name}": f"{module_name}.{name}" for name in module.__all__})
+    return names
+
+
+def _undocumented(names: dict[str, str]) -> list[str]:
+    """Public names, and public methods of public classes, whose docstring is empty."""
+    import griffe
+
+    package = griffe.load(
+        "trainlab",
+        search_paths=[str(HOOKS.parents[1] / "src")],
+        extensions=griffe.load_extensions("griffe_inherited_docstrings"),
+        resolve_aliases=True,
+        resolve_external=False,
+    )
+    missing = []
+    for entry in sorted(set(names.values())):
+        obj = package[entry.removeprefix("trainlab.")]
+        obj = obj.final_target if obj.is_alias else obj
+        if not obj.docstring or not obj.docstring.value.strip():
+            missing.append(entry)
+        if obj.is_class:
+            for member_name, member in obj.members.items():
+                if member_name.startswith("_") or member.is_alias or not member.is_function:
+                    continue
+                if not member.docstring or not member.docstring.value.strip():
+                    missing.append(f"{entry}.{member_name}")
+    return missing
+
+
+def on_post_build(config):
+    names = public_names()
+    ids: set[str] = set()
+    for page in Path(config["site_dir"]).rglob("*.html"):
+        ids.update(_ID.findall(page.read_text(encoding="utf-8")))
+    for name, entry in sorted(names.items()):
+        if entry not in ids:
+            log.warning("the public name %s has no entry in the API reference (id %s)", name, entry)
+    for name in _undocumented(names):
+        log.warning("the public name %s has no docstring", name)
