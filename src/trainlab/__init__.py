@@ -3,7 +3,8 @@
 ``trainlab.fit(model, (x, y), ...)`` trains your own model through trainlab's loop;
 ``trainlab.load_run(folder)`` reads a run back; ``trainlab.ensemble(folders)`` scores the
 average of several runs' predictions. The packages: ``trainlab.optim``, ``trainlab.data``,
-``trainlab.models``, ``trainlab.train``, ``trainlab.lab``.
+``trainlab.models``, ``trainlab.train``, ``trainlab.diagnose``, ``trainlab.lab``,
+``trainlab.sweep`` and ``trainlab.ensembles``.
 """
 
 __version__ = "0.1.0"

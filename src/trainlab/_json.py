@@ -26,5 +26,5 @@ def plain(value: Any) -> Any:
 
 
 def dumps(value: Any, **options: Any) -> str:
-    """``json.dumps`` of :func:`plain` (``value``), refusing anything still non-finite."""
+    """``json.dumps`` of `plain` (``value``), refusing anything still non-finite."""
     return json.dumps(plain(value), allow_nan=False, **options)

@@ -633,7 +633,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--seeds",
         type=int,
         metavar="K",
-        help="train K members with run.seed, run.seed + 1, … into member-1 … member-K of "
+        help="train K members (1 ≤ K ≤ 64) with run.seed, run.seed + 1, … into member-1 … "
+        "member-K of "
         "the run folder, one after another (each run already uses run.threads of the cores, "
         "so side by side they would only take turns); with --resume, the unfinished members "
         "continue and a larger K adds members",

@@ -5,7 +5,7 @@
     result = trainlab.ensemble(["runs/a", "runs/b", "runs/c"])      # or a --seeds run folder
     result["ensemble"]["test_accuracy"], result["members"][0]["test_accuracy"]
 
-Members are run folders loaded with :func:`~trainlab.train.api.load_run` (their raw, EMA,
+Members are run folders loaded with `trainlab.train.api.load_run` (their raw, EMA,
 best or SWA weights), the last K checkpoints of one run, or the snapshots of one run's
 cyclic schedule. Each member and the ensemble are scored on the same test examples:
 
@@ -59,8 +59,10 @@ from .train.runs import read_seeds
 from .train.sources import EVAL_BATCH
 from .train.trainer import SNAPSHOTS_DIR, SUMMARY_FILE
 
-#: Equal-width confidence bins of the expected calibration error.
 ECE_BINS = 15
+"""Equal-width confidence bins of the expected calibration error (the default of
+`expected_calibration_error`).
+"""
 
 
 class EnsembleError(ValueError):
@@ -87,8 +89,11 @@ def vote(log_probs: Tensor) -> Tensor:
     return mean_log_probs(log_probs).masked_fill(~tied, -math.inf).argmax(-1)
 
 
-#: How members' predictions are combined: log-probabilities [M, N, C] → classes [N].
 COMBINERS: dict[str, Callable[[Tensor], Tensor]] = {"mean-prob": mean_prob, "vote": vote}
+"""How members' predictions are combined, by name: log-probabilities [M, N, C] → classes
+[N]. ``"mean-prob"`` takes the argmax of the averaged probabilities (`mean_prob`),
+``"vote"`` the majority of the members' argmax (`vote`).
+"""
 
 
 def expected_calibration_error(confidence: Tensor, correct: Tensor, bins: int = ECE_BINS) -> float:
@@ -211,9 +216,9 @@ def member_log_probs(
 ) -> tuple[Tensor, Tensor, list[str]]:
     """Each member's log-probabilities on the shared test examples, the labels, the names.
 
-    What :func:`ensemble` scores, for scoring many sub-ensembles with one pass of each
-    member: ``score(log_probs[:k], y)`` is the ensemble of the first k members. The
-    arguments are :func:`ensemble`'s.
+    What [`ensemble`][trainlab.ensembles.ensemble] scores, for scoring many sub-ensembles with one
+    pass of each member: ``score(log_probs[:k], y)`` is the ensemble of the first k members. The
+    arguments are [`ensemble`][trainlab.ensembles.ensemble]'s.
 
     Returns:
         ``(log_probs, y, names)``: log pₘ(c|xᵢ) as float64 [M members, N examples,

@@ -37,7 +37,7 @@ LUMA = (0.299, 0.587, 0.114)
 class Augmentation:
     """Base class: the per-sample coin flip, train/eval switch and checks.
 
-    Subclasses set ``dims`` (accepted ``x.dim()``) and implement :meth:`transform`,
+    Subclasses set ``dims`` (accepted ``x.dim()``) and implement `transform`,
     which transforms every sample of the batch.
     """
 
@@ -60,6 +60,11 @@ class Augmentation:
         return torch.where(apply.view(n, *[1] * (x.dim() - 1)), transformed, x)
 
     def transform(self, x: Tensor, generator: torch.Generator) -> Tensor:
+        """Transform every sample of the batch ``x``, drawing randomness from ``generator``.
+
+        The caller keeps each transformed sample with probability ``p`` and the original
+        otherwise, so a subclass transforms the whole batch unconditionally.
+        """
         raise NotImplementedError
 
     def _check(self, x: Tensor, generator: Any) -> None:
@@ -210,7 +215,9 @@ class ColorJitter(Augmentation):
 
     Args:
         p: probability per sample.
-        brightness, contrast, saturation: magnitudes >= 0 (default: 0.2 each).
+        brightness: magnitude b >= 0 of the brightness change (default: 0.2).
+        contrast: magnitude c >= 0 of the contrast change (default: 0.2).
+        saturation: magnitude s >= 0 of the saturation change (default: 0.2).
     """
 
     needs_float = True
@@ -319,7 +326,7 @@ class Scale1d(Augmentation):
 
 
 class Noise1d(GaussianNoise):
-    """:class:`GaussianNoise` for sequences (N, L) or (N, C, L)."""
+    """[`GaussianNoise`][trainlab.data.GaussianNoise] for sequences (N, L) or (N, C, L)."""
 
     dims = SEQUENCE
 

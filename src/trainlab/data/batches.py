@@ -13,9 +13,9 @@ Epoch e's order is a pure function of (seed, e): its generator is seeded with
 index within the epoch, seed) that ``state_dict`` saves as plain JSON-able values, and a
 run resumed mid-epoch continues with exactly the batches it would have seen.
 
-Two paths: :class:`Batches` indexes in-memory tensors directly (the fast path, no
-DataLoader), :func:`loader` wraps any ``Dataset`` in a ``DataLoader`` driven by
-:class:`EpochSampler`.
+Two paths: [`Batches`][trainlab.data.Batches] indexes in-memory tensors directly (the fast path, no
+DataLoader), [`loader`][trainlab.data.loader] wraps any ``Dataset`` in a ``DataLoader`` driven by
+[`EpochSampler`][trainlab.data.EpochSampler].
 """
 
 from __future__ import annotations
@@ -61,12 +61,13 @@ class Batches:
 
     Each ``iter()`` runs one epoch, the next one: ``epoch`` is the epoch in progress, or the
     next to start. Abandoning an iteration (``break``) and calling ``iter()`` again starts
-    the next epoch; after :meth:`load_state_dict` it continues the saved epoch instead.
+    the next epoch; after `load_state_dict` it continues the saved epoch instead.
     If ``augment`` is given, batch b of epoch e is augmented as
     ``augment(xb, derived_generator(seed, e, b))``, so augmentation resumes exactly too.
 
     Args:
-        x, y: tensors with the same first (sample) axis.
+        x: features, a tensor whose first axis is the sample axis.
+        y: labels (or targets), with the same first axis as ``x``.
         batch_size: samples per batch.
         shuffle: ``"epoch"``, ``"once"``, ``"none"`` or ``"replacement"`` (default: "epoch").
         drop_last: drop the last, smaller batch (default: False).
@@ -180,7 +181,7 @@ class Batches:
 
 
 class EpochSampler(Sampler[int]):
-    """A ``Sampler`` with :class:`Batches`' four orders and resumable position.
+    """A ``Sampler`` with [`Batches`][trainlab.data.Batches]' four orders and resumable position.
 
     ``consumed`` counts the indices handed out in the current epoch. With
     ``num_workers > 0`` the DataLoader prefetches, so the count runs ahead of the batches
@@ -250,8 +251,9 @@ def loader(
     seed: int = 0,
     num_workers: int = 0,
 ) -> DataLoader:
-    """A ``DataLoader`` over ``dataset`` in :class:`EpochSampler` order, for data that does
-    not fit in memory. Its sampler (``loader(...).sampler``) holds the resumable state.
+    """A ``DataLoader`` over ``dataset`` in [`EpochSampler`][trainlab.data.EpochSampler] order, for
+    data that does not fit in memory. Its sampler (``loader(...).sampler``) holds the resumable
+    state.
 
     The DataLoader's own generator is seeded too, so worker seeds are reproducible and the
     global torch RNG is left alone.

@@ -262,6 +262,11 @@ _SPECS = (
     DatasetSpec("csv", "your CSV file: a header, a label column, numeric features", _load_csv),
 )
 DATASETS: dict[str, DatasetSpec] = {spec.name: spec for spec in _SPECS}
+"""The registry of datasets: name → its spec (name, one-line description, loader).
+
+`load` looks names up here, and the loader's keywords are the dataset's options; the
+config's ``data.name``, ``trainlab datasets``, the tests and the docs read the same table.
+"""
 
 
 def load(name: str, **options: Any) -> Dataset:

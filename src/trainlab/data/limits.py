@@ -23,30 +23,42 @@ import numpy as np
 
 from ._errors import invalid
 
-# Data bytes one file may declare: an IDX payload, the arrays of one .npz together, the
-# features of one CSV as float32. MNIST's training images are 47 MB; float32 features
-# are 4× the bytes of uint8 pixels, so 2 GiB of pixels already make 8 GiB of tensors.
 MAX_ARRAY_BYTES = 2 << 30
-# Classes of the user's npz/CSV files (max label + 1) and of the ``classes=`` option; each
-# class is a row of the classifier head and a column of every one-hot or softmax.
-MAX_CLASSES = 100_000
-# Size of one CSV file; its cells are parsed one by one in Python, which takes time and memory.
-MAX_CSV_BYTES = 1 << 30
-# Characters of one line of a CSV file, checked before the line is split into cells.
-MAX_CSV_LINE_CHARS = 1 << 24
-# Columns of a CSV file (the label included).
-MAX_CSV_COLUMNS = 100_000
-# Data rows of a CSV file; larger data loads faster as an .npz.
-MAX_CSV_ROWS = 10_000_000
-# Size of one CIFAR pickle (a batch file, batches.meta, or that member of the archive);
-# the official batches are 31 MB. Unpickling can build objects many times the file's size.
-MAX_PICKLE_BYTES = 64 << 20
-# Bytes of one download; the largest official file (cifar-10-python.tar.gz) is 163 MiB.
-MAX_DOWNLOAD_BYTES = 256 << 20
+"""Data bytes one file may declare: an IDX payload, the arrays of one .npz together, the
+features of one CSV as float32. MNIST's training images are 47 MB; float32 features are 4×
+the bytes of uint8 pixels, so 2 GiB of pixels already make 8 GiB of tensors. A ``.gz`` is
+decompressed no further than this plus 64 KiB; each ``.npy`` header of an ``.npz`` is also
+matched against its size in the zip directory, and nothing is unpickled."""
 
-# Streams are read in pieces of this size: few enough calls to cost nothing, small enough
-# that reading past a declared size costs little.
+MAX_CLASSES = 100_000
+"""Classes of the user's npz/CSV files (max label + 1) and of the ``classes=`` option; each
+class is a row of the classifier head and a column of every one-hot or softmax. Remap sparse
+labels first with ``np.unique(y, return_inverse=True)``."""
+
+MAX_CSV_BYTES = 1 << 30
+"""Size of one CSV file; its cells are parsed one by one in Python, which takes time and
+memory."""
+
+MAX_CSV_LINE_CHARS = 1 << 24
+"""Characters of one line of a CSV file, checked before the line is split into cells."""
+
+MAX_CSV_COLUMNS = 100_000
+"""Columns of a CSV file (the label included)."""
+
+MAX_CSV_ROWS = 10_000_000
+"""Data rows of a CSV file; larger data loads faster as an .npz."""
+
+MAX_PICKLE_BYTES = 64 << 20
+"""Size of one CIFAR pickle (a batch file, batches.meta, or that member of the archive); the
+official batches are 31 MB. Unpickling can build objects many times the file's size."""
+
+MAX_DOWNLOAD_BYTES = 256 << 20
+"""Bytes of one download, refused on a larger announced Content-Length or cut off at the
+limit; the largest official file (cifar-10-python.tar.gz) is 163 MiB."""
+
 CHUNK_BYTES = 4 << 20
+"""Streams are read in pieces of this size: few enough calls to cost nothing, small enough that
+reading past a declared size costs little."""
 
 
 def check(limit: str, value: int, thing: str, where: Path | str, problem: str, fix: str) -> None:

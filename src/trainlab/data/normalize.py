@@ -100,7 +100,7 @@ class Normalizer:
         return {"mode": self.mode, "eps": self.eps, "mean": mean.clone(), "std": std.clone()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`."""
+        """Restore a `state_dict`."""
         keys = {"mode", "eps", "mean", "std"}
         if not isinstance(state, dict) or set(state) != keys:
             shown = sorted(state) if isinstance(state, dict) else type(state).__name__

@@ -89,7 +89,7 @@ def carve_validation(
     """Carve a validation split off a training set whose test split is fixed (e.g. MNIST).
 
     Returns ((x_train, y_train), (x_val, y_val)) with ``round``-ed sizes as in
-    :func:`split` with ratios (1 - fraction, fraction).
+    [`split`][trainlab.data.split] with ratios (1 - fraction, fraction).
     """
     is_real = isinstance(fraction, numbers.Real) and not isinstance(fraction, bool)
     if not is_real or not 0.0 < fraction < 1.0:

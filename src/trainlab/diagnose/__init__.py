@@ -2,10 +2,10 @@
 
 ``doctor(model, (x, y))`` runs the lectures' checks before a long run — the loss at
 initialization (≈ ln C), a gradient check, overfitting 20 examples, the data's order and
-scale, the activations at initialization — and returns :class:`Finding` s; ``table``
-prints them. Each check is also a function of its own. ``lr_find`` sweeps the learning
-rate and suggests one, restoring everything it touched; ``Instruments`` watches a run
-(``[diagnostics]`` in the config) and judges it.
+scale, the activations at initialization — and returns a list of
+[`Finding`][trainlab.diagnose.Finding]; ``table`` prints them. Each check is also a function
+of its own. ``lr_find`` sweeps the learning rate and suggests one, restoring everything it
+touched; ``Instruments`` watches a run (``[diagnostics]`` in the config) and judges it.
 """
 
 from .activations import initialization_check

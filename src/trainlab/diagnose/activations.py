@@ -1,12 +1,12 @@
 """The activations check of ``trainlab doctor``: each layer's output at initialization.
 
-:func:`initialization_check` runs one forward with hooks on every nonlinearity and every
-Linear/Conv layer, summarizes each output in a :class:`LayerStats` (mean, std, saturated
-fraction, dead units, identical units) and turns the table into the lecture's verdicts on
-the initialization: activations that collapse towards 0 or explode with depth, saturated
+[`initialization_check`][trainlab.diagnose.initialization_check] runs one forward with hooks on
+every nonlinearity and every Linear/Conv layer, summarizes each output in a `LayerStats` (mean,
+std, saturated fraction, dead units, identical units) and turns the table into the lecture's
+verdicts on the initialization: activations that collapse towards 0 or explode with depth, saturated
 tanh/sigmoid units, dead ReLUs and units that never break symmetry. It also holds what the
-forward checks share: :func:`training_copy`, the deterministic copy of the model they run
-(train mode, dropout off), :func:`on_device` and :func:`json_number`.
+forward checks share: `training_copy`, the deterministic copy of the model they run
+(train mode, dropout off), `on_device` and `json_number`.
 """
 
 from __future__ import annotations

@@ -1,27 +1,29 @@
 """The pre-flight checks of ``trainlab doctor``: babysitting the learning process, before it.
 
 The lectures' checklist before a long run, each a function returning
-:class:`~trainlab.diagnose.findings.Finding` s:
+`trainlab.diagnose.findings.Finding` s:
 
-1. :func:`loss_at_init` — with regularization off, a softmax classifier with small weights
+1. [`loss_at_init`][trainlab.diagnose.loss_at_init] — with regularization off, a softmax classifier
+with small weights
    predicts the uniform distribution, so the loss is −ln(1/C) = ln C (2.303 for 10 classes);
    turning the L2 penalty on must raise it.
-2. :func:`~trainlab.diagnose.gradcheck.gradient_check` — autograd against centred differences.
-3. :func:`overfit_tiny` — with regularization off, the model must fit ~20 examples
+2. `trainlab.diagnose.gradcheck.gradient_check` — autograd against centred differences.
+3. [`overfit_tiny`][trainlab.diagnose.overfit_tiny] — with regularization off, the model must fit
+~20 examples
    perfectly (100% train accuracy, loss → 0); if it cannot, nothing larger will work.
-4. :func:`~trainlab.diagnose.data_checks.data_checks` — labels stored in order ("all the
+4. `trainlab.diagnose.data_checks.data_checks` — labels stored in order ("all the
    cats first, then all the dogs") with no shuffling, unnormalized features
    (x' = (x − μ)/σ), class imbalance.
-5. :func:`~trainlab.diagnose.activations.initialization_check` — activations per layer:
+5. `trainlab.diagnose.activations.initialization_check` — activations per layer:
    collapse towards 0 with depth (N(0, 0.01) weights in a deep tanh net), explosion or
    saturation (weights too large), dead ReLUs, and identical units (zero init: symmetry
    never breaks).
 
-:func:`doctor` runs them all on a batch of the data. Every check works on a deep copy of the
-model and restores the global RNG state: the model (weights, buffers, train/eval flags,
-``requires_grad``) and the random streams are exactly as they were before.
+[`doctor`][trainlab.diagnose.doctor] runs them all on a batch of the data. Every check works on a
+deep copy of the model and restores the global RNG state: the model (weights, buffers, train/eval
+flags, ``requires_grad``) and the random streams are exactly as they were before.
 
-How the copy (:func:`~trainlab.diagnose.activations.training_copy`) runs its forward:
+How the copy (`trainlab.diagnose.activations.training_copy`) runs its forward:
 train mode, so that batch norm normalizes with the batch's statistics as the first training
 step will (fresh running statistics in eval mode would not normalize at all), with dropout
 switched off (the lecture's "turn off regularization"; it would also add noise to every
@@ -436,7 +438,6 @@ def _run_initialization(s: Setup) -> list[Finding]:
     return initialization_check(s.model, s.rows(FORWARD_BATCH)[0])
 
 
-#: The checks of ``doctor`` by name, in the order they run.
 CHECKS: dict[str, Callable[[Setup], list[Finding]]] = {
     "loss_at_init": _run_loss_at_init,
     "gradient_check": _run_gradient_check,
@@ -444,6 +445,9 @@ CHECKS: dict[str, Callable[[Setup], list[Finding]]] = {
     "data": _run_data,
     "initialization": _run_initialization,
 }
+"""The checks of `doctor` by name, in the order they run: each takes the prepared model and
+data and returns its findings. ``doctor(..., checks=...)`` selects checks by these names.
+"""
 
 
 def doctor(

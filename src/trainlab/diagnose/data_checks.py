@@ -1,11 +1,11 @@
 """The data checks of ``trainlab doctor``: the order, scale and balance of the training set.
 
-:func:`data_checks` looks at the data before any model sees it, for the pitfalls of the
-lectures: labels stored in order ("all the cats first, then all the dogs") and read without
-shuffling, so that every mini-batch holds one class; features far from mean 0 and variance 1,
-which Xavier and Kaiming initialization assume (normalize, x' = (x − μ)/σ); and imbalanced
-classes, on which accuracy misleads. :func:`is_classification` is the task check shared with
-the other checks of :mod:`trainlab.diagnose.checks`.
+[`data_checks`][trainlab.diagnose.data_checks.data_checks] looks at the data before any model sees
+it, for the pitfalls of the lectures: labels stored in order ("all the cats first, then all the
+dogs") and read without shuffling, so that every mini-batch holds one class; features far from mean
+0 and variance 1, which Xavier and Kaiming initialization assume (normalize, x' = (x − μ)/σ); and
+imbalanced classes, on which accuracy misleads. `is_classification` is the task check shared with
+the other checks of `trainlab.diagnose.checks`.
 """
 
 from __future__ import annotations

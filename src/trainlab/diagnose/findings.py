@@ -1,9 +1,9 @@
 """A finding of the diagnostics: a pre-flight check or a verdict on a run.
 
 Every check of ``trainlab doctor`` and every verdict of the live instruments is a
-:class:`Finding` — its name, a status, the evidence (the numbers, in words) and the fix
-(what to do about it, in the lectures' terms) — so that one table, one JSON shape and one
-printer serve them all.
+[`Finding`][trainlab.diagnose.Finding] — its name, a status, the evidence (the numbers, in words)
+and the fix (what to do about it, in the lectures' terms) — so that one table, one JSON shape and
+one printer serve them all.
 """
 
 from __future__ import annotations
@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 Status = Literal["pass", "warn", "fail"]
+"""The status of a finding: ``"pass"``, ``"warn"`` or ``"fail"``."""
 STATUSES: tuple[Status, ...] = ("pass", "warn", "fail")
+"""Every `Status`, from best to worst; a `Finding` with any other status is refused."""
 
 
 @dataclass(frozen=True)

@@ -1,6 +1,6 @@
 """Live instruments and verdicts: the lectures' babysitting, as a callback on the trainer.
 
-Every ``every`` optimizer steps :class:`Instruments` samples one step:
+Every ``every`` optimizer steps [`Instruments`][trainlab.diagnose.Instruments] samples one step:
 
 - **activations** of each instrumented layer on that step's batch: mean, standard deviation,
   the fraction of *saturated* units (tanh |a| > 0.99, sigmoid a < 0.01 or > 0.99) and,

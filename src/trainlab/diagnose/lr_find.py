@@ -14,7 +14,8 @@ the bugs this module is written against: weights left at the diverged end of the
 (pytorch-lr-finder #11, Lightning #6675/#9672), optimizer moments of the sweep kept after
 it (fastai #2892/#3185), the learning rate left at the last swept value, and a suggestion
 applied before the restore that then undid it (Lightning #21030). ``lr_find`` never
-applies its suggestion; :func:`suggested_overrides` gives it as a config override.
+applies its suggestion; [`suggested_overrides`][trainlab.diagnose.suggested_overrides] gives it as
+a config override.
 
 References: L. N. Smith, "Cyclical Learning Rates for Training Neural Networks", WACV 2017;
 L. N. Smith, "A disciplined approach to neural network hyper-parameters", 2018.
@@ -85,11 +86,11 @@ def settled_curve(losses: list[float], beta: float, skip: int) -> list[float]:
         c_{skip−1} = median(loss_0, …, loss_{skip−1})
         c_t = β · c_{t−1} + (1 − β) · loss_t          for t = skip, skip + 1, …
 
-    The same average as :func:`smooth`, restarted after the settling points from their
+    The same average as `smooth`, restarted after the settling points from their
     median instead of from 0 with bias correction. In the smoothed loss one odd batch
     among the first points fades only over about 1/(1 − β) steps (50 at β = 0.98), a long
     and steep-looking descent that would capture ``steepest`` and ``valley``; here it
-    leaves no trace. With ``skip = 0`` this is :func:`smooth` itself.
+    leaves no trace. With ``skip = 0`` this is `smooth` itself.
     """
     if skip == 0:
         return smooth(losses, beta)
@@ -174,9 +175,9 @@ def suggest_all(
 ) -> dict[str, float | None]:
     """Every method's suggestion for the losses of a sweep of ``steps`` steps.
 
-    The rules read :func:`settled_curve` over the finite losses: a NaN or infinite loss
+    The rules read `settled_curve` over the finite losses: a NaN or infinite loss
     can only be the last (the sweep stops there) and is left out; the first
-    :func:`settle_points` are left out too, unless fewer than 3 points would remain. All
+    `settle_points` are left out too, unless fewer than 3 points would remain. All
     None with fewer than 2 finite losses.
     """
     n = next((i for i, loss in enumerate(losses) if not math.isfinite(loss)), len(losses))
@@ -202,10 +203,10 @@ class LRFindResult:
 
     Attributes:
         lrs: the learning rate of each recorded step (of the reference group, the one with
-            the largest lr; see :func:`lr_find`).
+            the largest lr; see [`lr_find`][trainlab.diagnose.lr_find.lr_find]).
         losses: the mini-batch loss of each step, before its update (may end in NaN/inf).
-        smoothed: the bias-corrected smoothed loss (:func:`smooth`), as plotted.
-        suggestion: the suggested lr by ``method`` (read from :func:`settled_curve`), or
+        smoothed: the bias-corrected smoothed loss (`smooth`), as plotted.
+        suggestion: the suggested lr by ``method`` (read from `settled_curve`), or
             None when too few points were finite to suggest anything.
         method: the method of ``suggestion``, one of ``METHODS``.
         suggestions: every method's suggestion, by name.
@@ -269,16 +270,16 @@ def lr_find(
 
         η_t = start · (end / start)^(t / (steps − 1))
 
-    in the model's train mode, records its loss and the smoothed loss (:func:`smooth`),
+    in the model's train mode, records its loss and the smoothed loss (`smooth`),
     and stops early when
 
-        smoothed_t − best > (diverge − 1) · |best|   (:func:`diverged`; smoothed_t >
+        smoothed_t − best > (diverge − 1) · |best|   (`diverged`; smoothed_t >
                                                       diverge · best for a positive loss)
 
     with ``best`` the lowest smoothed loss so far, or when the loss is NaN or infinite
-    (recorded, never raised). The first :func:`settle_points` steps neither stop the
+    (recorded, never raised). The first `settle_points` steps neither stop the
     sweep nor count for ``best``: one odd batch in an average of a few would. The
-    suggestions (``SUGGESTIONS``) read :func:`settled_curve`, the smoothed loss without
+    suggestions (``SUGGESTIONS``) read `settled_curve`, the smoothed loss without
     those first steps.
 
     The smoothed loss lags: at β = 0.98 it averages about the last 50 steps, so over the
@@ -305,7 +306,8 @@ def lr_find(
         optimizer: a first-order optimizer over the model's parameters (trainlab or
             ``torch.optim``); full-batch methods (L-BFGS, Newton) pick their own step and
             are refused.
-        start, end: the first and last learning rate, 0 < start < end (default: 1e-7, 10).
+        start: the first learning rate, 0 < start < end (default: 1e-7).
+        end: the last learning rate (default: 10).
         steps: optimizer steps of the full sweep, >= 2 (default: 100).
         smoothing: β of the smoothed loss, in [0, 1) (default: 0.98).
         diverge: stop when the smoothed loss exceeds this multiple of its best, > 1
@@ -322,7 +324,7 @@ def lr_find(
         batch_size: the batch size when ``batches`` is tensors or a Dataset (default: 64).
 
     Returns:
-        An :class:`LRFindResult`.
+        An [`LRFindResult`][trainlab.diagnose.LRFindResult].
 
     Restoring is exact: parameters and buffers are copied back into the same tensors (so
     references held elsewhere, e.g. by an EMA, stay valid); gradients come back as they

@@ -220,7 +220,7 @@ def past_minimum(path: Trajectory) -> Tensor:
 def overshoot(path: Trajectory) -> float:
     """How far θ went past the minimum along the line from the start through it.
 
-    max over t of :func:`past_minimum`: 0 for a path that never passes the minimum
+    max over t of `past_minimum`: 0 for a path that never passes the minimum
     (plain gradient descent on a quadratic), the swing of the ball for momentum.
     """
     return max(0.0, float(past_minimum(path).max()))

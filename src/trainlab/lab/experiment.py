@@ -1,10 +1,10 @@
 """The lab's experiments: a lecture's claim, a run, figures, numbers and a verdict.
 
-An experiment is a function registered with :func:`experiment`: it gets a
-:class:`Context` (output folder, quick or full mode, seed), runs trainlab's own
+An experiment is a function registered with `experiment`: it gets a
+`Context` (output folder, quick or full mode, seed), runs trainlab's own
 optimizers, trainer, models and data, draws its figures with ``ctx.figure`` and returns
-an :class:`Outcome` — the verdict computed from the numbers by the rule written beside the
-claim, the evidence in one sentence, and the numbers. :func:`run` writes them to
+an `Outcome` — the verdict computed from the numbers by the rule written beside the
+claim, the evidence in one sentence, and the numbers. `run` writes them to
 ``results.json`` next to the figures (PNG and SVG). A claim that does not hold in a run is
 reported as ``"fails"`` with its numbers, never hidden.
 
@@ -61,7 +61,7 @@ class Context:
     def figure(
         self, name: str, width: float = 7.0, height: float = 4.5, rows: int = 1, columns: int = 1
     ) -> tuple[Any, Any]:
-        """A new matplotlib figure (Agg canvas) and its axes; :meth:`save` writes it."""
+        """A new matplotlib figure (Agg canvas) and its axes; `save` writes it."""
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
 

@@ -101,3 +101,8 @@ PROBLEMS: dict[str, Problem] = {
         ),
     )
 }
+"""The registry of 2-D test problems: name → `Problem`.
+
+The optimizer race (`race_all`, `format_table`) runs every entrant on every problem here;
+the trajectory experiment draws some of them.
+"""

@@ -46,6 +46,18 @@ def entrants() -> list[Entrant]:
 
 @dataclass(frozen=True)
 class RaceResult:
+    """One optimizer on one problem, at its best learning rate.
+
+    Attributes:
+        optimizer: the entrant's name.
+        problem: the problem's name (a key of ``PROBLEMS``).
+        lr: the best learning rate found for this pair.
+        steps: the first step from which ‖θ − θ*‖ stays below the tolerance; None: never.
+        evals: function and gradient evaluations used up to that step.
+        final_distance: ‖θ − θ*‖ after the whole budget (inf: diverged).
+        steps_near_saddle: steps ending near a saddle point; None where the problem has none.
+    """
+
     optimizer: str
     problem: str
     lr: float

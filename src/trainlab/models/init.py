@@ -187,6 +187,12 @@ INIT_SCHEMES: dict[str, InitScheme] = {
     "kaiming_normal": InitScheme(kaiming_normal_, _KAIMING_KEYWORDS),
     "kaiming_uniform": InitScheme(kaiming_uniform_, _KAIMING_KEYWORDS),
 }
+"""The registry of initialization schemes: name → `InitScheme` (its fill function and the
+keywords it accepts).
+
+`init_` looks ``scheme`` up here; configs (``model.init``), the CLI and the tests use the
+same names.
+"""
 
 
 def init_(

@@ -86,6 +86,12 @@ ACTIVATIONS: dict[str, ActivationSpec] = {
         note="a smooth ReLU, used in transformers",
     ),
 }
+"""The registry of nonlinearities: name → `ActivationSpec` (builder, equation, Kaiming
+gain, the lecture's verdict).
+
+`activation` and the model builders look names (``"relu"``, ``"leaky_relu(0.1)"``) up
+here; the CLI, the docs and the initialization gains read the same table.
+"""
 
 _SPEC = re.compile(r"^\s*([a-z_]+)\s*(?:\(\s*([^()]*?)\s*\))?\s*$")
 
@@ -172,6 +178,10 @@ class InvertedDropout(nn.Module):
         self.p = float(p)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Zero each unit with probability p and scale the survivors by 1/(1 − p).
+
+        In evaluation mode, or with p = 0, ``x`` is returned unchanged.
+        """
         if not self.training or self.p == 0.0:
             return x
         keep = 1.0 - self.p
@@ -179,6 +189,7 @@ class InvertedDropout(nn.Module):
         return x * (mask / keep)  # scaling the mask first matches nn.Dropout bit for bit
 
     def extra_repr(self) -> str:
+        """``p=...``, shown in the module's ``repr``."""
         return f"p={self.p}"
 
 
@@ -193,7 +204,9 @@ class Unsqueeze(nn.Module):
         self.dim = dim
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` with an axis of size 1 inserted at ``dim``."""
         return x.unsqueeze(self.dim)
 
     def extra_repr(self) -> str:
+        """``dim=...``, shown in the module's ``repr``."""
         return f"dim={self.dim}"

@@ -159,6 +159,13 @@ class TrainlabOptimizer(torch.optim.Optimizer):
         """Constraints between hyperparameters (e.g. Nesterov needs momentum)."""
 
     def add_param_group(self, param_group: dict[str, Any]) -> None:
+        """Add a parameter group after checking it as the constructor checks its groups.
+
+        The parameters must be leaf floating-point tensors (complex ones where the algorithm
+        supports them) in an ordered collection, and in no other group; a misspelled or
+        invalid hyperparameter is refused with a message naming it. Keys the group leaves
+        out take the optimizer's defaults, as in ``torch.optim``.
+        """
         if not isinstance(param_group, dict):
             raise TypeError(f"param_group must be a dict, but got {type(param_group).__name__}")
         index = len(self.param_groups)
@@ -354,11 +361,20 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         return self._engine.info()
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """The state of ``param`` in ``group``, created on its first step, with torch.optim's keys.
+
+        Entries named in ``lazy_state`` start as None and are created from the first gradient.
+        """
         raise NotImplementedError
 
     def coefficients(
         self, step: float | None, h: dict[str, Any], state: dict[str, Any]
     ) -> dict[str, float]:
+        """The step-dependent scalars of the algorithm for step ``step`` (default: none).
+
+        Bias corrections and decayed learning rates, as Python numbers; they are merged into
+        ``h`` before `apply_rule` runs.
+        """
         return {}
 
     def state_keys(
@@ -374,6 +390,12 @@ class FirstOrderOptimizer(TrainlabOptimizer):
 
     @staticmethod
     def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
+        """Update ``param`` and its ``state`` in place from ``grad``, with hyperparameters ``h``.
+
+        A static function: it prepares the gradient (``maximize``, weight decay) and calls the
+        algorithm's update rule. The eager backend calls it once per parameter, the fused backend
+        once per group over flat buffers, compiled.
+        """
         raise NotImplementedError
 
     def apply_rule_to_real_view(

@@ -71,7 +71,7 @@ def _update(
       ``before``), computes θ_new and [Σg², Σ(Δθ)², Σθ²], and stores θ_new in place: the
       statistics cost no extra pass over memory. This is correct only while the loop
       reads each element before it writes it, so the first steps are checked against a
-      copy of θ (:meth:`FlatGroup._statistics`) and any mismatch switches the
+      copy of θ (`FlatGroup._statistics`) and any mismatch switches the
       group to the second way for good.
     * ``delta`` — θ_old is cloned inside the compiled code, Δθ written to ``delta`` and
       only [Σg²] returned (a reduction over a clone of a mutated input makes inductor

@@ -22,12 +22,21 @@ def adadelta(
     rho: float | Tensor,
     eps: float | Tensor,
 ) -> None:
-    """One AdaDelta step (Zeiler, 2012).
+    r"""One AdaDelta step (Zeiler, 2012).
 
     E[g²]  ← ρ·E[g²] + (1 − ρ)·g²
     Δθ      = −√(E[Δθ²] + ε) / √(E[g²] + ε) · g
     E[Δθ²] ← ρ·E[Δθ²] + (1 − ρ)·Δθ²
     θ      ← θ + η·Δθ
+
+    $$
+    \begin{aligned}
+    E[g^2] &\leftarrow \rho\, E[g^2] + (1 - \rho)\, g^2 \\
+    \Delta\theta &= -\frac{\sqrt{E[\Delta\theta^2] + \epsilon}}{\sqrt{E[g^2] + \epsilon}}\, g \\
+    E[\Delta\theta^2] &\leftarrow \rho\, E[\Delta\theta^2] + (1 - \rho)\, \Delta\theta^2 \\
+    \theta &\leftarrow \theta + \eta\, \Delta\theta
+    \end{aligned}
+    $$
 
     The ratio of RMS values gives Δθ the units of θ, so the paper needs no learning rate
     (η = 1); torch.optim keeps η as a multiplier and so does trainlab. ε sits inside both
@@ -41,7 +50,12 @@ def adadelta(
 
 
 class Adadelta(FirstOrderOptimizer):
-    """AdaDelta: Δθ = −(RMS[Δθ] / RMS[g])·g;  θ ← θ + η·Δθ.
+    r"""AdaDelta: Δθ = −(RMS[Δθ] / RMS[g])·g;  θ ← θ + η·Δθ.
+
+    $$
+    \Delta\theta = -\frac{\operatorname{RMS}[\Delta\theta]}{\operatorname{RMS}[g]}\, g, \qquad
+    \theta \leftarrow \theta + \eta\, \Delta\theta
+    $$
 
     Same keywords, defaults and numbers as ``torch.optim.Adadelta``; trainlab adds
     ``decoupled_weight_decay``.
@@ -53,7 +67,7 @@ class Adadelta(FirstOrderOptimizer):
         eps: ε inside the square roots (default: 1e-6).
         weight_decay: decay λ (default: 0).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 
@@ -83,6 +97,7 @@ class Adadelta(FirstOrderOptimizer):
         super().__init__(params, locals())
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """``step``, ``square_avg`` (E[g²]) and ``acc_delta`` (E[Δθ²]), all zeros."""
         return {
             "step": step_counter(),
             "square_avg": torch.zeros_like(param, memory_format=torch.preserve_format),

@@ -20,14 +20,19 @@ def adagrad(
     lr: float | Tensor,
     eps: float | Tensor,
 ) -> None:
-    """One AdaGrad step (Duchi et al., 2011).
+    r"""One AdaGrad step (Duchi et al., 2011).
 
     G ← G + g²
     θ ← θ − η_t · g / (√G + ε)
 
+    $$
+    G \leftarrow G + g \odot g, \qquad \theta \leftarrow \theta - \eta_t\, \frac{g}{\sqrt{G} +
+    \epsilon}
+    $$
+
     Steep coordinates (large accumulated G) get small steps, flat ones large steps; since
     G only grows, the effective step decays towards zero — the lecture's "AdaGrad stops
-    learning", which RMSProp fixes. ``lr`` is η_t from :func:`adagrad_lr`. ε is added
+    learning", which RMSProp fixes. ``lr`` is η_t from `adagrad_lr`. ε is added
     after the square root, as in torch.optim and the cs231n notes (there ε = 1e-7;
     torch's default is 1e-10).
     """
@@ -43,9 +48,15 @@ def adagrad_sparse(
     lr: float,
     eps: float,
 ) -> None:
-    """One AdaGrad step for a sparse gradient: :func:`adagrad` on the entries it holds.
+    r"""One AdaGrad step for a sparse gradient: [`adagrad`][trainlab.optim.adagrad.adagrad] on the
+    entries it holds.
 
     G ← G + g²;  θ ← θ − η_t · g / (√G + ε)     only where g has entries
+
+    $$
+    G_i \leftarrow G_i + g_i^2, \qquad \theta_i \leftarrow \theta_i - \eta_t\,
+    \frac{g_i}{\sqrt{G_i} + \epsilon} \qquad \text{for each entry } i \text{ of } g
+    $$
 
     Untouched rows (embeddings not in the batch) keep their θ and G. Repeated indices
     are summed first, since the step is not linear in g.
@@ -68,11 +79,16 @@ def adagrad_lr(step: float, lr: float, lr_decay: float) -> float:
 
 
 class Adagrad(FirstOrderOptimizer):
-    """AdaGrad: G ← G + g²;  θ ← θ − η·g/(√G + ε).
+    r"""AdaGrad: G ← G + g²;  θ ← θ − η·g/(√G + ε).
+
+    $$
+    G \leftarrow G + g \odot g, \qquad \theta \leftarrow \theta - \eta\, \frac{g}{\sqrt{G} +
+    \epsilon}
+    $$
 
     Same keywords, defaults and numbers as ``torch.optim.Adagrad``; trainlab adds
     ``decoupled_weight_decay``. A sparse gradient updates only the entries it holds
-    (:func:`adagrad_sparse`), as in torch.
+    ([`adagrad_sparse`][trainlab.optim.adagrad_sparse]), as in torch.
 
     Args:
         params: parameters or parameter groups.
@@ -82,7 +98,7 @@ class Adagrad(FirstOrderOptimizer):
         initial_accumulator_value: starting value of G (default: 0).
         eps: ε added to √G (default: 1e-10).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 
@@ -121,6 +137,7 @@ class Adagrad(FirstOrderOptimizer):
                 self.state[param].update(self.init_state(param, group))
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """``step`` and ``sum`` (G), filled with ``initial_accumulator_value``."""
         start = group["initial_accumulator_value"]
         if param.is_complex():  # G holds the real and the imaginary part's sums
             start = complex(start, start)
@@ -132,6 +149,7 @@ class Adagrad(FirstOrderOptimizer):
     def coefficients(
         self, step: float | None, h: dict[str, Any], state: dict[str, Any]
     ) -> dict[str, float]:
+        """``lr_t``, the learning rate decayed by ``lr_decay``: η/(1 + (t − 1)·decay)."""
         return {"lr_t": adagrad_lr(step, h["lr"], h["lr_decay"])}
 
     @staticmethod
@@ -143,5 +161,6 @@ class Adagrad(FirstOrderOptimizer):
     def apply_sparse_rule(
         param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]
     ) -> None:
+        """`apply_rule` for a sparse gradient: `adagrad_sparse` on the gradient's entries only."""
         grad = prepare_gradient(param, grad, h)
         adagrad_sparse(param, grad, state["sum"], lr=h["lr_t"], eps=h["eps"])

@@ -25,14 +25,23 @@ def adam(
     step_size: float | Tensor,
     bias2_sqrt: float | Tensor,
 ) -> None:
-    """One Adam step (Kingma & Ba, 2015).
+    r"""One Adam step (Kingma & Ba, 2015).
 
     m ← β1·m + (1 − β1)·g                 first moment ("momentum")
     v ← β2·v + (1 − β2)·g²                second moment ("RMSProp")
     m̂ = m/(1 − β1ᵗ),  v̂ = v/(1 − β2ᵗ)    bias correction (m, v start at 0)
     θ ← θ − η·m̂/(√v̂ + ε)
 
-    The scalars come from :func:`adam_step_size`: ``step_size`` = η/(1 − β1ᵗ) and
+    $$
+    \begin{aligned}
+    m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+    v &\leftarrow \beta_2 v + (1 - \beta_2)\, g \odot g \\
+    \hat m &= \frac{m}{1 - \beta_1^t}, \qquad \hat v = \frac{v}{1 - \beta_2^t} \\
+    \theta &\leftarrow \theta - \eta\, \frac{\hat m}{\sqrt{\hat v} + \epsilon}
+    \end{aligned}
+    $$
+
+    The scalars come from `adam_step_size`: ``step_size`` = η/(1 − β1ᵗ) and
     ``bias2_sqrt`` = √(1 − β2ᵗ). ``max_exp_avg_sq`` (AMSGrad, Reddi et al. 2018)
     replaces v by its running maximum. ε is added after the square root of v̂, as in the
     paper and torch.optim.
@@ -63,7 +72,16 @@ def adam_step_size(
 
 
 class Adam(FirstOrderOptimizer):
-    """Adam: m, v running moments of g and g²;  θ ← θ − η·m̂/(√v̂ + ε).
+    r"""Adam: m, v running moments of g and g²;  θ ← θ − η·m̂/(√v̂ + ε).
+
+    $$
+    \begin{aligned}
+    m &\leftarrow \beta_1 m + (1 - \beta_1)\, g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2)\, g
+    \odot g \\
+    \theta &\leftarrow \theta - \eta\, \frac{\hat m}{\sqrt{\hat v} + \epsilon}, \qquad \hat m =
+    \frac{m}{1 - \beta_1^t},\ \hat v = \frac{v}{1 - \beta_2^t}
+    \end{aligned}
+    $$
 
     Same keywords, defaults and numbers as ``torch.optim.Adam`` (including its
     ``decoupled_weight_decay`` switch, which makes it AdamW). trainlab adds
@@ -77,7 +95,7 @@ class Adam(FirstOrderOptimizer):
         weight_decay: decay λ (default: 0).
         amsgrad: use the running maximum of v (default: False).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
         bias_correction: divide m and v by (1 − βᵗ) (default: True).
@@ -118,6 +136,11 @@ class Adam(FirstOrderOptimizer):
     state_switches = ("amsgrad",)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """A ``step`` counter and the zero moments ``exp_avg`` (m) and ``exp_avg_sq`` (v).
+
+        With AMSGrad, also ``max_exp_avg_sq``, the running maximum of v.
+        """
+
         def zeros() -> Tensor:
             return torch.zeros_like(param, memory_format=torch.preserve_format)
 
@@ -129,6 +152,7 @@ class Adam(FirstOrderOptimizer):
     def coefficients(
         self, step: float | None, h: dict[str, Any], state: dict[str, Any]
     ) -> dict[str, float]:
+        """η/(1 − β1ᵗ) and √(1 − β2ᵗ) from `adam_step_size`."""
         return adam_step_size(step, h["lr"], h["beta1"], h["beta2"], h["bias_correction"])
 
     @staticmethod
@@ -148,7 +172,11 @@ class Adam(FirstOrderOptimizer):
 
 
 class AdamW(Adam):
-    """AdamW: Adam with decoupled weight decay θ ← θ·(1 − η·λ) (default λ = 1e-2).
+    r"""AdamW: Adam with decoupled weight decay θ ← θ·(1 − η·λ) (default λ = 1e-2).
+
+    $$
+    \theta \leftarrow \theta\,(1 - \eta\lambda) - \eta\, \frac{\hat m}{\sqrt{\hat v} + \epsilon}
+    $$
 
     L2 regularisation added to g is divided by √v̂ like the rest of the gradient, so
     weights with large gradients are barely regularised; decoupling applies the same

@@ -23,11 +23,19 @@ def adamax(
     eps: float | Tensor,
     step_size: float | Tensor,
 ) -> None:
-    """One AdaMax step (Kingma & Ba, 2015, section 7.1).
+    r"""One AdaMax step (Kingma & Ba, 2015, section 7.1).
 
     m ← β1·m + (1 − β1)·g
     u ← max(β2·u, |g| + ε)                 the L∞ limit of Adam's (β2·v + (1 − β2)·|g|^p)^(1/p)
     θ ← θ − (η/(1 − β1ᵗ))·m/u
+
+    $$
+    \begin{aligned}
+    m &\leftarrow \beta_1 m + (1 - \beta_1)\, g \\
+    u &\leftarrow \max(\beta_2 u,\ |g| + \epsilon) \\
+    \theta &\leftarrow \theta - \frac{\eta}{1 - \beta_1^t}\, \frac{m}{u}
+    \end{aligned}
+    $$
 
     ``step_size`` is η/(1 − β1ᵗ); u needs no bias correction (it is a max, not an average
     started at 0). ε sits inside the max, as in torch.optim, keeping u > 0.
@@ -38,7 +46,12 @@ def adamax(
 
 
 class Adamax(FirstOrderOptimizer):
-    """AdaMax: u ← max(β2·u, |g|);  θ ← θ − η/(1 − β1ᵗ)·m/u.
+    r"""AdaMax: u ← max(β2·u, |g|);  θ ← θ − η/(1 − β1ᵗ)·m/u.
+
+    $$
+    u \leftarrow \max(\beta_2 u,\ |g|), \qquad \theta \leftarrow \theta - \frac{\eta}{1 -
+    \beta_1^t}\, \frac{m}{u}
+    $$
 
     Same keywords, defaults and numbers as ``torch.optim.Adamax``; trainlab adds
     ``decoupled_weight_decay``.
@@ -50,7 +63,7 @@ class Adamax(FirstOrderOptimizer):
         eps: ε added to |g| inside the max (default: 1e-8).
         weight_decay: decay λ (default: 0).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 
@@ -79,6 +92,7 @@ class Adamax(FirstOrderOptimizer):
         super().__init__(params, locals())
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """``step``, ``exp_avg`` (m) and ``exp_inf`` (u), all zeros."""
         return {
             "step": step_counter(),
             "exp_avg": torch.zeros_like(param, memory_format=torch.preserve_format),
@@ -88,6 +102,7 @@ class Adamax(FirstOrderOptimizer):
     def coefficients(
         self, step: float | None, h: dict[str, Any], state: dict[str, Any]
     ) -> dict[str, float]:
+        """``step_size`` = η/(1 − β1ᵗ)."""
         return {"step_size": h["lr"] / (1 - h["beta1"] ** step)}
 
     @staticmethod

@@ -27,13 +27,26 @@ def tolerance(name: str, value: Any) -> None:
 def lbfgs_direction(
     grad: Tensor, old_dirs: list[Tensor], old_stps: list[Tensor], ro: list[Tensor], h_diag: Any
 ) -> tuple[Tensor, list[Tensor]]:
-    """The two-loop recursion: d = −H·g with H the L-BFGS inverse-Hessian estimate.
+    r"""The two-loop recursion: d = −H·g with H the L-BFGS inverse-Hessian estimate.
 
     With pairs sᵢ = θᵢ₊₁ − θᵢ, yᵢ = gᵢ₊₁ − gᵢ and ρᵢ = 1/(yᵢ·sᵢ), newest first:
         q = −g;  αᵢ = ρᵢ·(sᵢ·q);  q ← q − αᵢ·yᵢ
     then r = γ·q with γ = (s·y)/(y·y) of the newest pair, and oldest first:
         βᵢ = ρᵢ·(yᵢ·r);  r ← r + (αᵢ − βᵢ)·sᵢ
     (Nocedal & Wright, Algorithm 7.4.) Returns (d, α's).
+
+    $$
+    \begin{aligned}
+    & s_i = \theta_{i+1} - \theta_i, \quad y_i = g_{i+1} - g_i, \quad \rho_i = \frac{1}{y_i^\top
+    s_i} \\
+    & q = -g; \quad \text{newest first: } \alpha_i = \rho_i\, s_i^\top q, \quad q \leftarrow q -
+    \alpha_i\, y_i \\
+    & r = \gamma\, q, \quad \gamma = \frac{s^\top y}{y^\top y}; \quad \text{oldest first: } \beta_i
+    = \rho_i\, y_i^\top r, \quad r \leftarrow r + (\alpha_i - \beta_i)\, s_i \\
+    & d = r = -H g
+    \end{aligned}
+    $$
+
     """
     q = grad.neg()
     al: list[Tensor] = [torch.zeros(())] * len(old_dirs)
@@ -48,12 +61,16 @@ def lbfgs_direction(
 
 
 class LBFGS(TrainlabOptimizer):
-    """L-BFGS with an optional strong-Wolfe line search; full-batch, closure API.
+    r"""L-BFGS with an optional strong-Wolfe line search; full-batch, closure API.
 
-    Each iteration: d = −H·g by the two-loop recursion (:func:`lbfgs_direction`),
-    a step θ ← θ + t·d (t = η, or found by the strong-Wolfe search), then the pair
-    (s, y) = (t·d, g_new − g) updates the history if its curvature y·s > 1e-10.
-    The first iteration steps along −g with t = min(1, 1/‖g‖₁)·η.
+    Each iteration: d = −H·g by the two-loop recursion
+    ([`lbfgs_direction`][trainlab.optim.lbfgs_direction]), a step θ ← θ + t·d (t = η, or found by
+    the strong-Wolfe search), then the pair (s, y) = (t·d, g_new − g) updates the history if its
+    curvature y·s > 1e-10. The first iteration steps along −g with t = min(1, 1/‖g‖₁)·η.
+
+    $$
+    d = -H g, \qquad \theta \leftarrow \theta + t\, d, \qquad (s, y) = (t\, d,\ g_{\text{new}} - g)
+    $$
 
     Same keywords, defaults, state format and numbers as ``torch.optim.LBFGS``, and the
     same closure calls: the strong-Wolfe search may use what is left of ``max_eval`` plus

@@ -31,12 +31,22 @@ def nadam(
     momentum_step: float | Tensor,
     bias2_sqrt: float | Tensor,
 ) -> None:
-    """One NAdam step (Dozat, 2016), with torch.optim's momentum schedule.
+    r"""One NAdam step (Dozat, 2016), with torch.optim's momentum schedule.
 
     m ← β1·m + (1 − β1)·g;   v ← β2·v + (1 − β2)·g²;   v̂ = v/(1 − β2ᵗ)
     θ ← θ − η·[ (1 − μ_t)/(1 − Π_t)·g + μ_{t+1}/(1 − Π_t·μ_{t+1})·m ] / (√v̂ + ε)
 
-    with μ_t and Π_t = μ_1···μ_t from :func:`nadam_schedule`, which also gives the two
+    $$
+    \begin{aligned}
+    m &\leftarrow \beta_1 m + (1 - \beta_1)\, g, \qquad v \leftarrow \beta_2 v + (1 - \beta_2)\, g
+    \odot g, \qquad \hat v = \frac{v}{1 - \beta_2^t} \\
+    \theta &\leftarrow \theta - \eta \left[ \frac{1 - \mu_t}{1 - \Pi_t}\, g + \frac{\mu_{t+1}}{1 -
+    \Pi_t\, \mu_{t+1}}\, m \right] \Big/ \left(\sqrt{\hat v} + \epsilon\right), \qquad \Pi_t =
+    \prod_{i=1}^{t} \mu_i
+    \end{aligned}
+    $$
+
+    with μ_t and Π_t = μ_1···μ_t from `nadam_schedule`, which also gives the two
     step sizes ``grad_step`` and ``momentum_step`` (the bracket's coefficients times η).
     The Nesterov look-ahead is the μ_{t+1}·m term: the momentum part of the *next* step
     is applied now, as in the change-of-variables form of Nesterov momentum.
@@ -68,7 +78,12 @@ def nadam_schedule(
 
 
 class NAdam(FirstOrderOptimizer):
-    """NAdam: Adam whose momentum term looks one step ahead (Nesterov).
+    r"""NAdam: Adam whose momentum term looks one step ahead (Nesterov).
+
+    $$
+    \theta \leftarrow \theta - \eta \left[ \frac{1 - \mu_t}{1 - \Pi_t}\, g + \frac{\mu_{t+1}}{1 -
+    \Pi_t\, \mu_{t+1}}\, m \right] \Big/ \left(\sqrt{\hat v} + \epsilon\right)
+    $$
 
     Same keywords, defaults and numbers as ``torch.optim.NAdam`` (including its
     ``decoupled_weight_decay`` switch).
@@ -82,7 +97,7 @@ class NAdam(FirstOrderOptimizer):
         momentum_decay: ψ in the momentum schedule μ_t (default: 4e-3).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
 
     References: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016.
@@ -113,6 +128,7 @@ class NAdam(FirstOrderOptimizer):
         super().__init__(params, locals())
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """``step``, ``mu_product`` (Π_t, starting at 1), ``exp_avg`` (m) and ``exp_avg_sq`` (v)."""
         return {
             "step": step_counter(),
             "mu_product": torch.ones((), dtype=scalar_dtype()),
@@ -126,6 +142,7 @@ class NAdam(FirstOrderOptimizer):
     def coefficients(
         self, step: float | None, h: dict[str, Any], state: dict[str, Any]
     ) -> dict[str, float]:
+        """The momentum schedule's step sizes from `nadam_schedule`; advances ``mu_product``."""
         return nadam_schedule(
             step, h["lr"], h["beta1"], h["beta2"], h["momentum_decay"], state["mu_product"]
         )

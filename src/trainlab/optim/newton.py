@@ -16,12 +16,17 @@ from ._line_search import backtracking, flat, loss_value
 
 
 def newton_direction(grad: Tensor, hessian: Tensor, damping: float) -> tuple[Tensor, float]:
-    """Solve (H + λI)·d = −g; returns (d, λ actually used).
+    r"""Solve (H + λI)·d = −g; returns (d, λ actually used).
 
     θ* = θ − H⁻¹·∇J(θ) is the minimizer of the second-order Taylor model. Away from a
     minimum H may be indefinite (a saddle), where the pure Newton step heads *to* the
     saddle; λ is then raised tenfold until the Cholesky factorization succeeds, which
     makes d a descent direction (Levenberg–Marquardt damping).
+
+    $$
+    (H + \lambda I)\, d = -\nabla J(\theta), \qquad \theta^\ast = \theta - H^{-1} \nabla J(\theta)
+    $$
+
     """
     eye = torch.eye(hessian.shape[0], dtype=hessian.dtype, device=hessian.device)
     scale = max(hessian.diagonal().abs().max().item(), 1.0)
@@ -87,7 +92,11 @@ def _human_bytes(n: float) -> str:
 
 
 class Newton(TrainlabOptimizer):
-    """Newton's method: θ ← θ − t·(H + λI)⁻¹·∇J(θ), exact Hessian, closure API.
+    r"""Newton's method: θ ← θ − t·(H + λI)⁻¹·∇J(θ), exact Hessian, closure API.
+
+    $$
+    \theta \leftarrow \theta - t\,(H + \lambda I)^{-1} \nabla J(\theta)
+    $$
 
     No learning rate to tune (t = 1) and quadratic convergence near a minimum — but H
     has n² entries and factoring it costs ~n³/3 operations, so it only fits problems of a

@@ -162,6 +162,12 @@ _SPECS = (
 )
 
 OPTIMIZERS: dict[str, OptimizerSpec] = {spec.name: spec for spec in _SPECS}
+"""The registry of optimizers: registry name → `OptimizerSpec`, in the lectures' order.
+
+One table drives the CLI and config lookup (``optimizer.name``, through `get`), the generic
+tests (each spec's ``variants`` run against torch.optim), the README's list and the plots:
+adding an optimizer means adding an entry here.
+"""
 
 
 def get(name: str) -> OptimizerSpec:

@@ -24,11 +24,21 @@ def rmsprop(
     eps: float | Tensor,
     momentum: float | Tensor,
 ) -> None:
-    """One RMSProp step (Tieleman & Hinton, 2012).
+    r"""One RMSProp step (Tieleman & Hinton, 2012).
 
     v ← α·v + (1 − α)·g²
     s = √v + ε                     (centered: ḡ ← α·ḡ + (1 − α)·g;  s = √(v − ḡ²) + ε)
     θ ← θ − η·g/s                  (momentum μ > 0: b ← μ·b + g/s;  θ ← θ − η·b)
+
+    $$
+    \begin{aligned}
+    v &\leftarrow \alpha v + (1 - \alpha)\, g \odot g \\
+    s &= \sqrt{v} + \epsilon \qquad \text{(centered: } \bar g \leftarrow \alpha \bar g + (1 -
+    \alpha)\, g,\ s = \sqrt{v - \bar g^2} + \epsilon \text{)} \\
+    \theta &\leftarrow \theta - \eta\, \frac{g}{s} \qquad \text{(momentum: } b \leftarrow \mu b +
+    \frac{g}{s},\ \theta \leftarrow \theta - \eta\, b \text{)}
+    \end{aligned}
+    $$
 
     ``grad_avg`` is given for the centered variant (Graves, 2013), ``momentum_buffer``
     when μ > 0. ε sits outside the square root, as in torch.optim and the lecture's
@@ -48,7 +58,12 @@ def rmsprop(
 
 
 class RMSprop(FirstOrderOptimizer):
-    """RMSProp: v ← α·v + (1 − α)·g²;  θ ← θ − η·g/(√v + ε).
+    r"""RMSProp: v ← α·v + (1 − α)·g²;  θ ← θ − η·g/(√v + ε).
+
+    $$
+    v \leftarrow \alpha v + (1 - \alpha)\, g \odot g, \qquad \theta \leftarrow \theta - \eta\,
+    \frac{g}{\sqrt{v} + \epsilon}
+    $$
 
     Same keywords, defaults and numbers as ``torch.optim.RMSprop``; trainlab adds
     ``decoupled_weight_decay``.
@@ -62,7 +77,7 @@ class RMSprop(FirstOrderOptimizer):
         momentum: momentum μ applied to the scaled gradient (default: 0).
         centered: normalize by an estimate of the gradient's variance (default: False).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 
@@ -101,6 +116,11 @@ class RMSprop(FirstOrderOptimizer):
     state_switches = ("centered", "momentum")
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """A ``step`` counter and ``square_avg`` (v), zeros.
+
+        Also ``momentum_buffer`` (b) when μ > 0 and ``grad_avg`` (ḡ) when centered.
+        """
+
         def zeros() -> Tensor:
             return torch.zeros_like(param, memory_format=torch.preserve_format)
 

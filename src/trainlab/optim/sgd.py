@@ -11,6 +11,10 @@ from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient
 from ._ops import add_scaled, add_scaled_
 
 MOMENTUM_FORMS = ("rho", "cs231n", "ema")
+"""The three momentum formulations `SGD`'s ``momentum_form`` accepts: ``"rho"``
+(torch.optim, Sutskever et al.), ``"cs231n"`` (learning rate inside the velocity) and ``"ema"``
+(an exponential moving average of the gradients); `sgd` gives each one's equations.
+"""
 
 
 def sgd(
@@ -25,7 +29,7 @@ def sgd(
     form: str,
     first_step: bool,
 ) -> None:
-    """One SGD step; ``velocity`` is None for plain gradient descent θ ← θ − η·g.
+    r"""One SGD step; ``velocity`` is None for plain gradient descent θ ← θ − η·g.
 
     form="rho" (torch.optim, Sutskever et al.):  v ← μ·v + (1 − τ)·g   (v₁ = g)
         θ ← θ − η·v                      Nesterov: θ ← θ − η·(g + μ·v)
@@ -33,6 +37,17 @@ def sgd(
         θ ← θ + v                        Nesterov: θ ← θ − μ·v_prev + (1 + μ)·v
     form="ema" (exponential moving average of gradients):  v ← μ·v + (1 − μ)·g   (v₀ = 0)
         θ ← θ − η·v                      Nesterov: θ ← θ − η·((1 − μ)·g + μ·v)
+
+    $$
+    \begin{aligned}
+    \text{rho:}\quad & v \leftarrow \mu v + (1 - \tau)\, g, && \theta \leftarrow \theta - \eta\, v,
+    && \text{Nesterov: } \theta \leftarrow \theta - \eta\,(g + \mu v) \\
+    \text{cs231n:}\quad & v \leftarrow \mu v - \eta\, g, && \theta \leftarrow \theta + v, &&
+    \text{Nesterov: } \theta \leftarrow \theta - \mu v_{\text{prev}} + (1 + \mu)\, v \\
+    \text{ema:}\quad & v \leftarrow \mu v + (1 - \mu)\, g, && \theta \leftarrow \theta - \eta\, v,
+    && \text{Nesterov: } \theta \leftarrow \theta - \eta\,\big((1 - \mu)\, g + \mu v\big)
+    \end{aligned}
+    $$
 
     With a constant η the three forms trace the same trajectory up to a rescaled η
     (cs231n: v = −η·v_rho; ema: η_ema·(1 − μ) = η_rho). They part ways when η changes
@@ -65,14 +80,23 @@ def sgd(
 
 
 class SGD(FirstOrderOptimizer):
-    """Stochastic gradient descent, optionally with (Nesterov) momentum.
+    r"""Stochastic gradient descent, optionally with (Nesterov) momentum.
 
     Plain:     θ ← θ − η·g
     Momentum:  v ← μ·v + (1 − τ)·g;  θ ← θ − η·v              (``momentum_form="rho"``)
     Nesterov:  θ ← θ − η·(g + μ·v)
 
+    $$
+    \begin{aligned}
+    \text{plain:}\quad & \theta \leftarrow \theta - \eta\, g \\
+    \text{momentum:}\quad & v \leftarrow \mu v + (1 - \tau)\, g, \qquad \theta \leftarrow \theta -
+    \eta\, v \\
+    \text{Nesterov:}\quad & \theta \leftarrow \theta - \eta\,(g + \mu v)
+    \end{aligned}
+    $$
+
     Same keywords, defaults and numbers as ``torch.optim.SGD``. trainlab additions:
-    ``momentum_form`` ("rho" | "cs231n" | "ema", see :func:`sgd`) and
+    ``momentum_form`` ("rho" | "cs231n" | "ema", see [`sgd`][trainlab.optim.sgd.sgd]) and
     ``decoupled_weight_decay`` (θ ← θ·(1 − η·λ) instead of g ← g + λ·θ; identical for
     momentum 0, different with momentum). Sparse gradients (``nn.Embedding(sparse=True)``)
     are taken as torch takes them, without (coupled) weight decay.
@@ -85,7 +109,7 @@ class SGD(FirstOrderOptimizer):
         weight_decay: decay λ (default: 0).
         nesterov: Nesterov momentum; needs μ > 0 and τ = 0 (default: False).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see :class:`FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: decay the weights instead of the gradient (default: False).
         momentum_form: which of the lectures' momentum formulations (default: "rho").
@@ -135,6 +159,7 @@ class SGD(FirstOrderOptimizer):
     lazy_state = ("momentum_buffer",)
 
     def init_state(self, param: Tensor, group: dict[str, Any]) -> dict[str, Any]:
+        """``momentum_buffer`` (v) when μ ≠ 0, created from the first gradient as in torch.optim."""
         # torch.optim creates the buffer from the first gradient, in the first step.
         return {"momentum_buffer": None} if group["momentum"] != 0 else {}
 

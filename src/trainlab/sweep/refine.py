@@ -26,14 +26,18 @@ from typing import Any
 from .._checks import fail
 from .space import Param, Space, read_bounded
 
-#: The fewest trials a region is estimated from.
 MIN_BEST = 3
+"""The fewest trials a refined region is estimated from; `refine` needs at least this many
+complete trials in the previous sweep.
+"""
 #: The factor a log-uniform range is widened by, and the margin of a uniform or int one.
 LOG_FACTOR = 1.5
 MARGIN = 0.1
 SWEEP_FILE = "sweep.json"
-#: The metrics a sweep optimizes, and which way.
 METRICS = {"val_accuracy": "maximize", "val_loss": "minimize"}
+"""The metrics a sweep can optimize, and which way: metric name → ``"maximize"`` or
+``"minimize"``.
+"""
 
 
 @dataclass(frozen=True)
@@ -55,6 +59,9 @@ class Refinement:
         )
 
     def to_dict(self) -> dict[str, Any]:
+        """Where the space came from, as JSON values: the previous sweep folder (absolute), the
+        best trials' numbers and the metric.
+        """
         return {
             "refined_from": str(Path(self.source).resolve()),
             "trials": list(self.trials),
@@ -151,8 +158,8 @@ def refine(space: Space, previous: str | Path, metric: str) -> Refinement:
     say).
 
     Raises:
-        ValueError: not a sweep folder, fewer than ``MIN_BEST`` complete trials, or a key of
-        ``space`` that the previous sweep did not search.
+        ValueError: not a sweep folder, fewer than ``MIN_BEST`` complete trials, or a key
+            of ``space`` that the previous sweep did not search.
     """
     source = str(previous)
     rows, metric = _previous(Path(previous), metric)

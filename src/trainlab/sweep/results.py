@@ -18,7 +18,9 @@ if TYPE_CHECKING:
     from .study import Sweep
 
 TRIALS_FILE = "trials.csv"
+"""The table of every trial (number, state, parameters, metric) written in the sweep folder."""
 BEST_FILE = "best.toml"
+"""The best trial's complete config, written in the sweep folder: ``trainlab train`` runs it."""
 PLOTS_DIR = "plots"
 
 

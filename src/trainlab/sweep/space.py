@@ -35,6 +35,9 @@ except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
 KINDS = ("log-uniform", "uniform", "int", "categorical")
+"""The kinds of parameter a SPACE.toml may declare (its ``type``): ``"log-uniform"`` and
+``"uniform"`` floats, ``"int"`` and ``"categorical"``.
+"""
 _KEYS = {
     "log-uniform": ("type", "low", "high", "points"),
     "uniform": ("type", "low", "high", "points"),
@@ -169,15 +172,19 @@ class Space:
     params: tuple[Param, ...]
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
+        """The space as TOML tables, key → normalized parameter table (stored with the study)."""
         return {p.key: p.to_dict() for p in self.params}
 
     def grid(self) -> dict[str, list[Any]]:
+        """The values the grid sampler visits, per parameter key."""
         return {p.key: p.grid() for p in self.params}
 
     def grid_size(self) -> int:
+        """The number of points of the full grid: the product of every parameter's grid length."""
         return math.prod(len(values) for values in self.grid().values())
 
     def by_key(self) -> dict[str, Param]:
+        """The parameters by config key."""
         return {p.key: p for p in self.params}
 
 

@@ -38,7 +38,13 @@ from .refine import refine as narrow
 from .space import Space, differences, load_space, trial_config
 
 SAMPLERS = ("tpe", "random", "grid")
+"""The Optuna samplers a sweep can use (``--sampler``): TPE, random search, or a grid over
+the space's ``points``.
+"""
 PRUNERS = ("median", "hyperband", "none")
+"""The Optuna pruners a sweep can use (``--pruner``) to stop unpromising trials early from
+their evaluations; ``"none"`` runs every trial to the end.
+"""
 JOURNAL_FILE = "study.journal"
 LOCK_FILE = ".ask.lock"
 SPACE_FILE = "space.toml"
@@ -466,7 +472,7 @@ def prepare(
     """Check every argument, the space and the storage; create nothing.
 
     ``refine`` (``--refine``): a previous sweep folder; the space is narrowed to the best
-    region of its trials (see :mod:`trainlab.sweep.refine`) and written to OUT/space.toml.
+    region of its trials (see `trainlab.sweep.refine`) and written to OUT/space.toml.
     """
     for name, value, allowed in (
         ("--metric", metric, tuple(METRICS)),
@@ -517,7 +523,8 @@ def prepare(
 
 
 def run_sweep(config: str | None, space: str, **options: Any) -> dict[str, Any]:
-    """Run (or continue) a sweep to N trials and write its results; see :func:`prepare`.
+    """Run (or continue) a sweep to N trials and write its results; see
+    [`prepare`][trainlab.sweep.prepare].
 
     Returns:
         ``{"out", "trials" (rows of trials.csv), "best" (the best row or None),

@@ -100,16 +100,18 @@ def fit(
 
     Args:
         model: any ``nn.Module``: built, initialized and on its device by you.
-        train, val, test: ``(x, y)`` tensors, a map-style ``Dataset`` or a ``DataLoader``
-            yielding ``(x, y)``. Tensors and Datasets resume mid-epoch exactly; a
-            ``DataLoader`` of your own resumes exactly when its sampler has
-            ``state_dict``/``load_state_dict`` (``trainlab.data.loader``), otherwise at
-            the start of the next epoch.
+        train: ``(x, y)`` tensors, a map-style ``Dataset`` or a ``DataLoader`` yielding
+            ``(x, y)``. Tensors and Datasets resume mid-epoch exactly; a ``DataLoader`` of
+            your own resumes exactly when its sampler has ``state_dict``/``load_state_dict``
+            (``trainlab.data.loader``), otherwise at the start of the next epoch.
+        val: validation data, in any form ``train`` takes (default: None).
+        test: test data, in any form ``train`` takes (default: None).
         run_dir: the run folder (default: a new ``runs/<model class>-<time>``).
         resume: continue the run in ``run_dir`` from its last checkpoint (call ``fit``
             with the same model, data and settings).
-        callbacks: :class:`~trainlab.train.callbacks.Callback` instances.
-        epochs, seed: ``run.epochs`` and ``run.seed``.
+        callbacks: `trainlab.train.callbacks.Callback` instances.
+        epochs: the setting ``run.epochs`` (default: its value in ``settings``).
+        seed: the setting ``run.seed`` (default: its value in ``settings``).
         loss: a name of ``LOSSES`` (``"cross_entropy"``, ``"mse"``, ``"huber"``,
             ``"l1"``) or a callable ``loss(outputs, targets)`` → scalar tensor (default:
             cross-entropy for classification, MSE for regression).

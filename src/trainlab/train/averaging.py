@@ -3,16 +3,17 @@
 The lecture's "model ensembles" without the cost of an ensemble: keep an average of the
 weights beside the training iterate θ and evaluate with it.
 
-- :class:`EMA`: ``x_test ← 0.995·x_test + 0.005·x`` after every step (Polyak averaging
+- [`EMA`][trainlab.train.EMA]: ``x_test ← 0.995·x_test + 0.005·x`` after every step (Polyak
+averaging
   with an exponential window), optionally with bias correction or a decay warmup;
-- :class:`SWA`: the equal-weight mean of the weights at chosen steps (Izmailov et al.
+- `SWA`: the equal-weight mean of the weights at chosen steps (Izmailov et al.
   2018), whose BatchNorm statistics are recomputed for the averaged weights with
-  :func:`recompute_batch_norm`.
+  `recompute_batch_norm`.
 
 Both never touch the raw weights: ``swapped`` lends the averaged weights to the model for
 an evaluation and always puts the raw ones back, and ``weights`` hands out copies to save.
-The update rules are pure tensor functions (:func:`ema_update_`, :func:`swa_update_`, the
-decay :func:`ema_decay`); the classes hold the bookkeeping.
+The update rules are pure tensor functions (`ema_update_`, `swa_update_`, the
+decay `ema_decay`); the classes hold the bookkeeping.
 """
 
 from __future__ import annotations
@@ -51,7 +52,7 @@ def swa_update_(average: list[Tensor], weights: list[Tensor], n: int) -> None:
     """Add the (n+1)-th iterate to the running mean of n: θ̄ ← θ̄ + (θ − θ̄)/(n + 1).
 
     The equal-weight mean θ̄ = (θ₁ + … + θₙ₊₁)/(n + 1) without storing the iterates; the
-    first update (n = 0) copies θ exactly. It is :func:`ema_update_` with β = n/(n + 1).
+    first update (n = 0) copies θ exactly. It is `ema_update_` with β = n/(n + 1).
 
     References: Izmailov et al., "Averaging Weights Leads to Wider Optima and Better
     Generalization", UAI 2018, Algorithm 1.
@@ -70,7 +71,7 @@ def ema_decay(
 
     The warmup lets the average forget its start quickly: β₀ = 0 (the first update copies
     θ), and β_t grows towards ``decay``; γ = 1, p = 1 gives β_t = t/(t + 1), the
-    equal-weight mean (:func:`swa_update_`). timm's ``ModelEmaV3.get_decay`` with its step
+    equal-weight mean (`swa_update_`). timm's ``ModelEmaV3.get_decay`` with its step
     counted from 1 (its ``step − 1`` is this t), without its ``min_decay``.
 
     References: timm ``timm/utils/model_ema.py`` (``ModelEmaV3``, decay warmup after
@@ -149,7 +150,7 @@ class _Average:
         hooks still hold the right objects) and the raw values are copied back, bit for
         bit, on leaving the block — also when it raises. Anything the block writes into the
         weights or buffers (e.g. BatchNorm statistics recomputed with
-        :func:`recompute_batch_norm`) is discarded with them.
+        `recompute_batch_norm`) is discarded with them.
         """
         averaged = self._averaged()  # before touching the model: may refuse (no update yet)
         averaged_targets, copied_targets = self._gather(model)
@@ -215,7 +216,7 @@ class _Average:
 class EMA(_Average):
     """An exponential moving average of a model's parameters (Polyak averaging).
 
-    After each optimizer step, :meth:`update` does for every floating-point parameter θ
+    After each optimizer step, `update` does for every floating-point parameter θ
 
         s ← β·s + (1 − β)·θ          (β = ``decay``; the lecture's x_test ← 0.995·x_test + 0.005·x)
 
@@ -224,7 +225,7 @@ class EMA(_Average):
     ŝ = s / (1 − βᵗ), t = ``num_updates`` (as Adam corrects its moments); this removes the
     pull towards θ₀ that makes an early uncorrected average lag. ``warmup=True`` removes
     it another way: β_t = min(decay, 1 − (1 + t/γ)^(−p)) after t earlier updates
-    (:func:`ema_decay`, timm's decay warmup), so the first update copies θ and the window
+    (`ema_decay`, timm's decay warmup), so the first update copies θ and the window
     widens to 1/(1 − decay) steps as the run goes. The two are exclusive.
 
     Buffers (BatchNorm's running mean and variance, ``num_batches_tracked`` and any other
@@ -232,11 +233,11 @@ class EMA(_Average):
     not averaged: running statistics are already moving averages of the activations, and
     averaging them again would only make them lag further. They belong to the latest raw
     weights, so for statistics that match the averaged weights exactly, call
-    :func:`recompute_batch_norm` inside :meth:`swapped` and evaluate in the same block.
+    `recompute_batch_norm` inside `swapped` and evaluate in the same block.
     Only persistent buffers are kept (those in ``model.state_dict()``); a parameter that is
     not floating point is copied like a buffer.
 
-    ``every=k`` averages at every k-th call of :meth:`update` only (calls k, 2k, ...);
+    ``every=k`` averages at every k-th call of `update` only (calls k, 2k, ...);
     β then applies per averaging update, not per optimizer step.
 
     Usage::
@@ -256,10 +257,10 @@ class EMA(_Average):
         model: the module whose weights are averaged.
         decay: decay rate β in [0, 1); 0 keeps a copy of the latest weights (default: 0.995).
         bias_correction: start at 0 and divide by 1 − βᵗ (default: False).
-        every: average at every k-th call of :meth:`update` (default: 1).
+        every: average at every k-th call of `update` (default: 1).
         warmup: the decay warmup β_t = min(decay, 1 − (1 + t/γ)^(−p)) (default: False).
         warmup_gamma: γ > 0 (default: 1.0).
-        warmup_power: p > 0 (default: 0.75; timm's default is 2/3, see :func:`ema_decay`).
+        warmup_power: p > 0 (default: 0.75; timm's default is 2/3, see `ema_decay`).
 
     References: Polyak & Juditsky, "Acceleration of stochastic approximation by averaging"
     (1992); cs231n lecture 7 (2017), "Model ensembles"; Kingma & Ba (2015), §3 and §7.2;
@@ -288,7 +289,7 @@ class EMA(_Average):
         super().__init__(model, start=0, every=every, zeros=bias_correction)
 
     def decay_at(self, t: int) -> float:
-        """β_t after t earlier averaging updates (:func:`ema_decay` with these settings)."""
+        """β_t after t earlier averaging updates (`ema_decay` with these settings)."""
         return ema_decay(
             t, self.decay, warmup=self.warmup, gamma=self.warmup_gamma, power=self.warmup_power
         )
@@ -314,7 +315,7 @@ class EMA(_Average):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`, settings included (as ``torch.optim`` does).
+        """Restore a `state_dict`, settings included (as ``torch.optim`` does).
 
         A state saved before the decay warmup existed (without its keys) has it off.
         """
@@ -372,16 +373,16 @@ def debias(shadow: list[Tensor], decay: float, num_updates: int) -> list[Tensor]
 class SWA(_Average):
     """Stochastic weight averaging: the equal-weight mean of the weights at chosen steps.
 
-    :meth:`update` is called after every optimizer step; after steps ``start + every``,
+    `update` is called after every optimizer step; after steps ``start + every``,
     ``start + 2·every``, ... (steps counted from 1) it adds the weights to the running mean
 
-        θ̄ ← θ̄ + (θ − θ̄)/(n + 1),   n = averages so far        (:func:`swa_update_`)
+        θ̄ ← θ̄ + (θ − θ̄)/(n + 1),   n = averages so far        (`swa_update_`)
 
     so that θ̄ = (θ_{s+k} + θ_{s+2k} + … )/n exactly, s = ``start``, k = ``every``.
-    Buffers are copied from the raw model at each averaging update, as :class:`EMA` does;
-    the BatchNorm statistics of the *averaged* weights are not any average of the raw ones
+    Buffers are copied from the raw model at each averaging update, as [`EMA`][trainlab.train.EMA]
+    does; the BatchNorm statistics of the *averaged* weights are not any average of the raw ones
     (pytorch issue #84053: ``AveragedModel`` left them stale), so recompute them with
-    :func:`recompute_batch_norm` inside :meth:`swapped` before evaluating or saving::
+    `recompute_batch_norm` inside `swapped` before evaluating or saving::
 
         swa = SWA(model, start=1000, every=10)
         ...                                # swa.update(model) after every optimizer step
@@ -427,7 +428,7 @@ class SWA(_Average):
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore a :meth:`state_dict`, settings included; the mean continues exactly."""
+        """Restore a `state_dict`, settings included; the mean continues exactly."""
         if not isinstance(state, dict) or set(state) != set(SWA_STATE_KEYS):
             shown = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise fail("state_dict", shown, f"must be a dict with keys {list(SWA_STATE_KEYS)}")

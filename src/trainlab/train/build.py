@@ -1,8 +1,8 @@
 """Everything a run needs, built from a config through the registries, or checked from Python.
 
-:class:`Parts` is what the trainer trains and measures: the model, the optimizer, the
+`Parts` is what the trainer trains and measures: the model, the optimizer, the
 training batches, the evaluation data, the loss and the task. ``from_config`` builds it
-from a :class:`~trainlab.train.config.Config` through ``DATASETS``, ``MODELS``,
+from a `trainlab.train.config.Config` through ``DATASETS``, ``MODELS``,
 ``INIT_SCHEMES``, ``OPTIMIZERS`` and ``LOSSES``; ``trainlab.fit`` builds it from the user's
 own model and data. Either way the trainer, the run folder and the checkpoints are the same.
 """

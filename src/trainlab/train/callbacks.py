@@ -1,10 +1,10 @@
 """Events of the training loop, and the loggers and progress bar built on them.
 
-A callback subclasses :class:`Callback` and overrides the events it needs; the trainer
-calls only overridden methods, so an unused event costs nothing. The events:
+A callback subclasses [`Callback`][trainlab.train.Callback] and overrides the events it needs; the
+trainer calls only overridden methods, so an unused event costs nothing. The events:
 
 - ``on_fit_start(trainer)`` — before the first step of ``fit`` (after a resume too);
-- ``on_step_end(trainer, step)`` — after every optimizer step, with a :class:`Step`;
+- ``on_step_end(trainer, step)`` — after every optimizer step, with a [`Step`][trainlab.train.Step];
 - ``on_record(trainer, record)`` — a record for the logs: every ``log_every`` steps the
   training loss, smoothed loss, learning rate, gradient norm, batch accuracy and the
   optimizer's ``track_stats``; each evaluation (``val_loss``, ``val_accuracy``, …); and
@@ -99,7 +99,7 @@ class Callback:
         return None
 
     def load_state_dict(self, state: Any) -> None:
-        """Restore what :meth:`state_dict` returned."""
+        """Restore what `state_dict` returned."""
 
 
 def overriding(callbacks: list[Callback], event: str) -> list[Callback]:

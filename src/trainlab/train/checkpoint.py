@@ -5,7 +5,7 @@ A checkpoint is one directory ``run_dir/checkpoints/<name>/`` holding
 - ``weights.safetensors``: the model's ``state_dict`` tensors;
 - ``state.safetensors`` + ``state.json``: everything else (optimizer state, RNG states,
   counters, metric history) as one tree, its tensors in safetensors and its structure in
-  JSON (:func:`flatten` / :func:`unflatten`);
+  JSON (`flatten` / `unflatten`);
 - ``meta.json``: format version, name, step, metrics, the SHA-256 of every other file and
   ``"complete": true`` — the last file written.
 
@@ -98,7 +98,7 @@ def save_checkpoint(
         name: the checkpoint's directory name (e.g. ``"step-001000"``); an existing
             checkpoint of that name is replaced.
         weights: the model's ``state_dict()``.
-        state: everything else needed to resume, a tree :func:`flatten` takes.
+        state: everything else needed to resume, a tree `flatten` takes.
         metrics: plain numbers and strings to record in ``meta.json``; its ``"step"``
             (an int) orders the checkpoints (default: None).
     """
@@ -198,12 +198,12 @@ def _write_snapshot(run_dir: Path, snapshot: _Snapshot) -> Path:
 class CheckpointWriter:
     """Writes checkpoints on a background thread, so training does not wait for the disk.
 
-    :meth:`submit` checks its inputs and copies every tensor before it returns (a few
+    `submit` checks its inputs and copies every tensor before it returns (a few
     milliseconds for a small model); serializing, hashing, writing, fsyncing and renaming
     happen on the writer thread, one checkpoint at a time, in order. A crash while a
     checkpoint is in flight leaves the previous ones complete, as with
-    :func:`save_checkpoint`. Call :meth:`wait` before reading checkpoints back; it
-    re-raises an error from the writer thread.
+    [`save_checkpoint`][trainlab.train.save_checkpoint]. Call `wait` before reading checkpoints
+    back; it re-raises an error from the writer thread.
     """
 
     def __init__(self) -> None:

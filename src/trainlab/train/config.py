@@ -1157,6 +1157,11 @@ class Setting:
     help: str
     resumable: bool  # may differ when a run resumes (left out of the fingerprint)
 
+    @property
+    def default_toml(self) -> str:
+        """The default as it is written in a config file, e.g. ``[32, 64]`` or ``{}``."""
+        return _toml_inline(self.default)
+
 
 def settings() -> list[Setting]:
     """Every setting of a run with its default, type, allowed range and meaning, in file order.
@@ -1197,7 +1202,7 @@ def describe() -> str:
         if name != section:
             section = name
             lines += ["", f"# {summaries[name]}", f"[{name}]"]
-        lines.append(f"{f'{key} = {_toml_inline(setting.default)}':<40} # {setting.help}")
+        lines.append(f"{f'{key} = {setting.default_toml}':<40} # {setting.help}")
     return "\n".join(lines) + "\n"
 
 

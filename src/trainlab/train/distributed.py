@@ -125,7 +125,7 @@ def check_batches(batch_size: int, num_samples: int, drop_last: bool, world: int
 
 
 def shard_batches(batches: Any, ranks: Ranks) -> None:
-    """Make ``batches`` (a :class:`trainlab.data.Batches`) hand out rank r's part of each
+    """Make ``batches`` (a `trainlab.data.Batches`) hand out rank r's part of each
     batch, after checking that the ranks can share its batches."""
     from ..data import Batches
 
@@ -208,7 +208,7 @@ def from_rank_0(value: Any) -> Any:
 class ReadOnlyFolder:
     """The run folder as ranks other than 0 see it: read on resume, never claimed or written.
 
-    Stands in for :class:`~trainlab.train.run_folder.RunFolder` (``acquire``/``release``).
+    Stands in for `trainlab.train.run_folder.RunFolder` (``acquire``/``release``).
     """
 
     def __init__(self, path: str | Path) -> None:

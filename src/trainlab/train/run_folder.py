@@ -71,9 +71,9 @@ def _lock(fd: int) -> bool:
 
 
 class RunFolder:
-    """A run folder claimed by this process until :meth:`release` (or the process ends).
+    """A run folder claimed by this process until `release` (or the process ends).
 
-    Use :meth:`claim_new` for a new run and :meth:`claim_existing` to resume one.
+    Use `claim_new` for a new run and `claim_existing` to resume one.
     """
 
     def __init__(self, path: Path, fd: int, created: bool) -> None:
@@ -171,7 +171,7 @@ class RunFolder:
             ) from None
 
     def acquire(self) -> None:
-        """Take the lock again after :meth:`release` (a second ``fit`` of one trainer)."""
+        """Take the lock again after `release` (a second ``fit`` of one trainer)."""
         if self._fd is None:
             self._acquire()
 

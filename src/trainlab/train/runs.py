@@ -214,7 +214,7 @@ def write_seeds_summary(
     """The parent's summary: each member's numbers, their mean ± std, and the ensemble's.
 
     The std is the sample standard deviation (divided by K − 1; null for one member).
-    ``ensemble`` is the ``"ensemble"`` part of :func:`trainlab.ensemble`'s result, or None
+    ``ensemble`` is the ``"ensemble"`` part of `trainlab.ensemble`'s result, or None
     with ``ensemble_note`` saying why there is none.
     """
     summaries = []

@@ -282,7 +282,7 @@ class CyclicCosine(Schedule):
 
     Each cycle starts at 1 and falls towards ``floor``; cycle k (k = 1..M) is the steps
     (k − 1)·c ≤ t < min(k·c, T), and its last step is where a snapshot ensemble saves the
-    weights (:func:`cycle_ends`). This is the paper's α(t) = α₀/2·(cos(π·mod(t − 1,
+    weights (`cycle_ends`). This is the paper's α(t) = α₀/2·(cos(π·mod(t − 1,
     ⌈T/M⌉)/⌈T/M⌉) + 1) with its iterations t = 1..T counted from 0 here (t_paper = t + 1),
     plus a floor. When c does not divide T the last cycle is cut short at T; a T and M that
     would leave a cycle empty ((M − 1)·c ≥ T) are refused.
@@ -527,7 +527,6 @@ def cycle_ends(schedule: Schedule) -> list[int]:
     return [begin + min(k * c, cyclic.total) for k in range(1, cyclic.cycles + 1)]
 
 
-# The registry: name -> class. It drives build_schedule, the tests and the docs.
 SCHEDULES: dict[str, type[Schedule]] = {
     cls.name: cls
     for cls in (
@@ -541,6 +540,11 @@ SCHEDULES: dict[str, type[Schedule]] = {
         CyclicCosine,
     )
 }
+"""The registry of learning-rate schedules: name → `Schedule` subclass.
+
+`build_schedule` reads a config's ``{"name": ..., **hyperparameters}`` through it; the tests
+check every entry against its closed form, and the docs and the CLI list it.
+"""
 
 
 def _build_one(spec: dict[str, Any], phase_keys: tuple[str, ...] = ()) -> Schedule:
@@ -716,7 +720,10 @@ class OneCycleMomentum(MomentumSchedule):
         return _one_cycle(step, self.total, self.peak_at, self.max, self.min, self.max)
 
 
-# The registry of momentum schedules: name -> class (configs' schedule.momentum, tests, docs).
 MOMENTUM_SCHEDULES: dict[str, type[MomentumSchedule]] = {
     cls.name: cls for cls in (LinearAnneal, CosineAnneal, OneCycleMomentum)
 }
+"""The registry of momentum schedules: name → `MomentumSchedule` subclass.
+
+Configs name one in ``schedule.momentum``; the tests and the docs read the same table.
+"""

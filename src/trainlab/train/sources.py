@@ -3,9 +3,9 @@
 The trainer takes the user's data in three forms and turns each into a resumable source
 of ``(x, y)`` mini-batches:
 
-- ``(x, y)`` tensors → :class:`trainlab.data.Batches` (indexing in memory; order a function
+- ``(x, y)`` tensors → `trainlab.data.Batches` (indexing in memory; order a function
   of seed and epoch, so a resume continues mid-epoch exactly);
-- a map-style ``Dataset`` → a ``DataLoader`` over :class:`trainlab.data.EpochSampler`
+- a map-style ``Dataset`` → a ``DataLoader`` over `trainlab.data.EpochSampler`
   (same orders, same exact resume);
 - a ``DataLoader`` → used as it is. If its sampler has ``state_dict``/``load_state_dict``
   (an ``EpochSampler``), a resume is exact; otherwise it resumes at the start of the next
@@ -77,7 +77,7 @@ def unpack(batch: Any, where: str) -> tuple[Tensor, Tensor]:
 
 
 class LoaderBatches:
-    """A ``DataLoader`` with the epoch bookkeeping of :class:`trainlab.data.Batches`."""
+    """A ``DataLoader`` with the epoch bookkeeping of `trainlab.data.Batches`."""
 
     def __init__(self, loader: DataLoader, where: str = "train") -> None:
         self.loader, self.where = loader, where

@@ -53,7 +53,7 @@ def flatten(tree: Any) -> tuple[dict[str, Tensor], Any]:
 
 
 def unflatten(tensors: dict[str, Tensor], json_tree: Any) -> Any:
-    """Rebuild the tree :func:`flatten` split; every tensor must be referred to exactly once."""
+    """Rebuild the tree `flatten` split; every tensor must be referred to exactly once."""
     used: set[str] = set()
     tree = _decode(json_tree, tensors, used)
     unused = sorted(set(tensors) - used)
@@ -148,7 +148,7 @@ def _decode(node: Any, tensors: dict[str, Tensor], used: set[str]) -> Any:
 
 
 def rng_state() -> dict[str, Any]:
-    """The state of every global RNG a training run draws from, as a tree :func:`flatten` takes.
+    """The state of every global RNG a training run draws from, as a tree `flatten` takes.
 
     ``torch``: the CPU generator (a uint8 tensor); ``numpy``: the legacy global generator
     (``np.random.get_state()``, its 624 keys as an int64 tensor); ``python``: ``random``'s
@@ -172,7 +172,7 @@ def rng_state() -> dict[str, Any]:
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    """Restore what :func:`rng_state` captured, so that the next draws repeat.
+    """Restore what `rng_state` captured, so that the next draws repeat.
 
     The CUDA states are restored only when as many CUDA devices are available as were
     saved (a GPU run resumed on the CPU cannot repeat its GPU draws anyway).

@@ -26,7 +26,7 @@ Everything a step depends on — weights, optimizer and scheduler state, batch p
 states, averaged weights, counters, callbacks' state — is in the checkpoint, so a run
 killed at any point and resumed from its last checkpoint ends bit-identical (on CPU).
 
-What is trained comes as :class:`~trainlab.train.build.Parts`: built from the config
+What is trained comes as `trainlab.train.build.Parts`: built from the config
 (``trainlab train``) or from the user's own model and data (``trainlab.fit``).
 """
 
@@ -150,14 +150,14 @@ def seed_everything(seed: int) -> None:
 class Trainer:
     """Train ``parts`` (default: what ``config`` describes) in ``run_dir``.
 
-    ``run_dir`` is claimed for this process (see :mod:`trainlab.train.run_folder`): a new
+    ``run_dir`` is claimed for this process (see `trainlab.train.run_folder`): a new
     run needs a folder that is new or empty, a resumed one (``resume=True``) a run folder
     no other process has. ``callbacks`` get the loop's events (see
-    :mod:`trainlab.train.callbacks`); ``metrics.jsonl`` and ``metrics.csv`` are written by
+    `trainlab.train.callbacks`); ``metrics.jsonl`` and ``metrics.csv`` are written by
     callbacks that are always attached. ``log_every`` is in optimizer steps. ``fit`` turns
-    SIGINT and SIGTERM into a checkpoint and :class:`Interrupted` in the main thread.
-    Under torchrun (``WORLD_SIZE`` > 1) each process trains on its part of every batch
-    and rank 0 alone writes ``run_dir`` (see :mod:`trainlab.train.distributed`).
+    SIGINT and SIGTERM into a checkpoint and [`Interrupted`][trainlab.train.Interrupted] in the
+    main thread. Under torchrun (``WORLD_SIZE`` > 1) each process trains on its part of every batch
+    and rank 0 alone writes ``run_dir`` (see `trainlab.train.distributed`).
     """
 
     def __init__(
@@ -373,8 +373,9 @@ class Trainer:
         """Train to the configured length; returns the summary (also in summary.json).
 
         SIGINT (Ctrl-C) or SIGTERM lets the step under way finish, saves a checkpoint and
-        raises :class:`Interrupted`; a second Ctrl-C raises ``KeyboardInterrupt`` at once
-        (checkpoints are written atomically, so nothing saved is corrupted either way).
+        raises [`Interrupted`][trainlab.train.Interrupted]; a second Ctrl-C raises
+        ``KeyboardInterrupt`` at once (checkpoints are written atomically, so nothing saved is
+        corrupted either way).
         """
         self.folder.acquire()
         try:
@@ -691,7 +692,7 @@ class Trainer:
 
     # -- evaluation and selection --------------------------------------------------------
     def evaluate(self, data: Any) -> dict[str, float]:
-        """Metrics of the model on ``data`` (see :func:`~trainlab.train.evaluation.evaluate`)."""
+        """Metrics of the model on ``data`` (see `trainlab.train.evaluation.evaluate`)."""
         return evaluate(self.model, data, self.loss_fn, self.task, self.device)
 
     def _evaluate_and_select(self) -> bool:
