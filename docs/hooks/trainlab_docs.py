@@ -2,7 +2,8 @@
 
 * Every page's executed code blocks (markdown-exec) run in a fresh temporary working
   folder, so a guide that trains into ``runs/…`` leaves nothing in the repository and
-  cannot see another guide's files.
+  cannot see another guide's files, and with one torch thread: the examples' models are
+  small, and one thread keeps their printed numbers the same from build to build.
 * ``$…$`` and ``$$…$$`` (pymdownx.arithmatex, generic mode) become MathML when the site is
   built, which browsers render natively: no math script to fetch, nothing from a CDN.
 """
@@ -19,6 +20,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import torch
 from latex2mathml.converter import convert
 
 HOOKS = Path(__file__).resolve().parent
@@ -44,6 +46,8 @@ def on_page_markdown(markdown, page, config, files):
     _scratch["old"] = os.getcwd()
     _scratch["dir"] = tempfile.mkdtemp(prefix="trainlab-docs-")
     _scratch["start"] = time.perf_counter()
+    _scratch["threads"] = torch.get_num_threads()
+    torch.set_num_threads(1)
     os.chdir(_scratch["dir"])
     return markdown
 
@@ -53,18 +57,37 @@ def _leave_scratch(page_name: str = "") -> None:
         seconds = time.perf_counter() - _scratch.pop("start")
         if seconds > 1:  # pages with executed code: what the build spends its time on
             log.info("%s: %.1f s to run its code", page_name, seconds)
+    if "threads" in _scratch:
+        torch.set_num_threads(_scratch.pop("threads"))
     if "dir" in _scratch:
         os.chdir(_scratch.pop("old"))
         shutil.rmtree(_scratch.pop("dir"), ignore_errors=True)
 
 
+# What latex2mathml leaves when it does not know a construct: a command as text, an
+# alignment mark, a line break that MathML Core does not render.
+_UNRENDERED = re.compile(r'<mi>\\\w+</mi>|<mi>&</mi>|linebreak="newline"')
+
+
 def _mathml(latex: str, display: str, page) -> str:
     source = html.unescape(latex).strip()
+    # latex2mathml lays out align* as a table, but not aligned (the same columns).
+    converted = source.replace(r"\begin{aligned}", r"\begin{align*}").replace(
+        r"\end{aligned}", r"\end{align*}"
+    )
     try:
-        return convert(source, display=display)
+        mathml = convert(converted, display=display)
     except Exception as error:  # latex2mathml raises its own exception types
         log.warning("%s: cannot render the math %r: %s", page.file.src_uri, source, error)
         return f"<code>{html.escape(source)}</code>"
+    if unrendered := _UNRENDERED.search(mathml):
+        log.warning(
+            "%s: the math %r has LaTeX MathML cannot show (%s)",
+            page.file.src_uri,
+            source,
+            unrendered.group(0),
+        )
+    return mathml
 
 
 def on_page_content(content, page, config, files):
