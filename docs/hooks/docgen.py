@@ -97,7 +97,7 @@ def _cell(text: str) -> str:
 
 def config_reference() -> str:
     """Markdown: one table per config section, a row per key."""
-    from trainlab.train.config import dump_toml, section_summaries, settings
+    from trainlab.train.config import section_summaries, settings
 
     summaries = section_summaries()
     out: list[str] = []
@@ -112,14 +112,18 @@ def config_reference() -> str:
                 "",
                 _cell(summaries[name].split(":", 1)[-1].strip()).capitalize(),
                 "",
-                "| key | default | type | allowed | meaning |",
-                "|---|---|---|---|---|",
+                "| key | default | meaning |",
+                "|---|---|---|",
             ]
-        default = dump_toml({"x": setting.default}).strip().removeprefix("x = ")
-        resume = " *May change on resume.*" if setting.resumable else ""
+        accepts = setting.type
+        if setting.allowed:  # the rule says the type too, unless "none" is also allowed
+            accepts = (
+                f"{setting.type}; {setting.allowed}" if " or " in setting.type else setting.allowed
+            )
+        resume = " May change on resume." if setting.resumable else ""
         out.append(
-            f"| `{key}` {{#{setting.key}}} | `{_cell(default)}` | {_cell(setting.type)} | "
-            f"{_cell(setting.allowed or '')} | {_cell(setting.help)}.{resume} |"
+            f"| `{key}`{{#{setting.key} .nowrap}} | `{_cell(setting.default_toml)}` | "
+            f"{_cell(setting.help)}. *Accepts {_cell(accepts)}.*{resume} |"
         )
     return "\n".join(out) + "\n"
 

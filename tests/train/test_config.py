@@ -24,6 +24,7 @@ from trainlab.train.config import (
     dump_toml,
     fingerprint,
     load_config,
+    settings,
 )
 from trainlab.train.schedules import LinearAnneal, OneCycle, OneCycleMomentum
 
@@ -701,3 +702,38 @@ def test_fingerprint_follows_what_the_run_computes() -> None:
     assert fingerprint(load_config(None, ["run.tensorboard=true"])) == base
     assert "run.tensorboard" in NOT_FINGERPRINTED and "run.epochs" not in NOT_FINGERPRINTED
     assert set(NOT_FINGERPRINTED) <= set(config_keys())
+
+
+def _just_outside(allowed: str) -> list:
+    """Values just outside a rule as settings() states it ([] for rules without bounds)."""
+    if m := re.fullmatch(r"an integer >= (\d+)", allowed):
+        return [int(m.group(1)) - 1]
+    if m := re.fullmatch(r"an integer in \[0, (\d+)\)", allowed):
+        return [-1, int(m.group(1))]
+    if m := re.fullmatch(r"a number in ([\[(])([\d.]+), ([\d.]+)([\])])", allowed):
+        low, high = float(m.group(2)), float(m.group(3))
+        below = low if m.group(1) == "(" else low - 0.01
+        above = high if m.group(4) == ")" else high + 0.01
+        return [below, above]
+    return []
+
+
+RULED = [s for s in settings() if s.allowed and _just_outside(s.allowed)]
+
+
+def test_settings_cover_every_key_with_its_help_type_and_default():
+    rows = settings()
+    assert [row.key for row in rows] == config_keys()
+    assert all(row.help and row.type for row in rows)
+    defaults = Config().to_dict()
+    for row in rows:
+        section, key = row.key.split(".", 1)
+        assert row.default == ("none" if defaults[section][key] is None else defaults[section][key])
+    assert len(RULED) >= 12  # the range rules the reference states
+
+
+@pytest.mark.parametrize("setting", RULED, ids=lambda s: s.key)
+def test_the_range_the_reference_states_is_the_range_enforced(setting):
+    for bad in _just_outside(setting.allowed):
+        with pytest.raises(ValueError, match=re.escape(f"must be {setting.allowed}")):
+            load_config(None, [f"{setting.key}={bad}"])
