@@ -192,6 +192,8 @@ class FlatGroup:
         self._compiled: set[Any] = set()  # the compiled variants this group has called
         self.needs_adopt = False
         self._scalar_inputs: dict[str, tuple[float, Tensor]] = {}
+        # (h, statistics mode, inputs, compiled update) of the last step: see fused_step.
+        self._prepared: tuple[dict[str, Any], str | None, dict[str, Any], Any] | None = None
         self.stats: tuple[Tensor, ...] | None = None
         # track_stats: "twin" sums inside the update loop, "delta" writes Δθ and sums
         # after it (see _update); a twin is trusted once a step has checked it.
@@ -218,6 +220,7 @@ class FlatGroup:
         opt = self.optimizer
         states = [opt.state.get(p) or {} for p in self.params]
         self.state, self.scalars = {}, {}
+        self._prepared = None  # the state's keys may differ: check them again
         if not any(states):
             self.step = 0
             return
@@ -333,24 +336,18 @@ class FlatGroup:
             self.needs_adopt = False
             if self.step is None:
                 return False
-        if not self._state_ready():
-            # The first step creates the state (and SGD's buffer from the first gradient):
-            # the eager loop does it, and the state moves into flat buffers next step.
-            self.needs_adopt = True
-            return False
-        # The switches (non-numbers) pick the compiled variant; numbers are tensor inputs.
-        inputs: dict[str, Any] = {}
-        flags = []
-        for k, v in h.items():
-            if _is_switch(v):
-                inputs[k] = v
-                flags.append((k, v))
-            else:
-                inputs[k] = self._scalar_input(k, v)
         stats_mode = self.stats_mode if opt.track_stats else None
-        in_kernel = stats_mode if stats_mode != "copy" else None
-        variant = (*flags, ("stats", in_kernel), self.dtype, self.device.type)
-        update = compiled_update(type(opt), variant)
+        prepared = self._prepared
+        if prepared is None or prepared[0] != h or prepared[1] != stats_mode:
+            # A new hyperparameter, a switch or a statistics mode: check the state and
+            # rebuild the compiled call's inputs. Steps that change nothing reuse them.
+            if not self._state_ready():
+                # The first step creates the state (and SGD's buffer from the first
+                # gradient): the eager loop does it, and it moves into flat buffers next step.
+                self.needs_adopt = True
+                return False
+            prepared = self._prepared = (dict(h), stats_mode, *self._prepare(h, stats_mode))
+        _, _, inputs, update = prepared
         first_call = update not in self._compiled
         # Only a compiling call can fail: snapshot the counters for it, not on every step.
         saved = {k: v.clone() for k, v in self.scalars.items()} if first_call else {}
@@ -360,7 +357,6 @@ class FlatGroup:
             step = float(self.step + 1)
         for k, v in opt.coefficients(step, h, self.scalars).items():
             inputs[k] = v if _is_switch(v) else self._scalar_input(k, v)
-        inputs["first_step"] = False
         before, delta, check = self._statistics_buffers(stats_mode, update)
         args = (self.param, self.grad, self.state, inputs, opt.apply_rule, before, delta)
         try:
@@ -391,6 +387,25 @@ class FlatGroup:
         if stats_mode is not None:
             self.stats = self._statistics(sums, check, update)
         return True
+
+    def _prepare(self, h: dict[str, Any], stats_mode: str | None) -> tuple[dict[str, Any], Any]:
+        """The compiled call's inputs for hyperparameters ``h``, and its compiled variant.
+
+        Switches (non-numbers) pick the variant; numbers become 0-dim tensor inputs, refilled
+        in place when they change. The step-dependent coefficients are added on every step.
+        """
+        inputs: dict[str, Any] = {}
+        flags = []
+        for k, v in h.items():
+            if _is_switch(v):
+                inputs[k] = v
+                flags.append((k, v))
+            else:
+                inputs[k] = self._scalar_input(k, v)
+        inputs["first_step"] = False
+        in_kernel = stats_mode if stats_mode != "copy" else None
+        variant = (*flags, ("stats", in_kernel), self.dtype, self.device.type)
+        return inputs, compiled_update(type(self.optimizer), variant)
 
     # -- statistics ----------------------------------------------------------------------
     def _statistics_buffers(self, mode: str | None, update: Any) -> tuple[Tensor | None, ...]:
