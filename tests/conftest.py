@@ -68,3 +68,39 @@ def postgresql_url() -> Iterator[str]:
         stop = [pg_ctl, "-D", str(data), "-m", "fast", "-w", "stop"]
         subprocess.run(_as_postgres_user(stop), capture_output=True)
         shutil.rmtree(folder, ignore_errors=True)
+
+
+@pytest.fixture(scope="session", autouse=True)
+def pinned_optimizer_costs(tmp_path_factory) -> Iterator[None]:
+    """``backend="auto"`` decides by costs measured on the machine; the tests pin them.
+
+    A calibration file written here (and named by ``TRAINLAB_CALIBRATION``, which test
+    subprocesses inherit) pins one cost model (its "*" entry) for every optimizer, device,
+    dtype and thread count (fused from about 18 tensors or 2 million parameters), so which
+    path a test's default optimizer takes does not depend on this machine's speed.
+    tests/optim/test_calibration.py measures for real.
+    """
+    import json
+
+    import torch
+
+    from trainlab.optim import calibration
+
+    model = dict(
+        eager_us=0.0,
+        eager_us_per_tensor=7.0,
+        eager_us_per_element=0.00055,
+        fused_us=120.0,
+        fused_us_per_element=0.0005,
+    )
+    entries = {calibration.OVERRIDE: model}
+    path = tmp_path_factory.mktemp("calibration") / "costs.json"
+    machine = calibration.machine_key(torch.device("cpu"))
+    path.write_text(json.dumps({"version": 1, "machine": machine, "entries": entries}))
+    saved = os.environ.get("TRAINLAB_CALIBRATION")
+    os.environ["TRAINLAB_CALIBRATION"] = str(path)
+    yield
+    if saved is None:
+        os.environ.pop("TRAINLAB_CALIBRATION", None)
+    else:
+        os.environ["TRAINLAB_CALIBRATION"] = saved

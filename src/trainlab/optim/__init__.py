@@ -9,6 +9,7 @@ from .adadelta import Adadelta, adadelta
 from .adagrad import Adagrad, adagrad, adagrad_sparse
 from .adam import Adam, AdamW, adam
 from .adamax import Adamax, adamax
+from .calibration import calibrate
 from .lbfgs import LBFGS, lbfgs_direction
 from .nadam import NAdam, nadam
 from .newton import Newton, newton_direction
@@ -35,6 +36,7 @@ __all__ = [
     "adagrad_sparse",
     "adam",
     "adamax",
+    "calibrate",
     "get",
     "lbfgs_direction",
     "nadam",

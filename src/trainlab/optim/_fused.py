@@ -36,21 +36,6 @@ if TYPE_CHECKING:
 #: fallback to the eager backend.
 BACKEND: Any = "inductor"
 
-# ``backend="auto"``: a compiled step costs a fixed ~120 µs (dynamo's guards and call
-# wrappers) plus ~0.5 ns per element; the eager loop costs ~7 µs per tensor for the
-# cheapest rule (SGD) plus ~0.55 ns per element (2 CPU cores, benchmarks/optim_step.py).
-# Compiling is chosen only when it wins even against that cheapest loop.
-AUTO_EAGER_US_PER_TENSOR = 7.0
-AUTO_EAGER_US_PER_ELEMENT = 0.00055
-AUTO_FUSED_US = 120.0
-AUTO_FUSED_US_PER_ELEMENT = 0.0005
-
-
-def worth_fusing(tensors: int, numel: int) -> bool:
-    """Would one compiled pass beat the per-tensor loop for a group this shape?"""
-    eager = AUTO_EAGER_US_PER_TENSOR * tensors + AUTO_EAGER_US_PER_ELEMENT * numel
-    return eager > AUTO_FUSED_US + AUTO_FUSED_US_PER_ELEMENT * numel
-
 
 def _update(
     param: Tensor,
@@ -501,16 +486,21 @@ class FusedEngine:
                 if p.grad is not None and not p.grad.is_sparse and not p.is_complex():
                     by_kind.setdefault((p.device, p.dtype), []).append(p)
             for (device, _), params in by_kind.items():
-                if self._wanted(device, params):
+                if self._wanted(device, params, group):
                     flats.append(FlatGroup(self.optimizer, group, params))
         self.groups[index], self._group_ids[index] = flats, id(group)
         return flats
 
-    def _wanted(self, device: torch.device, params: list[Tensor]) -> bool:
+    def _wanted(self, device: torch.device, params: list[Tensor], group: dict[str, Any]) -> bool:
         if self.optimizer.backend == "fused":
             return True
-        numel = sum(p.numel() for p in params)
-        return worth_fusing(len(params), numel) and compiler_available(device)
+        if not compiler_available(device):
+            return False
+        from .calibration import costs
+
+        opt = self.optimizer
+        measured = costs(type(opt), device, params[0].dtype, group, optimizer=opt)
+        return measured.prefers_fused(len(params), sum(p.numel() for p in params))
 
     def step(self, index: int, group: dict[str, Any], h: dict[str, Any]) -> set[int]:
         """Fused steps for the group's flat parts.

@@ -1,0 +1,297 @@
+"""How ``backend="auto"`` chooses: step costs measured on this machine, cached per device.
+
+A group is stepped by the compiled kernel when that is measured to be cheaper than the
+eager loop for its number of tensors and parameters. The costs come from a short
+calibration the first time an optimizer class (with its group's switches: momentum,
+Nesterov, AMSGrad, ...) meets a device, dtype and thread count here, with two
+linear models fitted to a few timed steps of small groups of that class:
+
+    eager  ≈ a + b·tensors + c·elements        (one update per tensor)
+    fused  ≈ F + f·elements                    (one compiled pass per group)
+
+The calibration compiles the class's rule once (seconds; inductor's disk cache makes it
+faster later) and is saved in ``$TRAINLAB_CACHE/optim-calibration.json`` (default
+``~/.cache/trainlab``; ``$TRAINLAB_CALIBRATION`` names another file) per class and its
+switches, device, dtype and thread count, under a key naming the machine and torch, so the
+next process reads it. An entry named ``"*"`` pins the costs of everything. A damaged
+file, or one written for another machine, is ignored with one warning and measured
+again. `calibrate` runs it on demand, e.g. before timing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import statistics
+import time
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+
+CACHE_FILE = "optim-calibration.json"
+VERSION = 1
+#: The cache is a few kilobytes; anything larger is not ours.
+MAX_CACHE_BYTES = 1 << 20
+# The timed groups: few tensors, many tensors, many elements.
+_SHAPES = {"one": [1000], "few": [1000] * 8, "large": [100_000] * 8}
+_STEPS = 15
+
+#: An entry of this name in the cache holds the costs of every class, device and dtype:
+#: nothing is measured while it is there (a file of one's own then pins the choice).
+OVERRIDE = "*"
+
+_costs: dict[str, Costs] = {}  # this process's costs, by entry key
+_warned: set[str] = set()
+
+
+@dataclass(frozen=True)
+class Costs:
+    """Microseconds of one step of one optimizer class on one device and dtype."""
+
+    eager_us: float  # a: the eager loop's fixed cost
+    eager_us_per_tensor: float  # b
+    eager_us_per_element: float  # c
+    fused_us: float | None  # F: the compiled step's fixed cost (None: it cannot compile)
+    fused_us_per_element: float | None  # f
+
+    def prefers_fused(self, tensors: int, elements: int) -> bool:
+        """Is one compiled pass cheaper than the eager loop for a group this shape?"""
+        if self.fused_us is None or self.fused_us_per_element is None:
+            return False
+        eager = (
+            self.eager_us
+            + self.eager_us_per_tensor * tensors
+            + self.eager_us_per_element * elements
+        )
+        return eager > self.fused_us + self.fused_us_per_element * elements
+
+
+def cache_path() -> Path:
+    """The calibration file: ``$TRAINLAB_CALIBRATION``, else in ``$TRAINLAB_CACHE`` or
+    ``~/.cache/trainlab``. Pointing ``TRAINLAB_CALIBRATION`` at a file of one's own pins the
+    costs ``auto`` decides by (the tests do, so that their paths do not depend on the machine).
+    """
+    if explicit := os.environ.get("TRAINLAB_CALIBRATION"):  # e.g. a file with an "*" entry
+        return Path(explicit)
+    root = Path(os.environ.get("TRAINLAB_CACHE") or Path.home() / ".cache" / "trainlab")
+    return root / CACHE_FILE
+
+
+def machine_key(device: torch.device) -> str:
+    """The machine the costs were measured on: processor, cores, torch, device."""
+    processor = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        for line in cpuinfo.read_text(errors="replace").splitlines():
+            if line.startswith("model name"):
+                processor = line.split(":", 1)[1].strip()
+                break
+    key = f"{processor}; {os.cpu_count()} cores; torch {torch.__version__}"
+    if device.type == "cuda":
+        key += f"; {torch.cuda.get_device_name(device)}"
+    return key
+
+
+def _entry(
+    cls: type, device: torch.device, dtype: torch.dtype, threads: int | None = None, switches=""
+) -> str:
+    """An entry of the cache: the class and its switches, the device, dtype and CPU threads."""
+    threads = torch.get_num_threads() if threads is None else threads
+    name = f"{cls.__module__}.{cls.__qualname__}{switches}"
+    return f"{name} {device.type} {str(dtype).removeprefix('torch.')} {threads} threads"
+
+
+def _switches(opt: torch.optim.Optimizer, group: dict[str, Any]) -> str:
+    """The group's switches (momentum on, Nesterov, AMSGrad, ...): they change the step's cost.
+
+    Empty when all are off, as in the class's defaults.
+    """
+    h = opt.hyperparameters(group)  # type: ignore[attr-defined]
+    on = sorted(k for k, v in h.items() if v is True or (isinstance(v, str) and v))
+    named = [k if h[k] is True else f"{k}={h[k]}" for k in on]
+    return f"[{', '.join(named)}]" if named else ""
+
+
+def _warn_once(path: Path, reason: str) -> None:
+    if str(path) not in _warned:
+        _warned.add(str(path))
+        warnings.warn(
+            f"trainlab: ignoring the optimizer calibration cache {path} ({reason}); "
+            "measuring the step costs again",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _read(path: Path, key: str) -> dict[str, Any]:
+    """The cached entries for this machine; {} (after one warning) for a bad or foreign file."""
+    try:
+        if not path.exists():
+            return {}
+        if not path.is_file() or path.stat().st_size > MAX_CACHE_BYTES:
+            _warn_once(path, f"not a regular file of at most {MAX_CACHE_BYTES} bytes")
+            return {}
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
+        _warn_once(path, f"unreadable: {type(error).__name__}")
+        return {}
+    if not isinstance(data, dict) or data.get("version") != VERSION:
+        _warn_once(path, "not a trainlab calibration of this version")
+        return {}
+    if data.get("machine") != key:
+        _warn_once(path, f"measured on another machine or setup: {data.get('machine')!r}")
+        return {}
+    entries = data.get("entries")
+    if not isinstance(entries, dict):
+        _warn_once(path, "no entries")
+        return {}
+    return entries
+
+
+def _write(path: Path, key: str, entries: dict[str, Any]) -> None:
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        temporary = path.with_name(f".{path.name}.{os.getpid()}")
+        temporary.write_text(
+            json.dumps({"version": VERSION, "machine": key, "entries": entries}, indent=1),
+            encoding="utf-8",
+        )
+        os.replace(temporary, path)
+    except OSError as error:  # a read-only home: measure again next process, no failure
+        warnings.warn(
+            f"trainlab: cannot save the optimizer calibration to {path} ({error})",
+            RuntimeWarning,
+            stacklevel=4,
+        )
+
+
+def _costs_from(raw: Any) -> Costs | None:
+    try:
+        costs = Costs(**raw)
+    except TypeError:
+        return None
+    numbers = [v for v in asdict(costs).values() if v is not None]
+    if not all(isinstance(v, (int, float)) and v == v for v in numbers):
+        return None
+    return costs
+
+
+def _median_step_us(opt: torch.optim.Optimizer, device: torch.device) -> float:
+    for _ in range(3):  # the first step creates the state; the fused second one compiles
+        opt.step()
+    samples = []
+    for _ in range(_STEPS):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        start = time.perf_counter()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples) * 1e6
+
+
+def measure(
+    cls: type, device: torch.device, dtype: torch.dtype, settings: dict[str, Any] | None = None
+) -> Costs:
+    """Time a few steps of ``cls`` on small groups and fit the two cost models.
+
+    ``settings`` are the hyperparameters of the group the costs are for (default: the
+    class's defaults).
+    """
+
+    def build(shapes: list[int], backend: str) -> torch.optim.Optimizer:
+        params = [torch.zeros(n, device=device, dtype=dtype, requires_grad=True) for n in shapes]
+        for p in params:
+            p.grad = torch.full_like(p, 1e-3)
+        opt = cls(params, backend=backend)
+        opt.param_groups[0].update(settings or {})  # already validated in their own group
+        return opt
+
+    eager = {name: _median_step_us(build(s, "eager"), device) for name, s in _SHAPES.items()}
+    extra = (len(_SHAPES["large"]) * _SHAPES["large"][0]) - (
+        len(_SHAPES["few"]) * _SHAPES["few"][0]
+    )
+    per_element = max(eager["large"] - eager["few"], 0.0) / extra
+    tensors = len(_SHAPES["few"]) - 1
+    per_tensor = max(eager["few"] - eager["one"] - per_element * 1000 * tensors, 0.0) / tensors
+    fixed = max(eager["one"] - per_tensor - per_element * 1000, 0.0)
+    fused_us = fused_per_element = None
+    from ._fused import compiler_available
+
+    if compiler_available(device):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)  # a failed compile: stays None
+            few = build(_SHAPES["few"], "fused")
+            few_us = _median_step_us(few, device)
+            large = build(_SHAPES["large"], "fused")
+            large_us = _median_step_us(large, device)
+        if all(part["fused"] for part in few.backend_info() + large.backend_info()):
+            fused_per_element = max(large_us - few_us, 0.0) / extra
+            fused_us = max(few_us - fused_per_element * 8000, 0.0)
+    return Costs(fixed, per_tensor, per_element, fused_us, fused_per_element)
+
+
+def costs(
+    cls: type,
+    device: torch.device,
+    dtype: torch.dtype,
+    group: dict[str, Any] | None = None,
+    *,
+    optimizer: torch.optim.Optimizer | None = None,
+    force: bool = False,
+) -> Costs:
+    """The step costs of ``cls`` here: from this process, the cache, or measured now.
+
+    With ``optimizer`` and its ``group``, for that group's switches and hyperparameters.
+    """
+    switches = _switches(optimizer, group) if optimizer is not None and group else ""
+    settings = {k: v for k, v in group.items() if k != "params"} if group else None
+    name = _entry(cls, device, dtype, switches=switches)
+    if not force and name in _costs:
+        return _costs[name]
+    path, key = cache_path(), machine_key(device)
+    entries = _read(path, key)
+    pinned = _costs_from(entries.get(OVERRIDE))
+    if pinned is not None:
+        _costs[name] = pinned
+        return pinned
+    found = None if force else _costs_from(entries.get(name))
+    if found is None:
+        found = measure(cls, device, dtype, settings)
+        entries = {**_read(path, key), name: asdict(found)}  # another process may have added
+        _write(path, key, entries)
+    _costs[name] = found
+    return found
+
+
+def calibrate(
+    optimizers: list[type] | None = None,
+    device: str | torch.device = "cpu",
+    dtype: torch.dtype = torch.float32,
+    *,
+    force: bool = False,
+) -> dict[str, Costs]:
+    """Measure (or read from the cache) the step costs ``backend="auto"`` decides by.
+
+    Args:
+        optimizers: the first-order classes to calibrate (default: all of them).
+        device: where they will run (default: "cpu").
+        dtype: the parameters' dtype (default: torch.float32).
+        force: measure again even when the cache has them (default: False).
+
+    Returns:
+        {class name: its `Costs`}.
+    """
+    from ._base import FirstOrderOptimizer
+    from .registry import OPTIMIZERS
+
+    if optimizers is None:
+        classes = (spec.cls for spec in OPTIMIZERS.values())
+        optimizers = [c for c in dict.fromkeys(classes) if issubclass(c, FirstOrderOptimizer)]
+    device = torch.device(device)
+    return {cls.__name__: costs(cls, device, dtype, force=force) for cls in optimizers}

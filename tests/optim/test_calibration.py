@@ -1,0 +1,131 @@
+"""backend="auto" decides by step costs measured on this machine and cached per device."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+import trainlab.optim as optim
+from trainlab.optim import _fused, calibration
+from trainlab.optim.calibration import Costs
+
+CHEAP_FUSED = Costs(5.0, 7.0, 0.001, 1.0, 0.0005)
+NEVER_FUSED = Costs(5.0, 7.0, 0.001, None, None)
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """An empty calibration file of this test's own, and no costs remembered in memory."""
+    path = tmp_path / "costs.json"
+    monkeypatch.setenv("TRAINLAB_CALIBRATION", str(path))
+    monkeypatch.setattr(calibration, "_costs", {})
+    monkeypatch.setattr(calibration, "_warned", set())
+    return path
+
+
+def fake_measure(monkeypatch, costs: Costs) -> list[str]:
+    calls: list[str] = []
+
+    def measure(cls, device, dtype, settings=None):
+        calls.append(cls.__name__)
+        return costs
+
+    monkeypatch.setattr(calibration, "measure", measure)
+    return calls
+
+
+def test_a_real_calibration_is_measured_once_and_read_back(cache, monkeypatch):
+    (measured,) = optim.calibrate([optim.SGD]).values()
+    assert measured.eager_us_per_tensor > 0 and measured.eager_us_per_element > 0
+    if _fused.compiler_available(torch.device("cpu")):
+        assert measured.fused_us is not None and measured.fused_us > 0
+    saved = json.loads(cache.read_text())
+    assert saved["machine"] == calibration.machine_key(torch.device("cpu"))
+    assert len(saved["entries"]) == 1
+    monkeypatch.setattr(calibration, "_costs", {})  # a new process: only the file is left
+    calls = fake_measure(monkeypatch, NEVER_FUSED)
+    assert optim.calibrate([optim.SGD]) == {"SGD": measured}
+    assert calls == []
+
+
+@pytest.mark.parametrize(
+    "content, reason",
+    [
+        (b"{not json", "unreadable"),
+        (b'{"version": 99}', "not a trainlab calibration"),
+        (b'{"version": 1, "machine": "a computer elsewhere", "entries": {}}', "another machine"),
+        (b"x" * (calibration.MAX_CACHE_BYTES + 1), "at most"),
+    ],
+)
+def test_a_damaged_or_foreign_cache_is_ignored_with_one_warning_and_rebuilt(
+    cache, monkeypatch, content, reason
+):
+    cache.write_bytes(content)
+    calls = fake_measure(monkeypatch, CHEAP_FUSED)
+    with pytest.warns(RuntimeWarning, match=reason) as caught:
+        optim.calibrate([optim.Adam, optim.SGD])
+    assert len(caught) == 1 and calls == ["Adam", "SGD"]
+    rebuilt = json.loads(cache.read_text())
+    assert rebuilt["machine"] == calibration.machine_key(torch.device("cpu"))
+    assert len(rebuilt["entries"]) == 2
+
+
+def test_an_entry_with_wrong_numbers_is_measured_again(cache, monkeypatch):
+    entry = calibration._entry(optim.Adam, torch.device("cpu"), torch.float32)
+    machine = calibration.machine_key(torch.device("cpu"))
+    bad = {"eager_us": "fast"}
+    cache.write_text(json.dumps({"version": 1, "machine": machine, "entries": {entry: bad}}))
+    calls = fake_measure(monkeypatch, CHEAP_FUSED)
+    assert optim.calibrate([optim.Adam]) == {"Adam": CHEAP_FUSED}
+    assert calls == ["Adam"]
+
+
+def group(tensors: int, size: int) -> list[torch.Tensor]:
+    params = [torch.zeros(size, requires_grad=True) for _ in range(tensors)]
+    for p in params:
+        p.grad = torch.ones_like(p)
+    return params
+
+
+@pytest.mark.parametrize(("costs", "fused"), [(CHEAP_FUSED, True), (NEVER_FUSED, False)])
+def test_auto_takes_the_path_the_costs_favour(cache, monkeypatch, costs, fused):
+    monkeypatch.setattr(_fused, "compiler_available", lambda device: True)
+    fake_measure(monkeypatch, costs)
+    opt = optim.Adam(group(2, 100))
+    opt.step()
+    assert [part["numel"] for part in opt.backend_info()] == ([200] if fused else [])
+
+
+def test_the_cost_models_compare_as_written():
+    costs = Costs(
+        eager_us=10.0,
+        eager_us_per_tensor=5.0,
+        eager_us_per_element=0.01,
+        fused_us=50.0,
+        fused_us_per_element=0.001,
+    )
+    assert not costs.prefers_fused(tensors=4, elements=1000)  # 10 + 20 + 10 < 50 + 1
+    assert costs.prefers_fused(tensors=8, elements=1000)  # 10 + 40 + 10 > 50 + 1
+    assert costs.prefers_fused(tensors=1, elements=10_000)  # 10 + 5 + 100 > 50 + 10
+    assert not NEVER_FUSED.prefers_fused(tensors=1000, elements=10**9)
+
+
+def test_pinned_costs_make_no_warning_and_no_measurement(monkeypatch):
+    calls = fake_measure(monkeypatch, CHEAP_FUSED)  # the session's "*" entry answers
+    monkeypatch.setattr(calibration, "_costs", {})
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        opt = optim.Adam(group(2, 100))
+        opt.step()
+    assert calls == []
+
+
+def test_a_groups_switches_get_costs_of_their_own(cache, monkeypatch):
+    calls = fake_measure(monkeypatch, NEVER_FUSED)
+    for options in ({}, {"momentum": 0.9}, {"momentum": 0.9, "nesterov": True}, {}):
+        optim.SGD(group(2, 100), lr=0.1, **options).step()
+    assert calls == ["SGD", "SGD", "SGD"]  # the fourth is the first's entry again
+    assert len(json.loads(cache.read_text())["entries"]) == 3
