@@ -294,13 +294,13 @@ def speed_summary() -> str:
         for name in dict.fromkeys(r["optimizer"] for r in rows):
             mine = {r["implementation"]: r["seconds"] for r in rows if r["optimizer"] == name}
             best = min(s for k, s in mine.items() if k.startswith("torch"))
-            out.append(mine["trainlab fused"] / best)
+            out.append(mine["trainlab default"] / best)
         return out
 
     big, small = ratios("resnet18"), ratios("small")
     loop = benchmark("trainer_overhead")["ratio_plain_pytorch"]
     return (
-        f"at ResNet-18 size a fused trainlab step takes {min(big):.2f}–{max(big):.2f}× the "
+        f"at ResNet-18 size trainlab's default step takes {min(big):.2f}–{max(big):.2f}× the "
         "time of torch.optim's fastest implementation of the same optimizer; on 1,000 small "
         f"tensors it is {1 / max(small):.0f}–{1 / min(small):.0f}× faster; the training loop "
         f"takes {loop:.2f}× the time of a plain PyTorch loop of the same recipe"
