@@ -92,11 +92,14 @@ def pinned_optimizer_costs(tmp_path_factory) -> Iterator[None]:
         eager_us_per_element=0.00055,
         fused_us=120.0,
         fused_us_per_element=0.0005,
+        compile_s=0.0,
     )
     entries = {calibration.OVERRIDE: model}
     path = tmp_path_factory.mktemp("calibration") / "costs.json"
     machine = calibration.machine_key(torch.device("cpu"))
-    path.write_text(json.dumps({"version": 1, "machine": machine, "entries": entries}))
+    path.write_text(
+        json.dumps({"version": calibration.VERSION, "machine": machine, "entries": entries})
+    )
     saved = os.environ.get("TRAINLAB_CALIBRATION")
     os.environ["TRAINLAB_CALIBRATION"] = str(path)
     yield

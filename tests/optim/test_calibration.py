@@ -12,8 +12,8 @@ import trainlab.optim as optim
 from trainlab.optim import _fused, calibration
 from trainlab.optim.calibration import Costs
 
-CHEAP_FUSED = Costs(5.0, 7.0, 0.001, 1.0, 0.0005)
-NEVER_FUSED = Costs(5.0, 7.0, 0.001, None, None)
+CHEAP_FUSED = Costs(5.0, 7.0, 0.001, 1.0, 0.0005, 0.0)
+NEVER_FUSED = Costs(5.0, 7.0, 0.001, None, None, 0.0)
 
 
 @pytest.fixture
@@ -56,7 +56,7 @@ def test_a_real_calibration_is_measured_once_and_read_back(cache, monkeypatch):
     [
         (b"{not json", "unreadable"),
         (b'{"version": 99}', "not a trainlab calibration"),
-        (b'{"version": 1, "machine": "a computer elsewhere", "entries": {}}', "another machine"),
+        (b'{"version": 2, "machine": "a computer elsewhere", "entries": {}}', "another machine"),
         (b"x" * (calibration.MAX_CACHE_BYTES + 1), "at most"),
     ],
 )
@@ -77,7 +77,8 @@ def test_an_entry_with_wrong_numbers_is_measured_again(cache, monkeypatch):
     entry = calibration._entry(optim.Adam, torch.device("cpu"), torch.float32)
     machine = calibration.machine_key(torch.device("cpu"))
     bad = {"eager_us": "fast"}
-    cache.write_text(json.dumps({"version": 1, "machine": machine, "entries": {entry: bad}}))
+    document = {"version": calibration.VERSION, "machine": machine, "entries": {entry: bad}}
+    cache.write_text(json.dumps(document))
     calls = fake_measure(monkeypatch, CHEAP_FUSED)
     assert optim.calibrate([optim.Adam]) == {"Adam": CHEAP_FUSED}
     assert calls == ["Adam"]
@@ -106,11 +107,24 @@ def test_the_cost_models_compare_as_written():
         eager_us_per_element=0.01,
         fused_us=50.0,
         fused_us_per_element=0.001,
+        compile_s=2.0,
     )
     assert not costs.prefers_fused(tensors=4, elements=1000)  # 10 + 20 + 10 < 50 + 1
     assert costs.prefers_fused(tensors=8, elements=1000)  # 10 + 40 + 10 > 50 + 1
     assert costs.prefers_fused(tensors=1, elements=10_000)  # 10 + 5 + 100 > 50 + 10
     assert not NEVER_FUSED.prefers_fused(tensors=1000, elements=10**9)
+    # a known run length must repay the 2 s compilation: 9 µs saved a step needs 222,223 steps
+    assert not costs.prefers_fused(tensors=8, elements=1000, steps=200_000)
+    assert costs.prefers_fused(tensors=8, elements=1000, steps=250_000)
+
+
+def test_the_trainer_tells_the_optimizer_how_long_the_run_is(tmp_path):
+    from trainlab.train import load_config
+    from trainlab.train.trainer import Trainer
+
+    config = load_config(None, ["run.epochs=2", "data.batch_size=400", "model.kind=mlp"])
+    trainer = Trainer(config, tmp_path / "run")
+    assert trainer.optimizer.expected_steps == trainer.steps_total == 2 * 8
 
 
 def test_pinned_costs_make_no_warning_and_no_measurement(monkeypatch):

@@ -333,6 +333,10 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         super().__init__(params, keywords)
         self.backend: str = backend
         self.track_stats: bool = track_stats
+        #: How many steps the run will take, when known (the trainer sets it). With
+        #: ``backend="auto"`` a group is compiled only if the steps' saving repays the
+        #: compilation; None (the default) takes the run to be long.
+        self.expected_steps: int | None = None
         #: per parameter group, after each step with ``track_stats=True``: gradient norm
         #: ‖g‖, update ratio ‖Δθ‖/‖θ‖ and the number of non-finite gradient elements.
         self.stats: list[dict[str, Tensor]] = []
@@ -376,6 +380,7 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         if "_engine" not in self.__dict__:  # unpickled or deep-copied: flat groups rebuild
             self.__dict__.setdefault("backend", "auto")
             self.__dict__.setdefault("track_stats", False)
+            self.__dict__.setdefault("expected_steps", None)
             self.stats = []
             self._state_keys_cache = {}
             self._engine = FusedEngine(self)

@@ -500,7 +500,8 @@ class FusedEngine:
 
         opt = self.optimizer
         measured = costs(type(opt), device, params[0].dtype, group, optimizer=opt)
-        return measured.prefers_fused(len(params), sum(p.numel() for p in params))
+        elements = sum(p.numel() for p in params)
+        return measured.prefers_fused(len(params), elements, opt.expected_steps)
 
     def step(self, index: int, group: dict[str, Any], h: dict[str, Any]) -> set[int]:
         """Fused steps for the group's flat parts.

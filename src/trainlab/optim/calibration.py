@@ -9,7 +9,10 @@ linear models fitted to a few timed steps of small groups of that class:
     eager  ≈ a + b·tensors + c·elements        (one update per tensor)
     fused  ≈ F + f·elements                    (one compiled pass per group)
 
-The calibration compiles the class's rule once (seconds; inductor's disk cache makes it
+A run that knows its length (the trainer tells the optimizer through
+``expected_steps``) compiles a group only when the time saved over the run repays the
+compilation, so a short run stays on the eager loop. The calibration compiles the class's
+rule once (seconds; inductor's disk cache makes it
 faster later) and is saved in ``$TRAINLAB_CACHE/optim-calibration.json`` (default
 ``~/.cache/trainlab``; ``$TRAINLAB_CALIBRATION`` names another file) per class and its
 switches, device, dtype and thread count, under a key naming the machine and torch, so the
@@ -33,7 +36,7 @@ from typing import Any
 import torch
 
 CACHE_FILE = "optim-calibration.json"
-VERSION = 1
+VERSION = 2
 #: The cache is a few kilobytes; anything larger is not ours.
 MAX_CACHE_BYTES = 1 << 20
 # The timed groups: few tensors, many tensors, many elements.
@@ -57,9 +60,14 @@ class Costs:
     eager_us_per_element: float  # c
     fused_us: float | None  # F: the compiled step's fixed cost (None: it cannot compile)
     fused_us_per_element: float | None  # f
+    compile_s: float  # seconds the compiling step took beyond a compiled one
 
-    def prefers_fused(self, tensors: int, elements: int) -> bool:
-        """Is one compiled pass cheaper than the eager loop for a group this shape?"""
+    def prefers_fused(self, tensors: int, elements: int, steps: int | None = None) -> bool:
+        """Is one compiled pass cheaper than the eager loop for a group this shape?
+
+        With ``steps`` (the run's length, when known) the time saved over those steps must
+        also repay the compilation; without it the run is taken to be long.
+        """
         if self.fused_us is None or self.fused_us_per_element is None:
             return False
         eager = (
@@ -67,7 +75,10 @@ class Costs:
             + self.eager_us_per_tensor * tensors
             + self.eager_us_per_element * elements
         )
-        return eager > self.fused_us + self.fused_us_per_element * elements
+        saved_us = eager - (self.fused_us + self.fused_us_per_element * elements)
+        if steps is not None:
+            return saved_us * 1e-6 * steps > self.compile_s
+        return saved_us > 0
 
 
 def cache_path() -> Path:
@@ -183,6 +194,10 @@ def _costs_from(raw: Any) -> Costs | None:
 def _median_step_us(opt: torch.optim.Optimizer, device: torch.device) -> float:
     for _ in range(3):  # the first step creates the state; the fused second one compiles
         opt.step()
+    return _timed(opt, device)
+
+
+def _timed(opt: torch.optim.Optimizer, device: torch.device) -> float:
     samples = []
     for _ in range(_STEPS):
         if device.type == "cuda":
@@ -221,19 +236,25 @@ def measure(
     per_tensor = max(eager["few"] - eager["one"] - per_element * 1000 * tensors, 0.0) / tensors
     fixed = max(eager["one"] - per_tensor - per_element * 1000, 0.0)
     fused_us = fused_per_element = None
+    compile_s = 0.0
     from ._fused import compiler_available
 
     if compiler_available(device):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # a failed compile: stays None
             few = build(_SHAPES["few"], "fused")
-            few_us = _median_step_us(few, device)
+            start = time.perf_counter()
+            few.step()  # creates the state
+            few.step()  # compiles (or finds inductor's cache from an earlier process)
+            first_two = time.perf_counter() - start
+            few_us = _timed(few, device)
+            compile_s = max(first_two - 2 * few_us * 1e-6, 0.0)
             large = build(_SHAPES["large"], "fused")
             large_us = _median_step_us(large, device)
         if all(part["fused"] for part in few.backend_info() + large.backend_info()):
             fused_per_element = max(large_us - few_us, 0.0) / extra
             fused_us = max(few_us - fused_per_element * 8000, 0.0)
-    return Costs(fixed, per_tensor, per_element, fused_us, fused_per_element)
+    return Costs(fixed, per_tensor, per_element, fused_us, fused_per_element, compile_s)
 
 
 def costs(

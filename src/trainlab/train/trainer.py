@@ -204,6 +204,8 @@ class Trainer:
             p for name, p in self.model.named_parameters() if not name_matches(name, exclude)
         ]
         self.steps_total = run.total_steps(len(self.batches))
+        if hasattr(self.optimizer, "expected_steps"):  # trainlab's: compile only if it pays
+            self.optimizer.expected_steps = self.steps_total
         self.scheduler = parts.scheduler
         averaging = config.averaging
         self.lr = (
