@@ -51,6 +51,22 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def fixed_table(rows: list[dict]) -> str:
+    """The fixed-cost table: µs per step of trainlab's paths and torch's fastest."""
+    lines = [
+        "| optimizer | trainlab default | trainlab fused | trainlab eager | torch fastest |",
+        "|---|---|---|---|---|",
+    ]
+    for name in dict.fromkeys(r["optimizer"] for r in rows):
+        mine = {r["implementation"]: r["seconds"] * 1e6 for r in rows if r["optimizer"] == name}
+        best = min(v for k, v in mine.items() if k.startswith("torch"))
+        lines.append(
+            f"| {name} | {mine['trainlab default']:.0f} | {mine['trainlab fused']:.0f} | "
+            f"{mine['trainlab eager']:.0f} | {best:.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(path: Path | None = None) -> None:
     """Print every table; ``path`` defaults to the first argument, else the checked-in JSON."""
     if path is None:
@@ -86,19 +102,7 @@ def main(path: Path | None = None) -> None:
             print(f"| {name} | " + " | ".join(cells) + " |")
     if "fixed" in data:
         print("\nFixed cost: one step of 8 tensors of 1,000 parameters, µs:\n")
-        print("| optimizer | trainlab default | trainlab fused | trainlab eager | torch fastest |")
-        print("|---|---|---|---|---|")
-        for name in dict.fromkeys(r["optimizer"] for r in data["fixed"]):
-            mine = {
-                r["implementation"]: r["seconds"] * 1e6
-                for r in data["fixed"]
-                if r["optimizer"] == name
-            }
-            best = min(v for k, v in mine.items() if k.startswith("torch"))
-            print(
-                f"| {name} | {mine['trainlab default']:.0f} | {mine['trainlab fused']:.0f} | "
-                f"{mine['trainlab eager']:.0f} | {best:.0f} |"
-            )
+        print(fixed_table(data["fixed"]))
     if "stats" in data:
         print("\n`track_stats=True` (fused, ResNet-18 shapes), ms per step:\n")
         print("| optimizer | plain | with statistics | extra |\n|---|---|---|---|")
