@@ -168,14 +168,7 @@ def run_workload(workload: str, shapes, names, repeats: int) -> list[dict]:
 
 
 def print_table(title: str, rows: list[dict]) -> None:
-    labels = [
-        "trainlab default",
-        "trainlab fused",
-        "trainlab eager",
-        "torch for-loop",
-        "torch foreach",
-        "torch fused",
-    ]
+    labels = readme_tables.LABELS
     print(f"\n{title}")
     head = f"  {'optimizer':<9}" + "".join(f"{label:>16}" for label in labels)
     head += f"{'default/torch best':>20}{'% roofline':>12}"

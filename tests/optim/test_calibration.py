@@ -73,15 +73,47 @@ def test_a_damaged_or_foreign_cache_is_ignored_with_one_warning_and_rebuilt(
     assert len(rebuilt["entries"]) == 2
 
 
-def test_an_entry_with_wrong_numbers_is_measured_again(cache, monkeypatch):
+ENTRY = {
+    "eager_us": 1.0,
+    "eager_us_per_tensor": 1.0,
+    "eager_us_per_element": 0.1,
+    "fused_us": 1.0,
+    "fused_us_per_element": 0.1,
+    "compile_s": 1.0,
+}
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"eager_us": "fast"},  # other keys
+        "fast",  # not a table
+        {**ENTRY, "eager_us": "fast"},
+        {**ENTRY, "eager_us": None},  # only the compiled costs may be null
+        {**ENTRY, "fused_us": None},  # and only both together
+        {**ENTRY, "compile_s": -1.0},
+        {**ENTRY, "eager_us_per_tensor": True},
+    ],
+)
+def test_an_entry_with_wrong_numbers_is_measured_again(cache, monkeypatch, bad):
     entry = calibration._entry(optim.Adam, torch.device("cpu"), torch.float32)
     machine = calibration.machine_key(torch.device("cpu"))
-    bad = {"eager_us": "fast"}
     document = {"version": calibration.VERSION, "machine": machine, "entries": {entry: bad}}
     cache.write_text(json.dumps(document))
     calls = fake_measure(monkeypatch, CHEAP_FUSED)
     assert optim.calibrate([optim.Adam]) == {"Adam": CHEAP_FUSED}
     assert calls == ["Adam"]
+
+
+def test_a_cached_entry_that_cannot_compile_is_read_back(cache, monkeypatch):
+    entry = calibration._entry(optim.Adam, torch.device("cpu"), torch.float32)
+    machine = calibration.machine_key(torch.device("cpu"))
+    stored = {**ENTRY, "fused_us": None, "fused_us_per_element": None}
+    document = {"version": calibration.VERSION, "machine": machine, "entries": {entry: stored}}
+    cache.write_text(json.dumps(document))
+    calls = fake_measure(monkeypatch, CHEAP_FUSED)
+    assert optim.calibrate([optim.Adam]) == {"Adam": Costs(**stored)}
+    assert calls == []
 
 
 def group(tensors: int, size: int) -> list[torch.Tensor]:

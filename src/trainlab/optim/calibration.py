@@ -181,14 +181,22 @@ def _write(path: Path, key: str, entries: dict[str, Any]) -> None:
 
 
 def _costs_from(raw: Any) -> Costs | None:
+    """A cached entry as `Costs`, or None unless every cost is a finite number >= 0.
+
+    Only the compiled step's two costs may be null (together: it cannot compile).
+    """
     try:
         costs = Costs(**raw)
-    except TypeError:
+    except TypeError:  # not a table, or other keys
         return None
-    numbers = [v for v in asdict(costs).values() if v is not None]
-    if not all(isinstance(v, (int, float)) and v == v for v in numbers):
-        return None
-    return costs
+    values = asdict(costs)
+    if costs.fused_us is None and costs.fused_us_per_element is None:
+        del values["fused_us"], values["fused_us_per_element"]
+
+    def cost(v: Any) -> bool:
+        return type(v) in (int, float) and 0 <= v < float("inf")
+
+    return costs if all(cost(v) for v in values.values()) else None
 
 
 def _median_step_us(opt: torch.optim.Optimizer, device: torch.device) -> float:
