@@ -236,13 +236,16 @@ def measure(
         return opt
 
     eager = {name: _median_step_us(build(s, "eager"), device) for name, s in _SHAPES.items()}
-    extra = (len(_SHAPES["large"]) * _SHAPES["large"][0]) - (
-        len(_SHAPES["few"]) * _SHAPES["few"][0]
-    )
+    # Solve the eager model from the three groups: "one" and "few" differ in tensors only
+    # (of equal size), "few" and "large" in elements only.
+    n = {name: sum(shapes) for name, shapes in _SHAPES.items()}  # elements of each group
+    extra = n["large"] - n["few"]
     per_element = max(eager["large"] - eager["few"], 0.0) / extra
-    tensors = len(_SHAPES["few"]) - 1
-    per_tensor = max(eager["few"] - eager["one"] - per_element * 1000 * tensors, 0.0) / tensors
-    fixed = max(eager["one"] - per_tensor - per_element * 1000, 0.0)
+    tensors = len(_SHAPES["few"]) - len(_SHAPES["one"])
+    per_tensor = (
+        max(eager["few"] - eager["one"] - per_element * (n["few"] - n["one"]), 0.0) / tensors
+    )
+    fixed = max(eager["one"] - per_tensor - per_element * n["one"], 0.0)
     fused_us = fused_per_element = None
     compile_s = 0.0
     from ._fused import compiler_available
@@ -261,7 +264,7 @@ def measure(
             large_us = _median_step_us(large, device)
         if all(part["fused"] for part in few.backend_info() + large.backend_info()):
             fused_per_element = max(large_us - few_us, 0.0) / extra
-            fused_us = max(few_us - fused_per_element * 8000, 0.0)
+            fused_us = max(few_us - fused_per_element * n["few"], 0.0)
     return Costs(fixed, per_tensor, per_element, fused_us, fused_per_element, compile_s)
 
 
