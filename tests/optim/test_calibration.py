@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import warnings
 
@@ -14,6 +15,7 @@ from trainlab.optim.calibration import Costs
 
 CHEAP_FUSED = Costs(5.0, 7.0, 0.001, 1.0, 0.0005, 0.0)
 NEVER_FUSED = Costs(5.0, 7.0, 0.001, None, None, 0.0)
+CHEAP_TORCH = Costs(5.0, 7.0, 0.001, 3.0, 0.0005, 0.0, torch_us=1.0, torch_us_per_element=0.0004)
 
 
 @pytest.fixture
@@ -42,6 +44,7 @@ def test_a_real_calibration_is_measured_once_and_read_back(cache, monkeypatch):
     assert measured.eager_us_per_tensor > 0 and measured.eager_us_per_element > 0
     if _fused.compiler_available(torch.device("cpu")):
         assert measured.fused_us is not None and measured.fused_us > 0
+    assert measured.torch_us is not None and measured.torch_us_per_element > 0
     saved = json.loads(cache.read_text())
     assert saved["machine"] == calibration.machine_key(torch.device("cpu"))
     assert len(saved["entries"]) == 1
@@ -51,12 +54,20 @@ def test_a_real_calibration_is_measured_once_and_read_back(cache, monkeypatch):
     assert calls == []
 
 
+MACHINE = calibration.machine_key(torch.device("cpu")).encode()
+
+
 @pytest.mark.parametrize(
     "content, reason",
     [
         (b"{not json", "unreadable"),
         (b'{"version": 99}', "not a trainlab calibration"),
-        (b'{"version": 2, "machine": "a computer elsewhere", "entries": {}}', "another machine"),
+        (b'{"version": 2, "machine": "' + MACHINE + b'", "entries": {}}', "not a trainlab"),
+        (
+            b'{"version": %d, "machine": "a computer elsewhere", "entries": {}}'
+            % calibration.VERSION,
+            "another machine",
+        ),
         (b"x" * (calibration.MAX_CACHE_BYTES + 1), "at most"),
     ],
 )
@@ -91,6 +102,8 @@ ENTRY = {
         {**ENTRY, "eager_us": "fast"},
         {**ENTRY, "eager_us": None},  # only the compiled costs may be null
         {**ENTRY, "fused_us": None},  # and only both together
+        {**ENTRY, "torch_us": 1.0},  # torch's kernel's costs: both or neither
+        {**ENTRY, "torch_us": -1.0, "torch_us_per_element": 0.1},
         {**ENTRY, "compile_s": -1.0},
         {**ENTRY, "eager_us_per_tensor": True},
     ],
@@ -123,13 +136,25 @@ def group(tensors: int, size: int) -> list[torch.Tensor]:
     return params
 
 
-@pytest.mark.parametrize(("costs", "fused"), [(CHEAP_FUSED, True), (NEVER_FUSED, False)])
-def test_auto_takes_the_path_the_costs_favour(cache, monkeypatch, costs, fused):
+@pytest.mark.parametrize(
+    ("costs", "kernel"), [(CHEAP_FUSED, "compiled"), (NEVER_FUSED, None), (CHEAP_TORCH, "torch")]
+)
+def test_auto_takes_the_path_the_costs_favour(cache, monkeypatch, costs, kernel):
     monkeypatch.setattr(_fused, "compiler_available", lambda device: True)
     fake_measure(monkeypatch, costs)
     opt = optim.Adam(group(2, 100))
-    opt.step()
-    assert [part["numel"] for part in opt.backend_info()] == ([200] if fused else [])
+    for _ in range(2):  # the first step creates the state; the second is a flat one
+        opt.step()
+    assert [(part["numel"], part["kernel"]) for part in opt.backend_info()] == (
+        [(200, kernel)] if kernel else []
+    )
+
+
+def test_a_group_torch_has_no_kernel_for_is_measured_without_one():
+    settings = {"lr": 0.1, "momentum": 0.9, "momentum_form": "ema"}  # torch knows "rho" only
+    measured = calibration.measure(optim.SGD, torch.device("cpu"), torch.float32, settings)
+    assert measured.torch_us is None and measured.torch_us_per_element is None
+    assert measured.eager_us_per_element > 0
 
 
 def test_the_cost_models_compare_as_written():
@@ -141,13 +166,25 @@ def test_the_cost_models_compare_as_written():
         fused_us_per_element=0.001,
         compile_s=2.0,
     )
-    assert not costs.prefers_fused(tensors=4, elements=1000)  # 10 + 20 + 10 < 50 + 1
-    assert costs.prefers_fused(tensors=8, elements=1000)  # 10 + 40 + 10 > 50 + 1
-    assert costs.prefers_fused(tensors=1, elements=10_000)  # 10 + 5 + 100 > 50 + 10
-    assert not NEVER_FUSED.prefers_fused(tensors=1000, elements=10**9)
+    assert costs.choose(tensors=4, elements=1000) == "eager"  # 10 + 20 + 10 < 50 + 1
+    assert costs.choose(tensors=8, elements=1000) == "fused"  # 10 + 40 + 10 > 50 + 1
+    assert costs.choose(tensors=1, elements=10_000) == "fused"  # 10 + 5 + 100 > 50 + 10
+    assert costs.choose(tensors=8, elements=1000, compiled=False) == "eager"  # no compiler
+    assert NEVER_FUSED.choose(tensors=1000, elements=10**9) == "eager"
     # a known run length must repay the 2 s compilation: 9 µs saved a step needs 222,223 steps
-    assert not costs.prefers_fused(tensors=8, elements=1000, steps=200_000)
-    assert costs.prefers_fused(tensors=8, elements=1000, steps=250_000)
+    assert costs.choose(tensors=8, elements=1000, steps=200_000) == "eager"
+    assert costs.choose(tensors=8, elements=1000, steps=250_000) == "fused"
+    # torch's kernel: T + t·elements, no compilation to repay
+    kernel = dataclasses.replace(costs, torch_us=20.0, torch_us_per_element=0.002)
+    assert kernel.estimates(8, 1000) == pytest.approx(
+        {"eager": 60.0, "fused": 51.0, "torch-fused": 22.0}
+    )
+    assert kernel.choose(tensors=8, elements=1000) == "torch-fused"  # 22 < 51 < 60
+    assert kernel.choose(tensors=1, elements=100_000) == "fused"  # 150 < 220 < 1015
+    # compiling must beat the best other path, here torch's kernel: 70 µs a step
+    assert kernel.choose(tensors=1, elements=100_000, steps=20_000) == "torch-fused"
+    assert kernel.choose(tensors=1, elements=100_000, steps=30_000) == "fused"
+    assert kernel.choose(tensors=1, elements=0) == "eager"  # 15 < 20 < 50
 
 
 def test_the_trainer_tells_the_optimizer_how_long_the_run_is(tmp_path):

@@ -445,9 +445,11 @@ def test_backend_keyword_is_validated():
     with pytest.raises(
         ValueError,
         match=r"Invalid backend: 'triton' \(must be one of 'auto', "
-        r"'eager', 'fused'\)",
+        r"'eager', 'fused', 'torch-fused'\)",
     ):
         optim.SGD([torch.zeros(1, requires_grad=True)], backend="triton")
+    with pytest.raises(ValueError, match=r"'torch-fused' \(torch has no fused NAdam kernel"):
+        optim.NAdam([torch.zeros(1, requires_grad=True)], backend="torch-fused")
 
 
 def test_a_switch_turned_on_mid_run_compiles_its_variant_and_matches_eager():
@@ -495,3 +497,40 @@ def test_state_switches_add_their_buffers_mid_run(
         opt.step()
         assert all((buffer in opt.state[p]) == (step >= 2) for p in params)
     assert all(torch.isfinite(p).all() for p in params)
+
+
+@pytest.mark.parametrize("track_stats", [False, True])
+def test_after_its_first_call_a_flat_group_calls_the_compiled_graph_directly(track_stats):
+    def run(backend, opt_steps, spy=None):
+        params = make_params(torch.float64)[:3]
+        opt = optim.Adam(params, lr=0.01, backend=backend, track_stats=track_stats)
+        for step in range(opt_steps):
+            if spy is not None and step == 3:
+                spy(opt)
+            opt.zero_grad()
+            loss_of([*params, None], batch(torch.float64, step)).backward()
+            opt.step()
+        return params, opt
+
+    calls = []
+
+    def spy(opt):  # count the direct calls from now on
+        flat = opt._engine.groups[0][0]
+        update, graph, args = flat._direct
+
+        def counted(*a):
+            calls.append(len(a))
+            return graph(*a)
+
+        flat._direct = (update, counted, args)
+
+    eager, reference = run("eager", 8)
+    fused, opt = run("fused", 8, spy)
+    assert len(calls) == 5  # steps 4 to 8 never went through dynamo's guarded call
+    for a, b in zip(eager, fused):
+        torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
+    if track_stats:  # the sums come back from the direct call too
+        for key in ("grad_norm", "update_ratio"):
+            torch.testing.assert_close(
+                opt.stats[0][key], reference.stats[0][key], rtol=1e-9, atol=0
+            )

@@ -485,6 +485,17 @@ def test_full_batch_optimizers_are_accepted_and_their_options_checked(name: str)
     )
 
 
+def test_torch_fused_backend_only_for_optimizers_torch_has_a_kernel_of() -> None:
+    config = load_config(None, ["optimizer.name=sgd", "optimizer.backend=torch-fused"])
+    assert config.optimizer.backend == "torch-fused"
+    error(
+        r"Invalid optimizer\.backend: 'torch-fused' \(torch has no fused nadam kernel: "
+        r"use 'fused'",
+        "optimizer.name=nadam",
+        "optimizer.backend=torch-fused",
+    )
+
+
 def test_unknown_optimizer_option() -> None:
     pattern = (
         r"Invalid optimizer\.options key: 'betaz' "

@@ -285,6 +285,13 @@ class TrainlabOptimizer(torch.optim.Optimizer):
                 param_state["step"] = torch.tensor(float(step), dtype=scalar_dtype())
 
 
+#: How a first-order optimizer steps its groups (its ``backend`` keyword): "eager" (one
+#: update per parameter), "fused" (trainlab's compiled rule, one pass over a group's flat
+#: buffers), "torch-fused" (torch's own fused kernel over the same buffers, where torch has
+#: one for the settings) and "auto" (the one measured cheapest for each group).
+BACKENDS = ("auto", "eager", "fused", "torch-fused")
+
+
 class FirstOrderOptimizer(TrainlabOptimizer):
     """Bookkeeping around a first-order update rule, run eagerly or compiled.
 
@@ -302,7 +309,8 @@ class FirstOrderOptimizer(TrainlabOptimizer):
     ``apply_rule`` is the only place the math runs. The eager backend calls it once per
     parameter; the fused backend (``_fused.py``) calls the *same* function once per
     parameter group, compiled, over flat buffers that hold every parameter, gradient and
-    state tensor of the group.
+    state tensor of the group. Where torch has a fused kernel of the algorithm, a subclass
+    also binds it to those buffers in ``torch_kernel`` (the "torch-fused" backend).
     """
 
     #: Hyperparameters whose truth value decides which state keys ``init_state`` creates
@@ -322,14 +330,21 @@ class FirstOrderOptimizer(TrainlabOptimizer):
     #: overwrites (AdaDelta's E[Δθ²]): inductor then splits the loop and stages θ, which
     #: costs more than summing in separate passes afterwards.
     fused_stats_in_loop: ClassVar[bool] = True
+    #: Does torch have a fused kernel of this algorithm (`torch_kernel`)?
+    has_torch_kernel: ClassVar[bool] = False
 
     def __init__(self, params: Any, keywords: dict[str, Any]) -> None:
         from ._fused import FusedEngine
 
         backend = keywords.pop("backend", "auto")
         track_stats = keywords.pop("track_stats", False)
-        _checks.one_of("auto", "eager", "fused")("backend", backend)
+        _checks.one_of(*BACKENDS)("backend", backend)
         _checks.flag("track_stats", track_stats)
+        if backend == "torch-fused" and not self.has_torch_kernel:
+            raise ValueError(
+                f"Invalid backend for {type(self).__name__}: 'torch-fused' (torch has no fused "
+                f"{type(self).__name__} kernel; use 'fused', trainlab's compiled one, or 'auto')"
+            )
         super().__init__(params, keywords)
         self.backend: str = backend
         self.track_stats: bool = track_stats
@@ -388,9 +403,11 @@ class FirstOrderOptimizer(TrainlabOptimizer):
     def backend_info(self) -> list[dict[str, Any]]:
         """Where the fused backend runs: one entry per flat buffer set (group, device, dtype).
 
-        ``fused`` is True while that part is stepped by its compiled kernel, False once it
+        ``fused`` is True while that part is stepped over its flat buffers, False once it
         fell back to the eager loop (compilation failed, or its parameters' step counts
-        diverged because some got no gradient in a step). ``stats`` (with
+        diverged because some got no gradient in a step). ``kernel`` says what took its
+        last step: ``"compiled"`` (trainlab's rule) or ``"torch"`` (torch's fused kernel;
+        None before the first flat step). ``stats`` (with
         ``track_stats=True``) is ``"twin"`` while the statistics are summed inside the
         compiled update and ``"delta"`` where they take separate passes after it.
         """
@@ -423,6 +440,22 @@ class FirstOrderOptimizer(TrainlabOptimizer):
             dummy = torch.zeros((), dtype=dtype, device=device)
             keys = self._state_keys_cache[key] = frozenset(self.init_state(dummy, group))
         return keys
+
+    def torch_kernel(
+        self,
+        h: dict[str, Any],
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        step: Tensor | None,
+    ) -> Callable[[], None] | None:
+        """torch's fused kernel of this algorithm bound to flat buffers, or None.
+
+        A call without arguments steps ``param`` and ``state`` from ``grad`` with
+        hyperparameters ``h``, reading the step count (already advanced) from ``step``. None
+        where torch has no kernel for these settings (the default: no kernel at all).
+        """
+        return None
 
     @staticmethod
     def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:

@@ -19,6 +19,7 @@ import hashlib
 import itertools
 import os
 import shutil
+import threading
 import types
 import warnings
 import weakref
@@ -96,6 +97,51 @@ def sum_of_squares(x: Tensor) -> Tensor:
     return x.float().square().sum()
 
 
+#: ``_recorded.calls``: while set (a list), every call of a compiled graph in this thread
+#: appends (graph, its arguments, its outputs) to it: a flat group's step through dynamo
+#: records what ran, to call that graph directly in the next steps.
+_recorded = threading.local()
+
+
+def _recording(backend: Any) -> Any:
+    """``backend`` (a ``torch.compile`` backend) with each compiled graph's calls recorded.
+
+    Calling dynamo's compiled function checks its guards and steps through its frame
+    evaluation: about 20 µs, twice the kernel itself for a small group. A flat group calls
+    the same graph with the same tensors (refilled in place) every step, so once its
+    call through dynamo has shown which graph ran with which arguments, it calls that
+    graph directly (see `FlatGroup._call`).
+    """
+    if backend == "inductor":
+
+        def compile_graph(graph_module: Any, example_inputs: Any) -> Any:
+            # Imported while compiling: the import raises torch's own deprecation notices,
+            # which the compiling step silences.
+            from torch._inductor.compile_fx import compile_fx
+
+            patches = {"cpp.dynamic_threads": True}
+            return compile_fx(graph_module, example_inputs, config_patches=patches)
+
+    elif isinstance(backend, str):
+        compile_graph = torch._dynamo.lookup_backend(backend)
+    else:
+        compile_graph = backend
+
+    def compile_recorded(graph_module: Any, example_inputs: Any) -> Any:
+        graph = compile_graph(graph_module, example_inputs)
+
+        def run(*args: Any) -> Any:
+            outputs = graph(*args)
+            calls = getattr(_recorded, "calls", None)
+            if calls is not None:
+                calls.append((graph, args, outputs))
+            return outputs
+
+        return run
+
+    return compile_recorded
+
+
 @functools.cache
 def compiled_update(cls: type, variant: tuple) -> Any:
     """``_update`` compiled for one optimizer class and one variant of its switches.
@@ -108,8 +154,7 @@ def compiled_update(cls: type, variant: tuple) -> Any:
     name = f"fused_{cls.__name__}_{digest}"
     code = _update.__code__.replace(co_name=name)
     function = types.FunctionType(code, _update.__globals__, name)
-    options = {"cpp.dynamic_threads": True} if BACKEND == "inductor" else None
-    return torch.compile(function, backend=BACKEND, fullgraph=True, dynamic=True, options=options)
+    return torch.compile(function, backend=_recording(BACKEND), fullgraph=True, dynamic=True)
 
 
 def compiler_available(device: torch.device) -> bool:
@@ -144,8 +189,18 @@ def _record_gradient(group: weakref.ref, i: int, _param: Tensor) -> None:
 class FlatGroup:
     """The parameters of one group on one device and dtype, as views into flat buffers."""
 
-    def __init__(self, optimizer: FirstOrderOptimizer, group: dict[str, Any], params: list[Tensor]):
+    def __init__(
+        self,
+        optimizer: FirstOrderOptimizer,
+        group: dict[str, Any],
+        params: list[Tensor],
+        path: str = "fused",
+    ):
         self.optimizer, self.group, self.params = optimizer, group, params
+        #: "torch-fused": torch's fused kernel over the flat buffers where it has one for
+        #: the group's settings; "fused" (or no such kernel): trainlab's compiled rule.
+        self.path = path
+        self.kernel_used: bool | None = None  # did the last flat step run torch's kernel?
         self.ids = {id(p) for p in params}
         self.device, self.dtype = params[0].device, params[0].dtype
         self.numels = [p.numel() for p in params]
@@ -177,8 +232,12 @@ class FlatGroup:
         self._compiled: set[Any] = set()  # the compiled variants this group has called
         self.needs_adopt = False
         self._scalar_inputs: dict[str, tuple[float, Tensor]] = {}
-        # (h, statistics mode, inputs, compiled update) of the last step: see fused_step.
-        self._prepared: tuple[dict[str, Any], str | None, dict[str, Any], Any] | None = None
+        # (h, statistics mode, inputs, compiled update, torch kernel call or None) of the
+        # last step: see fused_step.
+        self._prepared: tuple[dict[str, Any], str | None, dict[str, Any], Any, Any] | None = None
+        # (compiled update, its graph, the graph's arguments): see _call.
+        self._direct: tuple[Any, Any, tuple[Any, ...]] | None = None
+        self._kernel_steps: Tensor | None = None  # torch's kernel's step count on a GPU
         self.stats: tuple[Tensor, ...] | None = None
         # track_stats: "twin" sums inside the update loop, "delta" writes Δθ and sums
         # after it (see _update); a twin is trusted once a step has checked it.
@@ -206,6 +265,7 @@ class FlatGroup:
         states = [opt.state.get(p) or {} for p in self.params]
         self.state, self.scalars = {}, {}
         self._prepared = None  # the state's keys may differ: check them again
+        self._direct = None  # new state buffers: the recorded arguments are stale
         if not any(states):
             self.step = 0
             return
@@ -302,7 +362,11 @@ class FlatGroup:
 
     # -- the step ------------------------------------------------------------------------
     def fused_step(self, h: dict[str, Any]) -> bool:
-        """One compiled step over the whole group; False when the eager loop must do it."""
+        """One step over the whole group's flat buffers; False when the eager loop must do it.
+
+        The step is torch's fused kernel where the group's path is "torch-fused" and torch has
+        one for its settings, else trainlab's compiled rule.
+        """
         if not self.fused_ok:
             return False
         if not self.check_layout():
@@ -325,14 +389,17 @@ class FlatGroup:
         prepared = self._prepared
         if prepared is None or prepared[0] != h or prepared[1] != stats_mode:
             # A new hyperparameter, a switch or a statistics mode: check the state and
-            # rebuild the compiled call's inputs. Steps that change nothing reuse them.
+            # rebuild the step's inputs. Steps that change nothing reuse them.
             if not self._state_ready():
                 # The first step creates the state (and SGD's buffer from the first
                 # gradient): the eager loop does it, and it moves into flat buffers next step.
                 self.needs_adopt = True
                 return False
             prepared = self._prepared = (dict(h), stats_mode, *self._prepare(h, stats_mode))
-        _, _, inputs, update = prepared
+        _, _, inputs, update, kernel = prepared
+        if kernel is not None:
+            return self._kernel_step(kernel, h, stats_mode)
+        self.kernel_used = False
         first_call = update not in self._compiled
         # Only a compiling call can fail: snapshot the counters for it, not on every step.
         saved = {k: v.clone() for k, v in self.scalars.items()} if first_call else {}
@@ -340,32 +407,28 @@ class FlatGroup:
         if "step" in self.scalars:
             self.scalars["step"].add_(1)
             step = float(self.step + 1)
+        direct = True  # may the recorded graph run? Not when a switch comes from the step
         for k, v in opt.coefficients(step, h, self.scalars).items():
-            inputs[k] = v if _is_switch(v) else self._scalar_input(k, v)
+            if _is_switch(v):
+                inputs[k], direct = v, False
+            else:
+                inputs[k] = self._scalar_input(k, v)
         before, delta, check = self._statistics_buffers(stats_mode, update)
         args = (self.param, self.grad, self.state, inputs, opt.apply_rule, before, delta)
         try:
             if not first_call:
-                sums = update(*args)
+                sums = self._call(update, args, direct)
             else:  # this call compiles: torch's own deprecation notices are not ours
                 with warnings.catch_warnings():
                     warnings.simplefilter("ignore", DeprecationWarning)
                     warnings.simplefilter("ignore", FutureWarning)
-                    sums = update(*args)
+                    sums = self._call(update, args, direct)
                 self._compiled.add(update)
         except Exception as error:  # compilation failed: no buffer was written yet
             for key, value in saved.items():
                 self.scalars[key].copy_(value)
             self.fused_ok = False
-            lines = [line.strip() for line in str(error).splitlines() if line.strip()]
-            reason = " ".join(lines[:2])
-            warnings.warn(
-                f"trainlab: the fused backend of {type(opt).__name__} is unavailable on "
-                f"{self.device} ({type(error).__name__}: {reason[:200]}); using the eager "
-                "backend instead (same results, slower steps)",
-                RuntimeWarning,
-                stacklevel=4,
-            )
+            self._unavailable(f"the fused backend of {type(opt).__name__}", error)
             return False
         if step is not None:
             self.step += 1
@@ -373,12 +436,87 @@ class FlatGroup:
             self.stats = self._statistics(sums, check, update)
         return True
 
-    def _prepare(self, h: dict[str, Any], stats_mode: str | None) -> tuple[dict[str, Any], Any]:
-        """The compiled call's inputs for hyperparameters ``h``, and its compiled variant.
+    def _call(self, update: Any, args: tuple[Any, ...], direct: bool) -> Any:
+        """``update(*args)``: the recorded compiled graph called directly, or through dynamo.
+
+        Through dynamo, each call checks the guards of every input before running the
+        graph. A flat group passes the same tensors every step (buffers updated in place,
+        0-dim inputs refilled in place), so the graph dynamo ran last time, called with the
+        same arguments, is the same computation. The recorded call is adopted only when it
+        is the one graph that ran and its outputs are exactly what ``update`` returned.
+        """
+        recorded = self._direct
+        if direct and recorded is not None and recorded[0] is update:
+            outputs = recorded[1](*recorded[2])
+            return tuple(outputs) if outputs else None
+        _recorded.calls = calls = []
+        try:
+            result = update(*args)
+        finally:
+            _recorded.calls = None
+        returned = () if result is None else tuple(result)
+        if direct and len(calls) == 1:
+            graph, graph_args, outputs = calls[0]
+            outputs = tuple(outputs) if outputs else ()
+            if len(outputs) == len(returned) and all(a is b for a, b in zip(outputs, returned)):
+                self._direct = (update, graph, graph_args)
+        return result
+
+    def _kernel_step(self, kernel: Any, h: dict[str, Any], stats_mode: str | None) -> bool:
+        """One step by torch's own fused kernel over the flat buffers (see `_prepare`)."""
+        steps = self.scalars.get("step")
+        if steps is not None:
+            steps.add_(1)
+            if self._kernel_steps is not None:  # the kernel's step lives on the device
+                self._kernel_steps.fill_(self.step + 1)
+        check = None if stats_mode is None else self.param.clone()
+        try:
+            kernel()
+        except Exception as error:  # refused before writing (a dtype or device it lacks)
+            if steps is not None:
+                steps.sub_(1)
+            self.path, self._prepared = "fused", None
+            opt = self.optimizer
+            self._unavailable(f"torch's fused {type(opt).__name__} kernel", error, "fused")
+            return self.fused_step(h)
+        self.kernel_used = True
+        if steps is not None:
+            self.step += 1
+        if stats_mode is not None:
+            self.stats = self._statistics(None, check, None)
+        return True
+
+    def _unavailable(self, what: str, error: Exception, instead: str = "eager") -> None:
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+        reason = " ".join(lines[:2])
+        warnings.warn(
+            f"trainlab: {what} is unavailable on {self.device} ({type(error).__name__}: "
+            f"{reason[:200]}); using the {instead} backend instead (same results, slower steps)",
+            RuntimeWarning,
+            stacklevel=5,
+        )
+
+    def _prepare(self, h: dict[str, Any], stats_mode: str | None) -> tuple[Any, Any, Any]:
+        """The step's inputs for hyperparameters ``h``: (inputs, compiled variant, kernel call).
 
         Switches (non-numbers) pick the variant; numbers become 0-dim tensor inputs, refilled
         in place when they change. The step-dependent coefficients are added on every step.
+        On the "torch-fused" path, the kernel call is torch's fused kernel bound to the flat
+        buffers and ``h`` (None where torch has no kernel for these settings).
         """
+        opt = self.optimizer
+        if self.path == "torch-fused":
+            # The kernel reads the step count from a tensor: the first parameter's count
+            # (all are equal), or a copy on the group's device.
+            step = self.scalars.get("step")
+            self._kernel_steps = None
+            if step is not None and step.device != self.device:
+                step = self._kernel_steps = torch.zeros(1, device=self.device)
+            elif step is not None:
+                step = step[:1]
+            kernel = opt.torch_kernel(h, self.param, self.grad, self.state, step)
+            if kernel is not None:
+                return {}, None, kernel
         inputs: dict[str, Any] = {}
         flags = []
         for k, v in h.items():
@@ -390,7 +528,7 @@ class FlatGroup:
         inputs["first_step"] = False
         in_kernel = stats_mode if stats_mode != "copy" else None
         variant = (*flags, ("stats", in_kernel), self.dtype, self.device.type)
-        return inputs, compiled_update(type(self.optimizer), variant)
+        return inputs, compiled_update(type(opt), variant), None
 
     # -- statistics ----------------------------------------------------------------------
     def _statistics_buffers(self, mode: str | None, update: Any) -> tuple[Tensor | None, ...]:
@@ -415,14 +553,17 @@ class FlatGroup:
         nonzero update has confirmed Σ(Δθ)² against a copy of θ taken before the step,
         each step of that compiled variant is checked, and a mismatch (a compiler that
         split the loop, so θ was written before the twin was read) moves the group to
-        "delta" mode for good. In "copy" mode (bfloat16, float16) all three come from
-        the stored values. The non-finite count is exact: Σg² is finite exactly when every
-        g is finite, unless squares overflow, and only then are the elements counted one
-        by one.
+        "delta" mode for good. Without sums from the step ("copy" mode, for bfloat16 and
+        float16, and torch's kernel) all three come from the stored values and a copy of
+        θ taken before the step. The non-finite count is exact: Σg² is finite exactly when
+        every g is finite, unless squares overflow, and only then are the elements counted
+        one by one.
         """
-        if self.stats_mode == "copy" and check is not None:
-            wide = self.param.float()
-            sums = (_square_sum(self.grad), _square_sum(wide - check.float()), _square_sum(wide))
+        if sums is None:
+            wide, old = self.param, check
+            if self.dtype not in (torch.float32, torch.float64):
+                wide, old = wide.float(), old.float()
+            sums = (_square_sum(self.grad), _square_sum(wide - old), _square_sum(wide))
             check = None
         elif len(sums) == 1 and self._delta is not None:  # "delta" mode: [Σg²] so far
             sums = (sums[0], sum_of_squares(self._delta), sum_of_squares(self.param))
@@ -456,6 +597,14 @@ class FlatGroup:
         return tensor
 
 
+_KERNEL_NAMES = {True: "torch", False: "compiled", None: None}
+
+
+def _stats_mode(flat: FlatGroup) -> str:
+    """How the flat group's statistics are taken (torch's kernel: from a copy of θ)."""
+    return "copy" if flat.kernel_used else flat.stats_mode
+
+
 class FusedEngine:
     """Builds and runs the flat groups of one optimizer."""
 
@@ -486,22 +635,25 @@ class FusedEngine:
                 if p.grad is not None and not p.grad.is_sparse and not p.is_complex():
                     by_kind.setdefault((p.device, p.dtype), []).append(p)
             for (device, _), params in by_kind.items():
-                if self._wanted(device, params, group):
-                    flats.append(FlatGroup(self.optimizer, group, params))
+                path = self._path(device, params, group)
+                if path != "eager":
+                    flats.append(FlatGroup(self.optimizer, group, params, path))
         self.groups[index], self._group_ids[index] = flats, id(group)
         return flats
 
-    def _wanted(self, device: torch.device, params: list[Tensor], group: dict[str, Any]) -> bool:
-        if self.optimizer.backend == "fused":
-            return True
-        if not compiler_available(device):
-            return False
+    def _path(self, device: torch.device, params: list[Tensor], group: dict[str, Any]) -> str:
+        """How the group's parameters on ``device`` are stepped: "eager", "fused" or
+        "torch-fused" (the backend chosen, or for "auto" the one measured cheapest)."""
+        opt = self.optimizer
+        if opt.backend != "auto":
+            return opt.backend
         from .calibration import costs
 
-        opt = self.optimizer
         measured = costs(type(opt), device, params[0].dtype, group, optimizer=opt)
         elements = sum(p.numel() for p in params)
-        return measured.prefers_fused(len(params), elements, opt.expected_steps)
+        return measured.choose(
+            len(params), elements, opt.expected_steps, compiled=compiler_available(device)
+        )
 
     def step(self, index: int, group: dict[str, Any], h: dict[str, Any]) -> set[int]:
         """Fused steps for the group's flat parts.
@@ -520,7 +672,7 @@ class FusedEngine:
         return done
 
     def info(self) -> list[dict[str, Any]]:
-        parts = []
+        parts, tracking = [], self.optimizer.track_stats
         for index, flats in sorted(self.groups.items()):
             for flat in flats:
                 fused = flat.fused_ok and flat.step is not None
@@ -532,7 +684,8 @@ class FusedEngine:
                         "params": len(flat.params),
                         "numel": flat.param.numel(),
                         "fused": fused,
-                        "stats": flat.stats_mode if self.optimizer.track_stats and fused else None,
+                        "kernel": _KERNEL_NAMES[flat.kernel_used] if fused else None,
+                        "stats": _stats_mode(flat) if tracking and fused else None,
                     }
                 )
         return parts

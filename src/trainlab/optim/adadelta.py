@@ -67,7 +67,7 @@ class Adadelta(FirstOrderOptimizer):
         eps: ε inside the square roots (default: 1e-6).
         weight_decay: decay λ (default: 0).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" — see `BACKENDS` (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 

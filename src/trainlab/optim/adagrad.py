@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -98,7 +100,8 @@ class Adagrad(FirstOrderOptimizer):
         initial_accumulator_value: starting value of G (default: 0).
         eps: ε added to √G (default: 1e-10).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" | "torch-fused" — see `BACKENDS`
+            (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 
@@ -151,6 +154,32 @@ class Adagrad(FirstOrderOptimizer):
     ) -> dict[str, float]:
         """``lr_t``, the learning rate decayed by ``lr_decay``: η/(1 + (t − 1)·decay)."""
         return {"lr_t": adagrad_lr(step, h["lr"], h["lr_decay"])}
+
+    has_torch_kernel = True
+
+    def torch_kernel(
+        self,
+        h: dict[str, Any],
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        step: Tensor | None,
+    ) -> Callable[[], None] | None:
+        """``torch._fused_adagrad_`` over the flat buffers (coupled weight decay only)."""
+        if h["weight_decay_on"] and h["decoupled_weight_decay"]:
+            return None
+        return functools.partial(
+            torch._fused_adagrad_,
+            [param],
+            [grad],
+            [state["sum"]],
+            [step],
+            lr=h["lr"],
+            lr_decay=h["lr_decay"],
+            weight_decay=h["weight_decay"],
+            eps=h["eps"],
+            maximize=h["maximize"],
+        )
 
     @staticmethod
     def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:

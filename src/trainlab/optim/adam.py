@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
 import torch
@@ -95,7 +97,8 @@ class Adam(FirstOrderOptimizer):
         weight_decay: decay λ (default: 0).
         amsgrad: use the running maximum of v (default: False).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" | "torch-fused" — see `BACKENDS`
+            (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
         bias_correction: divide m and v by (1 − βᵗ) (default: True).
@@ -154,6 +157,40 @@ class Adam(FirstOrderOptimizer):
     ) -> dict[str, float]:
         """η/(1 − β1ᵗ) and √(1 − β2ᵗ) from `adam_step_size`."""
         return adam_step_size(step, h["lr"], h["beta1"], h["beta2"], h["bias_correction"])
+
+    has_torch_kernel = True
+
+    def torch_kernel(
+        self,
+        h: dict[str, Any],
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        step: Tensor | None,
+    ) -> Callable[[], None] | None:
+        """``torch._fused_adam_`` (``_fused_adamw_`` for decoupled decay) over the flat
+        buffers; None without bias correction, which torch's kernel always applies."""
+        if not h["bias_correction"]:
+            return None
+        decoupled = h["weight_decay_on"] and h["decoupled_weight_decay"]
+        kernel = torch._fused_adamw_ if decoupled else torch._fused_adam_
+        amsgrad = h["amsgrad"]
+        return functools.partial(
+            kernel,
+            [param],
+            [grad],
+            [state["exp_avg"]],
+            [state["exp_avg_sq"]],
+            [state["max_exp_avg_sq"]] if amsgrad else [],
+            [step],
+            lr=h["lr"],
+            beta1=h["beta1"],
+            beta2=h["beta2"],
+            weight_decay=h["weight_decay"],
+            eps=h["eps"],
+            amsgrad=amsgrad,
+            maximize=h["maximize"],
+        )
 
     @staticmethod
     def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:

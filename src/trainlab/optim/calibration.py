@@ -1,24 +1,26 @@
 """How ``backend="auto"`` chooses: step costs measured on this machine, cached per device.
 
-A group is stepped by the compiled kernel when that is measured to be cheaper than the
-eager loop for its number of tensors and parameters. The costs come from a short
+Each group is stepped by whichever of the eager loop, trainlab's compiled rule and
+torch's own fused kernel (where torch has one for the group's settings) is measured to be
+cheapest for its number of tensors and parameters. The costs come from a short
 calibration the first time an optimizer class (with its group's switches: momentum,
-Nesterov, AMSGrad, ...) meets a device, dtype and thread count here, with two
-linear models fitted to a few timed steps of small groups of that class:
+Nesterov, AMSGrad, ...) meets a device, dtype and thread count here, with linear models
+fitted to a few timed steps of small groups of that class:
 
-    eager  ≈ a + b·tensors + c·elements        (one update per tensor)
-    fused  ≈ F + f·elements                    (one compiled pass per group)
+    eager        ≈ a + b·tensors + c·elements   (one update per tensor)
+    fused        ≈ F + f·elements               (one compiled pass per group)
+    torch-fused  ≈ T + t·elements               (torch's kernel, one call per group)
 
 A run that knows its length (the trainer tells the optimizer through
 ``expected_steps``) compiles a group only when the time saved over the run repays the
-compilation, so a short run stays on the eager loop. The calibration compiles the class's
-rule once (seconds; inductor's disk cache makes it
-faster later) and is saved in ``$TRAINLAB_CACHE/optim-calibration.json`` (default
-``~/.cache/trainlab``; ``$TRAINLAB_CALIBRATION`` names another file) per class and its
-switches, device, dtype and thread count, under a key naming the machine and torch, so the
-next process reads it. An entry named ``"*"`` pins the costs of everything. A damaged
-file, or one written for another machine, is ignored with one warning and measured
-again. `calibrate` runs it on demand, e.g. before timing.
+compilation, so a short run never waits for the compiler. The calibration compiles the
+class's rule once (seconds; inductor's disk cache makes it faster later) and is saved in
+``$TRAINLAB_CACHE/optim-calibration.json`` (default ``~/.cache/trainlab``;
+``$TRAINLAB_CALIBRATION`` names another file) per class and its switches, device, dtype
+and thread count, under a key naming the machine and torch, so the next process reads it.
+An entry named ``"*"`` pins the costs of everything. A damaged file, or one written for
+another machine, is ignored with one warning and measured again. `calibrate` runs it on
+demand, e.g. before timing.
 """
 
 from __future__ import annotations
@@ -36,7 +38,7 @@ from typing import Any
 import torch
 
 CACHE_FILE = "optim-calibration.json"
-VERSION = 2
+VERSION = 3
 #: The cache is a few kilobytes; anything larger is not ours.
 MAX_CACHE_BYTES = 1 << 20
 # The timed groups: few tensors, many tensors, many elements.
@@ -61,24 +63,38 @@ class Costs:
     fused_us: float | None  # F: the compiled step's fixed cost (None: it cannot compile)
     fused_us_per_element: float | None  # f
     compile_s: float  # seconds the compiling step took beyond a compiled one
+    torch_us: float | None = None  # T: torch's fused kernel (None: no kernel for the settings)
+    torch_us_per_element: float | None = None  # t
 
-    def prefers_fused(self, tensors: int, elements: int, steps: int | None = None) -> bool:
-        """Is one compiled pass cheaper than the eager loop for a group this shape?
+    def estimates(self, tensors: int, elements: int) -> dict[str, float]:
+        """The modelled µs of one step of each available path for a group this shape."""
+        eager = self.eager_us + self.eager_us_per_tensor * tensors
+        paths = {"eager": eager + self.eager_us_per_element * elements}
+        if self.fused_us is not None and self.fused_us_per_element is not None:
+            paths["fused"] = self.fused_us + self.fused_us_per_element * elements
+        if self.torch_us is not None and self.torch_us_per_element is not None:
+            paths["torch-fused"] = self.torch_us + self.torch_us_per_element * elements
+        return paths
 
-        With ``steps`` (the run's length, when known) the time saved over those steps must
-        also repay the compilation; without it the run is taken to be long.
+    def choose(
+        self, tensors: int, elements: int, steps: int | None = None, *, compiled: bool = True
+    ) -> str:
+        """The cheapest path for a group this shape: "eager", "fused" or "torch-fused".
+
+        The compiled rule ("fused") must also repay its compilation: with ``steps`` (the
+        run's length, when known), the time it saves over the best other path in those
+        steps must exceed the compilation time; without it the run is taken to be long.
+        ``compiled=False`` (no compiler here) leaves it out.
         """
-        if self.fused_us is None or self.fused_us_per_element is None:
-            return False
-        eager = (
-            self.eager_us
-            + self.eager_us_per_tensor * tensors
-            + self.eager_us_per_element * elements
-        )
-        saved_us = eager - (self.fused_us + self.fused_us_per_element * elements)
+        paths = self.estimates(tensors, elements)
+        fused = paths.pop("fused", None)
+        best = min(paths, key=paths.__getitem__)  # "eager" on a tie
+        if fused is None or not compiled:
+            return best
+        saved_us = paths[best] - fused
         if steps is not None:
-            return saved_us * 1e-6 * steps > self.compile_s
-        return saved_us > 0
+            return "fused" if saved_us * 1e-6 * steps > self.compile_s else best
+        return "fused" if saved_us > 0 else best
 
 
 def cache_path() -> Path:
@@ -183,15 +199,17 @@ def _write(path: Path, key: str, entries: dict[str, Any]) -> None:
 def _costs_from(raw: Any) -> Costs | None:
     """A cached entry as `Costs`, or None unless every cost is a finite number >= 0.
 
-    Only the compiled step's two costs may be null (together: it cannot compile).
+    Only the two costs of the compiled step and the two of torch's kernel may be null
+    (each pair together: it cannot compile; there is no kernel).
     """
     try:
         costs = Costs(**raw)
     except TypeError:  # not a table, or other keys
         return None
     values = asdict(costs)
-    if costs.fused_us is None and costs.fused_us_per_element is None:
-        del values["fused_us"], values["fused_us_per_element"]
+    for pair in (("fused_us", "fused_us_per_element"), ("torch_us", "torch_us_per_element")):
+        if all(values[k] is None for k in pair):
+            del values[pair[0]], values[pair[1]]
 
     def cost(v: Any) -> bool:
         return type(v) in (int, float) and 0 <= v < float("inf")
@@ -221,7 +239,7 @@ def _timed(opt: torch.optim.Optimizer, device: torch.device) -> float:
 def measure(
     cls: type, device: torch.device, dtype: torch.dtype, settings: dict[str, Any] | None = None
 ) -> Costs:
-    """Time a few steps of ``cls`` on small groups and fit the two cost models.
+    """Time a few steps of ``cls`` on small groups and fit the three cost models.
 
     ``settings`` are the hyperparameters of the group the costs are for (default: the
     class's defaults).
@@ -246,13 +264,13 @@ def measure(
         max(eager["few"] - eager["one"] - per_element * (n["few"] - n["one"]), 0.0) / tensors
     )
     fixed = max(eager["one"] - per_tensor - per_element * n["one"], 0.0)
-    fused_us = fused_per_element = None
+    fused = torch_fused = None
     compile_s = 0.0
     from ._fused import compiler_available
 
-    if compiler_available(device):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)  # a failed compile: stays None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a failed compile: stays None
+        if compiler_available(device):
             few = build(_SHAPES["few"], "fused")
             start = time.perf_counter()
             few.step()  # creates the state
@@ -260,12 +278,39 @@ def measure(
             first_two = time.perf_counter() - start
             few_us = _timed(few, device)
             compile_s = max(first_two - 2 * few_us * 1e-6, 0.0)
-            large = build(_SHAPES["large"], "fused")
-            large_us = _median_step_us(large, device)
-        if all(part["fused"] for part in few.backend_info() + large.backend_info()):
-            fused_per_element = max(large_us - few_us, 0.0) / extra
-            fused_us = max(few_us - fused_per_element * n["few"], 0.0)
-    return Costs(fixed, per_tensor, per_element, fused_us, fused_per_element, compile_s)
+            fused = _flat_model(few, few_us, build(_SHAPES["large"], "fused"), "compiled")
+        if getattr(cls, "has_torch_kernel", False):
+            few = build(_SHAPES["few"], "torch-fused")
+            few_us = _median_step_us(few, device)
+            large = build(_SHAPES["large"], "torch-fused")
+            torch_fused = _flat_model(few, few_us, large, "torch")
+    fused_us, fused_per_element = fused or (None, None)
+    torch_us, torch_per_element = torch_fused or (None, None)
+    return Costs(
+        fixed,
+        per_tensor,
+        per_element,
+        fused_us,
+        fused_per_element,
+        compile_s,
+        torch_us,
+        torch_per_element,
+    )
+
+
+def _flat_model(
+    few: torch.optim.Optimizer, few_us: float, large: torch.optim.Optimizer, kernel: str
+) -> tuple[float, float] | None:
+    """(fixed µs, µs per element) of a flat path from its "few" and "large" groups; None
+    unless both stepped over their flat buffers with ``kernel`` ("compiled", "torch")."""
+    device = large.param_groups[0]["params"][0].device
+    large_us = _median_step_us(large, device)
+    parts = few.backend_info() + large.backend_info()  # type: ignore[attr-defined]
+    if not parts or not all(part["fused"] and part["kernel"] == kernel for part in parts):
+        return None
+    n = {name: sum(shapes) for name, shapes in _SHAPES.items()}
+    per_element = max(large_us - few_us, 0.0) / (n["large"] - n["few"])
+    return max(few_us - per_element * n["few"], 0.0), per_element
 
 
 def costs(

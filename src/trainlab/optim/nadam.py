@@ -97,7 +97,7 @@ class NAdam(FirstOrderOptimizer):
         momentum_decay: ψ in the momentum schedule μ_t (default: 4e-3).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" — see `BACKENDS` (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
 
     References: Dozat, "Incorporating Nesterov Momentum into Adam", ICLR workshop 2016.

@@ -77,7 +77,7 @@ class RMSprop(FirstOrderOptimizer):
         momentum: momentum μ applied to the scaled gradient (default: 0).
         centered: normalize by an estimate of the gradient's variance (default: False).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" — see `BACKENDS` (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: θ ← θ·(1 − η·λ) instead of g ← g + λ·θ (default: False).
 

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from .. import _checks
@@ -109,7 +112,8 @@ class SGD(FirstOrderOptimizer):
         weight_decay: decay λ (default: 0).
         nesterov: Nesterov momentum; needs μ > 0 and τ = 0 (default: False).
         maximize: ascend the objective instead (default: False).
-        backend: "auto" | "eager" | "fused" — see `FirstOrderOptimizer` (default: "auto").
+        backend: "auto" | "eager" | "fused" | "torch-fused" — see `BACKENDS`
+            (default: "auto").
         track_stats: record gradient norm, update ratio, non-finite count (default: False).
         decoupled_weight_decay: decay the weights instead of the gradient (default: False).
         momentum_form: which of the lectures' momentum formulations (default: "rho").
@@ -162,6 +166,35 @@ class SGD(FirstOrderOptimizer):
         """``momentum_buffer`` (v) when μ ≠ 0, created from the first gradient as in torch.optim."""
         # torch.optim creates the buffer from the first gradient, in the first step.
         return {"momentum_buffer": None} if group["momentum"] != 0 else {}
+
+    has_torch_kernel = True
+
+    def torch_kernel(
+        self,
+        h: dict[str, Any],
+        param: Tensor,
+        grad: Tensor,
+        state: dict[str, Tensor],
+        step: Tensor | None,
+    ) -> Callable[[], None] | None:
+        """``torch._fused_sgd_`` over the flat buffers: the "rho" form, coupled decay only."""
+        decoupled = h["weight_decay_on"] and h["decoupled_weight_decay"]
+        if h["momentum_form"] != "rho" or decoupled:
+            return None
+        buffers = [state["momentum_buffer"]] if h["momentum_on"] else []
+        return functools.partial(
+            torch._fused_sgd_,
+            [param],
+            [grad],
+            buffers,
+            weight_decay=h["weight_decay"],
+            momentum=h["momentum"],
+            lr=h["lr"],
+            dampening=h["dampening"],
+            nesterov=h["nesterov"],
+            maximize=h["maximize"],
+            is_first_step=False,  # the first step, which creates the buffer, runs eagerly
+        )
 
     @staticmethod
     def apply_rule(param: Tensor, grad: Tensor, state: dict[str, Any], h: dict[str, Any]) -> None:
