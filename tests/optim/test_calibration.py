@@ -28,6 +28,13 @@ def cache(tmp_path, monkeypatch):
     return path
 
 
+def default_entry(cls: type) -> str:
+    """The cache entry of a group of ``cls`` at its default settings (what calibrate fills)."""
+    opt = cls([torch.zeros(1, requires_grad=True)])
+    switches = calibration._switches(opt, opt.param_groups[0])
+    return calibration._entry(cls, torch.device("cpu"), torch.float32, switches=switches)
+
+
 def fake_measure(monkeypatch, costs: Costs) -> list[str]:
     calls: list[str] = []
 
@@ -109,7 +116,7 @@ ENTRY = {
     ],
 )
 def test_an_entry_with_wrong_numbers_is_measured_again(cache, monkeypatch, bad):
-    entry = calibration._entry(optim.Adam, torch.device("cpu"), torch.float32)
+    entry = default_entry(optim.Adam)
     machine = calibration.machine_key(torch.device("cpu"))
     document = {"version": calibration.VERSION, "machine": machine, "entries": {entry: bad}}
     cache.write_text(json.dumps(document))
@@ -119,7 +126,7 @@ def test_an_entry_with_wrong_numbers_is_measured_again(cache, monkeypatch, bad):
 
 
 def test_a_cached_entry_that_cannot_compile_is_read_back(cache, monkeypatch):
-    entry = calibration._entry(optim.Adam, torch.device("cpu"), torch.float32)
+    entry = default_entry(optim.Adam)
     machine = calibration.machine_key(torch.device("cpu"))
     stored = {**ENTRY, "fused_us": None, "fused_us_per_element": None}
     document = {"version": calibration.VERSION, "machine": machine, "entries": {entry: stored}}
@@ -185,6 +192,21 @@ def test_the_cost_models_compare_as_written():
     assert kernel.choose(tensors=1, elements=100_000, steps=20_000) == "torch-fused"
     assert kernel.choose(tensors=1, elements=100_000, steps=30_000) == "fused"
     assert kernel.choose(tensors=1, elements=0) == "eager"  # 15 < 20 < 50
+    # where the two flat paths are close, torch's kernel: compiled must be 5% cheaper
+    close = dataclasses.replace(costs, torch_us=40.0, torch_us_per_element=0.00105)
+    assert close.choose(tensors=1, elements=10**6) == "torch-fused"  # 1050 vs 1090: 3.7%
+    clear = dataclasses.replace(costs, torch_us=40.0, torch_us_per_element=0.0012)
+    assert clear.choose(tensors=1, elements=10**6) == "fused"  # 1050 vs 1240: 15%
+
+
+def test_calibrate_fills_the_entry_a_group_of_default_settings_reads(cache, monkeypatch):
+    calls = fake_measure(monkeypatch, CHEAP_TORCH)
+    optim.calibrate([optim.Adam, optim.SGD])
+    assert calls == ["Adam", "SGD"]
+    monkeypatch.setattr(calibration, "_costs", {})  # a new process: only the file is left
+    for cls in (optim.Adam, optim.SGD):
+        cls(group(2, 100)).step()
+    assert calls == ["Adam", "SGD"]  # nothing measured again
 
 
 def test_the_trainer_tells_the_optimizer_how_long_the_run_is(tmp_path):

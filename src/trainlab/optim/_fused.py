@@ -511,7 +511,7 @@ class FlatGroup:
             step = self.scalars.get("step")
             self._kernel_steps = None
             if step is not None and step.device != self.device:
-                step = self._kernel_steps = torch.zeros(1, device=self.device)
+                step = self._kernel_steps = torch.zeros(1, device=self.device, dtype=torch.float32)
             elif step is not None:
                 step = step[:1]
             kernel = opt.torch_kernel(h, self.param, self.grad, self.state, step)

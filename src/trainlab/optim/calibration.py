@@ -45,6 +45,11 @@ MAX_CACHE_BYTES = 1 << 20
 _SHAPES = {"one": [1000], "few": [1000] * 8, "large": [100_000] * 8}
 _STEPS = 15
 
+#: How much cheaper (a fraction) the compiled rule must be modelled than torch's own fused
+#: kernel to be chosen over it: the models come from small, cache-resident groups, and
+#: where the two are close the kernel is the one that cannot be slower than torch.optim.
+COMPILED_MARGIN = 0.05
+
 #: An entry of this name in the cache holds the costs of every class, device and dtype:
 #: nothing is measured while it is there (a file of one's own then pins the choice).
 OVERRIDE = "*"
@@ -81,9 +86,11 @@ class Costs:
     ) -> str:
         """The cheapest path for a group this shape: "eager", "fused" or "torch-fused".
 
-        The compiled rule ("fused") must also repay its compilation: with ``steps`` (the
-        run's length, when known), the time it saves over the best other path in those
-        steps must exceed the compilation time; without it the run is taken to be long.
+        The compiled rule ("fused") must beat the best other path by more than
+        `COMPILED_MARGIN` where that is torch's kernel (which is as fast as torch.optim's
+        fused step by construction), and repay its compilation: with ``steps`` (the run's
+        length, when known), the time it saves over the best other path in those steps
+        must exceed the compilation time; without it the run is taken to be long.
         ``compiled=False`` (no compiler here) leaves it out.
         """
         paths = self.estimates(tensors, elements)
@@ -91,10 +98,13 @@ class Costs:
         best = min(paths, key=paths.__getitem__)  # "eager" on a tie
         if fused is None or not compiled:
             return best
+        rival = paths[best] * (1 - COMPILED_MARGIN if best == "torch-fused" else 1)
+        if fused >= rival:
+            return best
         saved_us = paths[best] - fused
-        if steps is not None:
-            return "fused" if saved_us * 1e-6 * steps > self.compile_s else best
-        return "fused" if saved_us > 0 else best
+        if steps is not None and saved_us * 1e-6 * steps <= self.compile_s:
+            return best
+        return "fused"
 
 
 def cache_path() -> Path:
@@ -355,6 +365,9 @@ def calibrate(
 ) -> dict[str, Costs]:
     """Measure (or read from the cache) the step costs ``backend="auto"`` decides by.
 
+    Each class is calibrated at its default settings (the cache entry a group of them
+    reads); a group with other switches (momentum, AMSGrad, ...) is measured on first use.
+
     Args:
         optimizers: the first-order classes to calibrate (default: all of them).
         device: where they will run (default: "cpu").
@@ -371,4 +384,10 @@ def calibrate(
         classes = (spec.cls for spec in OPTIMIZERS.values())
         optimizers = [c for c in dict.fromkeys(classes) if issubclass(c, FirstOrderOptimizer)]
     device = torch.device(device)
-    return {cls.__name__: costs(cls, device, dtype, force=force) for cls in optimizers}
+    measured = {}
+    for cls in optimizers:
+        # At the class's default settings, under the same entry as a group of them.
+        opt = cls([torch.zeros(1, requires_grad=True)], backend="eager")
+        group = opt.param_groups[0]
+        measured[cls.__name__] = costs(cls, device, dtype, group, optimizer=opt, force=force)
+    return measured
