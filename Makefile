@@ -37,6 +37,7 @@ lint: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) benchmarks/optim_step.py
+	$(PY) benchmarks/fixed_cost.py
 	$(PY) benchmarks/data_batches.py
 	$(PY) benchmarks/trainer_overhead.py
 	$(PY) benchmarks/time_to_accuracy.py

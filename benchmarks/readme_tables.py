@@ -9,11 +9,22 @@ from pathlib import Path
 LABELS = [
     "trainlab default",
     "trainlab fused",
+    "trainlab torch-fused",
     "trainlab eager",
     "torch for-loop",
     "torch foreach",
     "torch fused",
 ]
+
+
+def ratio_to_torch(rows: dict[str, dict]) -> float:
+    """trainlab's default over torch's fastest: the paired ratio the benchmark measured
+    (rows of older runs without it: the ratio of the medians)."""
+    default = rows["trainlab default"]
+    if "ratio_to_torch_best" in default:
+        return default["ratio_to_torch_best"]
+    best = min(v["seconds"] for k, v in rows.items() if k.startswith("torch"))
+    return default["seconds"] / best
 
 
 def table(rows: list[dict], unit: float, digits: int) -> str:
@@ -25,9 +36,8 @@ def table(rows: list[dict], unit: float, digits: int) -> str:
             f"{mine[label]['seconds'] * unit:.{digits}f}" if label in mine else "—"
             for label in LABELS
         ]
-        best = min(v["seconds"] for k, v in mine.items() if k.startswith("torch"))
         default = mine["trainlab default"]
-        ratio = f"{default['seconds'] / best:.2f}"
+        ratio = f"{ratio_to_torch(mine):.2f}"
         share = f"{default['roofline_fraction'] * 100:.0f}%"
         lines.append(f"| {name} | " + " | ".join(cells) + f" | {ratio} | {share} |")
     return "\n".join(lines)
@@ -45,25 +55,61 @@ def sweep_table(rows: list[dict]) -> str:
                 for r in rows
                 if r["optimizer"] == name and r["params"] == size
             }
-            best = min(v["seconds"] for k, v in mine.items() if k.startswith("torch"))
-            cells.append(f"{mine['trainlab default']['seconds'] / best:.2f}")
+            cells.append(f"{ratio_to_torch(mine):.2f}")
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
 def fixed_table(rows: list[dict]) -> str:
-    """The fixed-cost table: µs per step of trainlab's paths and torch's fastest."""
+    """The fixed-cost table of optim_step's interleaved run: µs per step of each path."""
+    paths = ["trainlab default", "trainlab fused", "trainlab torch-fused", "trainlab eager"]
     lines = [
-        "| optimizer | trainlab default | trainlab fused | trainlab eager | torch fastest |",
-        "|---|---|---|---|---|",
+        "| optimizer | " + " | ".join(paths) + " | torch fastest |",
+        "|---" * (len(paths) + 2) + "|",
     ]
     for name in dict.fromkeys(r["optimizer"] for r in rows):
         mine = {r["implementation"]: r["seconds"] * 1e6 for r in rows if r["optimizer"] == name}
         best = min(v for k, v in mine.items() if k.startswith("torch"))
-        lines.append(
-            f"| {name} | {mine['trainlab default']:.0f} | {mine['trainlab fused']:.0f} | "
-            f"{mine['trainlab eager']:.0f} | {best:.0f} |"
-        )
+        cells = [f"{mine[k]:.0f}" if k in mine else "—" for k in paths]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {best:.0f} |")
+    return "\n".join(lines)
+
+
+def alone_table(runs: dict) -> str:
+    """fixed_cost.py's runs: each path of the "current" run alone, beside the "before" run."""
+    now, before = runs["current"]["us"], runs.get("before", {}).get("us", {})
+    lines = [
+        "| optimizer | fused before | default | fused | torch-fused | torch fastest "
+        "| default ÷ fused before |",
+        "|---|---|---|---|---|---|---|",
+    ]
+    for name, row in now.items():
+        old = before.get(name, {}).get("fused")
+        cells = [
+            f"{old:.0f}" if old else "—",
+            *(f"{row[k]:.0f}" if k in row else "—" for k in ("default", "fused", "torch-fused")),
+            f"{row['torch fastest']:.0f}",
+            f"{row['default'] / old:.2f}" if old else "—",
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def shapes_table(rows: list[dict]) -> str:
+    """default ÷ torch's fastest for each (tensors × parameters) workload of the "tensors" run."""
+    shapes = list(dict.fromkeys((r["tensors"], r["params"]) for r in rows))
+    lines = ["| optimizer | " + " | ".join(f"{t} × {p // t:,}" for t, p in shapes) + " |"]
+    lines.append("|---" * (len(shapes) + 1) + "|")
+    for name in dict.fromkeys(r["optimizer"] for r in rows):
+        cells = []
+        for shape in shapes:
+            mine = {
+                r["implementation"]: r
+                for r in rows
+                if r["optimizer"] == name and (r["tensors"], r["params"]) == shape
+            }
+            cells.append(f"{ratio_to_torch(mine):.2f}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
 
 
@@ -100,7 +146,21 @@ def main(path: Path | None = None) -> None:
                 if r["optimizer"] == name and r["params"] == size
             ]
             print(f"| {name} | " + " | ".join(cells) + " |")
-    if "fixed" in data:
+    if "tensors" in data:
+        print(
+            "\nTensors per group (tensors × parameters each), trainlab's default ÷ the "
+            "fastest torch.optim implementation:\n"
+        )
+        print(shapes_table(data["tensors"]))
+    alone = path.with_name("fixed_cost.json")
+    if alone.exists():
+        runs = json.loads(alone.read_text())
+        print(
+            "\nFixed cost: one step of 8 tensors of 1,000 parameters, each path alone, µs "
+            f"({runs.get('before', {}).get('note') or 'no earlier run'} beside this one):\n"
+        )
+        print(alone_table(runs))
+    elif "fixed" in data:
         print("\nFixed cost: one step of 8 tensors of 1,000 parameters, µs:\n")
         print(fixed_table(data["fixed"]))
     if "stats" in data:
