@@ -26,18 +26,9 @@ from pathlib import Path
 import torch
 
 import trainlab
+from optim_step import SETTINGS  # the same settings; this script's folder is on sys.path
 from trainlab.optim import OPTIMIZERS
 
-SETTINGS = {  # the settings of optim_step.py
-    "sgd": {"lr": 0.01, "momentum": 0.9},
-    "adagrad": {"lr": 0.01},
-    "rmsprop": {"lr": 0.01},
-    "adadelta": {},
-    "adam": {"lr": 1e-3},
-    "adamw": {"lr": 1e-3},
-    "adamax": {"lr": 2e-3},
-    "nadam": {"lr": 2e-3},
-}
 STEPS = 3000
 
 

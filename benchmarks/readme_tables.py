@@ -60,6 +60,22 @@ def sweep_table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
+def roofline_table(rows: list[dict]) -> str:
+    """% of the roofline per optimizer (rows) and size (columns)."""
+    sizes = sorted({r["params"] for r in rows})
+    lines = ["| optimizer | " + " | ".join(f"{s:.0e}" for s in sizes) + " |"]
+    lines.append("|---" * (len(sizes) + 1) + "|")
+    for name in dict.fromkeys(r["optimizer"] for r in rows):
+        cells = [
+            f"{r['roofline_fraction'] * 100:.0f}%"
+            for size in sizes
+            for r in rows
+            if r["optimizer"] == name and r["params"] == size
+        ]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
 def fixed_table(rows: list[dict]) -> str:
     """The fixed-cost table of optim_step's interleaved run: µs per step of each path."""
     paths = ["trainlab default", "trainlab fused", "trainlab torch-fused", "trainlab eager"]
@@ -134,18 +150,17 @@ def main(path: Path | None = None) -> None:
         if r["params"] >= 10**7 and r["implementation"] == "trainlab default"
     ]
     if big:
-        sizes = sorted({r["params"] for r in big})
-        print("\n% of the streaming roofline, trainlab's default path (8 equal tensors):\n")
-        print("| optimizer | " + " | ".join(f"{s:.0e}" for s in sizes) + " |")
-        print("|---" * (len(sizes) + 1) + "|")
-        for name in dict.fromkeys(r["optimizer"] for r in big):
-            cells = [
-                f"{r['roofline_fraction'] * 100:.0f}%"
-                for size in sizes
-                for r in big
-                if r["optimizer"] == name and r["params"] == size
-            ]
-            print(f"| {name} | " + " | ".join(cells) + " |")
+        print(
+            "\n% of the streaming roofline, trainlab's default path taking turns with the "
+            "other implementations (8 equal tensors):\n"
+        )
+        print(roofline_table(big))
+    if "roofline" in data:
+        print(
+            "\n% of the streaming roofline, trainlab's default path alone beside the "
+            "roofline pass (8 equal tensors):\n"
+        )
+        print(roofline_table(data["roofline"]))
     if "tensors" in data:
         print(
             "\nTensors per group (tensors × parameters each), trainlab's default ÷ the "
