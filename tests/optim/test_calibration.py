@@ -157,6 +157,20 @@ def test_auto_takes_the_path_the_costs_favour(cache, monkeypatch, costs, kernel)
     )
 
 
+@pytest.mark.parametrize("compiler", [True, False])
+def test_auto_never_takes_a_torch_kernel_a_class_lacks_whatever_the_costs_say(
+    cache, monkeypatch, compiler
+):
+    monkeypatch.setattr(_fused, "compiler_available", lambda device: compiler)
+    calls = fake_measure(monkeypatch, CHEAP_TORCH)  # torch's kernel modelled cheapest
+    opt = optim.NAdam(group(2, 100))
+    for _ in range(2):
+        opt.step()
+    kernels = [part["kernel"] for part in opt.backend_info()]
+    assert kernels == (["compiled"] if compiler else [])  # never "torch"
+    assert calls == (["NAdam"] if compiler else [])  # nothing to measure for eager alone
+
+
 def test_a_group_torch_has_no_kernel_for_is_measured_without_one():
     settings = {"lr": 0.1, "momentum": 0.9, "momentum_form": "ema"}  # torch knows "rho" only
     measured = calibration.measure(optim.SGD, torch.device("cpu"), torch.float32, settings)
@@ -187,6 +201,7 @@ def test_the_cost_models_compare_as_written():
         {"eager": 60.0, "fused": 51.0, "torch-fused": 22.0}
     )
     assert kernel.choose(tensors=8, elements=1000) == "torch-fused"  # 22 < 51 < 60
+    assert kernel.choose(tensors=8, elements=1000, kernel=False) == "fused"  # no such kernel
     assert kernel.choose(tensors=1, elements=100_000) == "fused"  # 150 < 220 < 1015
     # compiling must beat the best other path, here torch's kernel: 70 µs a step
     assert kernel.choose(tensors=1, elements=100_000, steps=20_000) == "torch-fused"

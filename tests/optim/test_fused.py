@@ -306,9 +306,10 @@ def test_state_dict_moves_across_backends_mid_run(name, first, second):
         torch.testing.assert_close(a, b, rtol=1e-9, atol=1e-12)
 
 
-def test_loading_state_into_a_running_fused_optimizer():
+@pytest.mark.parametrize("backend", ["fused", "torch-fused"])
+def test_loading_state_into_a_running_fused_optimizer(backend):
     params = make_params(torch.float64)[:3]
-    opt = optim.Adam(params, lr=0.01, backend="fused")
+    opt = optim.Adam(params, lr=0.01, backend=backend)
     for step in range(4):
         opt.zero_grad()
         loss_of([*params, None], batch(torch.float64, step)).backward()
@@ -329,6 +330,7 @@ def test_loading_state_into_a_running_fused_optimizer():
         loss_of([*params, None], batch(torch.float64, step)).backward()
         opt.step()
     assert all_fused(opt)
+    assert opt.backend_info()[0]["kernel"] == ("torch" if backend == "torch-fused" else "compiled")
     for a, b in zip(after, params):
         torch.testing.assert_close(a, b, rtol=0, atol=0)
 

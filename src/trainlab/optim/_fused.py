@@ -647,12 +647,15 @@ class FusedEngine:
         opt = self.optimizer
         if opt.backend != "auto":
             return opt.backend
+        compiled, kernel = compiler_available(device), opt.has_torch_kernel
+        if not compiled and not kernel:  # nothing but the eager loop to choose
+            return "eager"
         from .calibration import costs
 
         measured = costs(type(opt), device, params[0].dtype, group, optimizer=opt)
         elements = sum(p.numel() for p in params)
         return measured.choose(
-            len(params), elements, opt.expected_steps, compiled=compiler_available(device)
+            len(params), elements, opt.expected_steps, compiled=compiled, kernel=kernel
         )
 
     def step(self, index: int, group: dict[str, Any], h: dict[str, Any]) -> set[int]:

@@ -82,7 +82,13 @@ class Costs:
         return paths
 
     def choose(
-        self, tensors: int, elements: int, steps: int | None = None, *, compiled: bool = True
+        self,
+        tensors: int,
+        elements: int,
+        steps: int | None = None,
+        *,
+        compiled: bool = True,
+        kernel: bool = True,
     ) -> str:
         """The cheapest path for a group this shape: "eager", "fused" or "torch-fused".
 
@@ -91,9 +97,12 @@ class Costs:
         fused step by construction), and repay its compilation: with ``steps`` (the run's
         length, when known), the time it saves over the best other path in those steps
         must exceed the compilation time; without it the run is taken to be long.
-        ``compiled=False`` (no compiler here) leaves it out.
+        ``compiled=False`` (no compiler here) leaves it out, and ``kernel=False`` (torch has
+        no kernel of the class, whatever costs a pinned entry states) torch's kernel.
         """
         paths = self.estimates(tensors, elements)
+        if not kernel:
+            paths.pop("torch-fused", None)
         fused = paths.pop("fused", None)
         best = min(paths, key=paths.__getitem__)  # "eager" on a tie
         if fused is None or not compiled:
