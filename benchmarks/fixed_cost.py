@@ -26,7 +26,7 @@ from pathlib import Path
 import torch
 
 import trainlab
-from optim_step import SETTINGS  # the same settings; this script's folder is on sys.path
+from optim_step import FUSED_IN_TORCH, SETTINGS  # this script's folder is on sys.path
 from trainlab.optim import OPTIMIZERS
 
 STEPS = 3000
@@ -60,7 +60,7 @@ def measure(name: str) -> dict[str, float]:
         row["torch-fused"] = median_us(spec.cls(group(), backend="torch-fused", **options))
     torch_cls = getattr(torch.optim, spec.torch_name)
     kinds = [{"foreach": False}, {"foreach": True}]
-    if name in ("sgd", "adagrad", "adam", "adamw"):
+    if spec.torch_name in FUSED_IN_TORCH:
         kinds.append({"fused": True})
     row["torch fastest"] = min(median_us(torch_cls(group(), **kind, **options)) for kind in kinds)
     return row

@@ -50,6 +50,7 @@ import torch
 import readme_tables  # the tables' formats; this script's folder is on sys.path
 from trainlab.optim import OPTIMIZERS
 
+#: torch.optim's classes with a fused implementation (``fused=True``).
 FUSED_IN_TORCH = {"Adam", "AdamW", "SGD", "Adagrad"}
 # The settings benchmarked: the lectures' usual choices.
 SETTINGS = {

@@ -18,13 +18,8 @@ LABELS = [
 
 
 def ratio_to_torch(rows: dict[str, dict]) -> float:
-    """trainlab's default over torch's fastest: the paired ratio the benchmark measured
-    (rows of older runs without it: the ratio of the medians)."""
-    default = rows["trainlab default"]
-    if "ratio_to_torch_best" in default:
-        return default["ratio_to_torch_best"]
-    best = min(v["seconds"] for k, v in rows.items() if k.startswith("torch"))
-    return default["seconds"] / best
+    """trainlab's default over torch's fastest, paired round by round (see optim_step.py)."""
+    return rows["trainlab default"]["ratio_to_torch_best"]
 
 
 def table(rows: list[dict], unit: float, digits: int) -> str:
@@ -43,37 +38,33 @@ def table(rows: list[dict], unit: float, digits: int) -> str:
     return "\n".join(lines)
 
 
-def sweep_table(rows: list[dict]) -> str:
-    sizes = sorted({r["params"] for r in rows})
-    lines = ["| optimizer | " + " | ".join(f"{s:.0e}" for s in sizes) + " |"]
-    lines.append("|---" * (len(sizes) + 1) + "|")
+def pivot(rows: list[dict], column, heading, cell) -> str:
+    """A table of optimizers (rows) by ``column(row)`` (columns, titled ``heading(key)``); each
+    cell is ``cell(rows)``, that optimizer's rows in that column, by implementation."""
+    keys = list(dict.fromkeys(column(r) for r in rows))
+    lines = ["| optimizer | " + " | ".join(heading(k) for k in keys) + " |"]
+    lines.append("|---" * (len(keys) + 1) + "|")
     for name in dict.fromkeys(r["optimizer"] for r in rows):
-        cells = []
-        for size in sizes:
-            mine = {
-                r["implementation"]: r
-                for r in rows
-                if r["optimizer"] == name and r["params"] == size
-            }
-            cells.append(f"{ratio_to_torch(mine):.2f}")
+        mine = [r for r in rows if r["optimizer"] == name]
+        cells = [cell({r["implementation"]: r for r in mine if column(r) == k}) for k in keys]
         lines.append(f"| {name} | " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def sweep_table(rows: list[dict]) -> str:
+    """default ÷ torch's fastest per optimizer and size."""
+    rows = sorted(rows, key=lambda r: r["params"])
+    return pivot(rows, lambda r: r["params"], "{:.0e}".format, lambda m: f"{ratio_to_torch(m):.2f}")
 
 
 def roofline_table(rows: list[dict]) -> str:
-    """% of the roofline per optimizer (rows) and size (columns)."""
-    sizes = sorted({r["params"] for r in rows})
-    lines = ["| optimizer | " + " | ".join(f"{s:.0e}" for s in sizes) + " |"]
-    lines.append("|---" * (len(sizes) + 1) + "|")
-    for name in dict.fromkeys(r["optimizer"] for r in rows):
-        cells = [
-            f"{r['roofline_fraction'] * 100:.0f}%"
-            for size in sizes
-            for r in rows
-            if r["optimizer"] == name and r["params"] == size
-        ]
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    """% of the roofline of the default path per optimizer and size."""
+    rows = sorted(rows, key=lambda r: r["params"])
+
+    def share(mine: dict[str, dict]) -> str:
+        return f"{mine['trainlab default']['roofline_fraction'] * 100:.0f}%"
+
+    return pivot(rows, lambda r: r["params"], "{:.0e}".format, share)
 
 
 def fixed_table(rows: list[dict]) -> str:
@@ -113,20 +104,12 @@ def alone_table(runs: dict) -> str:
 
 def shapes_table(rows: list[dict]) -> str:
     """default ÷ torch's fastest for each (tensors × parameters) workload of the "tensors" run."""
-    shapes = list(dict.fromkeys((r["tensors"], r["params"]) for r in rows))
-    lines = ["| optimizer | " + " | ".join(f"{t} × {p // t:,}" for t, p in shapes) + " |"]
-    lines.append("|---" * (len(shapes) + 1) + "|")
-    for name in dict.fromkeys(r["optimizer"] for r in rows):
-        cells = []
-        for shape in shapes:
-            mine = {
-                r["implementation"]: r
-                for r in rows
-                if r["optimizer"] == name and (r["tensors"], r["params"]) == shape
-            }
-            cells.append(f"{ratio_to_torch(mine):.2f}")
-        lines.append(f"| {name} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+    return pivot(
+        rows,
+        lambda r: (r["tensors"], r["params"]),
+        lambda key: f"{key[0]} × {key[1] // key[0]:,}",
+        lambda mine: f"{ratio_to_torch(mine):.2f}",
+    )
 
 
 def main(path: Path | None = None) -> None:

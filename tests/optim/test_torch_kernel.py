@@ -40,7 +40,18 @@ def kernels(opt) -> set:
     return {part["kernel"] for part in opt.backend_info() if part["fused"]}
 
 
-def test_the_four_with_a_torch_kernel():
+def torch_has_a_fused_kernel(spec) -> bool:
+    """Does torch.optim's counterpart accept ``fused=True`` (on CPU)?"""
+    try:
+        torch_class(spec)([torch.zeros(1, requires_grad=True)], fused=True)
+    except (RuntimeError, TypeError, ValueError):
+        return False
+    return True
+
+
+def test_exactly_the_optimizers_torch_has_a_fused_kernel_of_use_it():
+    for spec in first_order_specs():
+        assert spec.cls.has_torch_kernel == torch_has_a_fused_kernel(spec), spec.name
     assert sorted(spec.name for spec in WITH_KERNEL) == ["adagrad", "adam", "adamw", "sgd"]
 
 
@@ -80,9 +91,8 @@ def test_torch_kernel_matches_torch_optim_in_float32_with_its_state_dict(spec, o
     ("first", "second"),
     [("torch-fused", "fused"), ("fused", "torch-fused"), ("eager", "torch-fused")],
 )
-@pytest.mark.parametrize("name", ["sgd", "adagrad", "adam", "adamw"])
-def test_state_dict_moves_to_and_from_the_torch_kernel_mid_run(name, first, second):
-    spec = next(s for s in WITH_KERNEL if s.name == name)
+@pytest.mark.parametrize("spec", WITH_KERNEL, ids=lambda spec: spec.name)
+def test_state_dict_moves_to_and_from_the_torch_kernel_mid_run(spec, first, second):
     options = spec.variants[1]
 
     def run(opt, params, start, stop):

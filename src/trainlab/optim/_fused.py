@@ -509,9 +509,10 @@ class FlatGroup:
             # The kernel reads the step count from a tensor: the first parameter's count
             # (all are equal), or a copy on the group's device.
             step = self.scalars.get("step")
-            self._kernel_steps = None
             if step is not None and step.device != self.device:
-                step = self._kernel_steps = torch.zeros(1, device=self.device, dtype=torch.float32)
+                if self._kernel_steps is None:  # made once: a scheduler re-prepares every step
+                    self._kernel_steps = torch.zeros(1, device=self.device, dtype=torch.float32)
+                step = self._kernel_steps
             elif step is not None:
                 step = step[:1]
             kernel = opt.torch_kernel(h, self.param, self.grad, self.state, step)
