@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import secrets
 import shutil
@@ -522,8 +523,10 @@ def load_weights_file(path: Path) -> dict[str, Tensor]:
     """Load model weights from a ``.safetensors`` file, a run directory or a checkpoint.
 
     A run directory gives its ``model.safetensors``; a checkpoint directory (one with a
-    ``meta.json``) its verified weights. Any other format is refused without being
-    unpickled: loading pickle-based files (.pt, .pth, .bin, .ckpt) can run arbitrary code.
+    ``meta.json``) its verified weights. A file is read only after its safetensors header
+    parses and declares exactly the file's size (`safetensors_problem`); anything else is
+    refused without being unpickled: loading pickle-based files (.pt, .pth, .bin, .ckpt)
+    can run arbitrary code.
     """
     path = Path(path)
     if path.is_dir():
@@ -536,7 +539,7 @@ def load_weights_file(path: Path) -> dict[str, Tensor]:
             )
         path = path / RUN_WEIGHTS_FILE
     try:
-        problem = _safetensors_size_problem(path)
+        problem = safetensors_problem(path)
         data = b"" if problem else _read_regular(path, path.stat().st_size)
     except _Invalid as error:
         raise CheckpointError(
@@ -550,58 +553,134 @@ def load_weights_file(path: Path) -> dict[str, Tensor]:
         try:
             return safetensors.torch.load(data)
         except SafetensorError as error:
-            problem = f"its safetensors header does not parse ({error})"
-    raise CheckpointError(
-        f"Cannot load weights from {path}: {problem}. Only safetensors files are accepted, "
-        "because loading a pickle-based file (.pt, .pth, .bin, .ckpt) can run arbitrary "
-        "code. Fix: convert it once, in a Python session you trust: "
-        "safetensors.torch.save_file({k: v.contiguous() for k, v in "
-        "torch.load(path, weights_only=True).items()}, 'model.safetensors')"
+            problem = f"the safetensors library refuses it ({error})"
+    raise CheckpointError(f"Cannot load weights from {path}: {problem}. {_conversion_hint(path)}")
+
+
+def _conversion_hint(path: Path) -> str:
+    """The fix for a weights file that is not safetensors: a conversion the user runs once.
+
+    ``torch.load(..., weights_only=True)`` refuses arbitrary objects, ``.get("state_dict",
+    ...)`` unwraps the checkpoints of Lightning-style trainers, and ``.clone()`` lets
+    ``save_file`` write tensors that shared storage in the original file.
+    """
+    target = path.with_suffix(".safetensors")
+    if target == path:
+        target = path.with_name(path.stem + "-converted.safetensors")
+    return (
+        "Only safetensors files are accepted, because loading a pickle-based file (.pt, "
+        ".pth, .bin, .ckpt) can run arbitrary code. Fix: convert it once, in a Python "
+        "session you trust: import torch, safetensors.torch; "
+        f"w = torch.load({str(path)!r}, weights_only=True); w = w.get('state_dict', w); "
+        "safetensors.torch.save_file({k: v.detach().clone().contiguous() for k, v in "
+        f"w.items()}}, {str(target)!r})"
     )
 
 
-def _safetensors_size_problem(path: Path) -> str | None:
-    """Why the regular file ``path`` cannot be a safetensors file, from its header, or None.
+#: Bytes per element of each safetensors dtype, for the check that every tensor's offsets
+#: span exactly its shape. A dtype missing here (a newer one) has its span checked for
+#: tiling only.
+SAFETENSORS_DTYPE_BYTES = {
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+    "I16": 2, "U16": 2, "F16": 2, "BF16": 2,
+    "I32": 4, "U32": 4, "F32": 4, "C64": 8,
+    "I64": 8, "U64": 8, "F64": 8,
+}  # fmt: skip
 
-    Reads the 8-byte header length and the header, and checks that the data the header
-    declares fills the rest of the file exactly — before the file itself is read.
+
+def safetensors_problem(path: Path) -> str | None:
+    """Why the file ``path`` is not a safetensors file, or None when it is one.
+
+    Parses the header as the format defines it, before the data is read: 8 bytes giving
+    the header's length N (unsigned, little-endian), then N bytes of UTF-8 JSON — an
+    object mapping each tensor's name to its ``dtype``, ``shape`` and ``data_offsets``
+    (plus an optional ``__metadata__`` of strings) — whose offsets tile the data that
+    follows exactly, to the last byte of the file. Only when the header does not parse is
+    the file named by what it looks like instead (a pickle, a zip archive).
+
+    Raises:
+        _Invalid: ``path`` is not a regular file (a device, pipe or folder).
+        OSError: it cannot be read.
     """
     info = os.stat(path)
     if not stat.S_ISREG(info.st_mode):
         raise _Invalid("it is not a regular file (a device, pipe or folder)")
     with open(path, "rb") as file:
-        head = file.read(9)
-        problem = _not_safetensors(head, info.st_size)
-        if problem is not None:
-            return problem
-        header_size = int.from_bytes(head[:8], "little")
-        if header_size > MAX_HEADER_BYTES:
-            return f"its header claims {header_size:,} bytes (at most {MAX_HEADER_BYTES:,})"
-        file.seek(8)
-        try:
-            header = json.loads(file.read(header_size))
-            ends = [
-                int(entry["data_offsets"][1])
-                for key, entry in header.items()
-                if key != "__metadata__"
-            ]
-        except (ValueError, TypeError, KeyError, IndexError, AttributeError, RecursionError):
-            return "its safetensors header does not parse"
-    declared = 8 + header_size + max(ends, default=0)
-    if declared != info.st_size:
-        return f"its header declares {declared:,} bytes in all, but the file has {info.st_size:,}"
+        head = file.read(8)
+        problem = _header_problem(file, head, info.st_size)
+    if problem is None:
+        return None
+    looks_like = _looks_like(head)
+    return f"{looks_like}, not a safetensors file" if looks_like else problem
+
+
+def _header_problem(file: Any, head: bytes, size: int) -> str | None:
+    """Why the header at ``file``'s position 8 does not describe a file of ``size`` bytes."""
+    if len(head) < 8:
+        return f"it is too short to be a safetensors file ({size} bytes)"
+    header_size = int.from_bytes(head, "little")
+    if header_size > min(MAX_HEADER_BYTES, size - 8):
+        return (
+            f"its first 8 bytes give a header of {header_size:,} bytes, more than the "
+            f"file's {size:,} bytes or the {MAX_HEADER_BYTES:,} allowed: not a safetensors "
+            "header"
+        )
+    try:
+        header = json.loads(file.read(header_size).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return "its first 8 bytes are not followed by a safetensors header (JSON)"
+    if not isinstance(header, dict):
+        return "its safetensors header is not a JSON object"
+    spans = []
+    for name, entry in header.items():
+        if name == "__metadata__":
+            if not isinstance(entry, dict) or not all(isinstance(v, str) for v in entry.values()):
+                return "its safetensors __metadata__ is not a table of strings"
+            continue
+        span = _tensor_span(entry)
+        if isinstance(span, str):
+            return f"its safetensors header describes tensor {name!r} wrongly ({span})"
+        spans.append(span)
+    end = 0
+    for begin, stop in sorted(spans):
+        if begin != end:
+            return f"its tensors' data offsets leave a gap or overlap at byte {end:,}"
+        end = stop
+    if 8 + header_size + end != size:
+        return (
+            f"its header declares {8 + header_size + end:,} bytes in all, but the file has "
+            f"{size:,} (truncated or extended)"
+        )
     return None
 
 
-def _not_safetensors(head: bytes, size: int) -> str | None:
-    """Why a file of ``size`` bytes starting with ``head`` cannot be safetensors, or None."""
+def _tensor_span(entry: Any) -> tuple[int, int] | str:
+    """A header entry's ``(begin, end)`` data offsets, or why the entry is malformed."""
+    if not isinstance(entry, dict):
+        return "not a JSON object"
+    dtype, shape, offsets = entry.get("dtype"), entry.get("shape"), entry.get("data_offsets")
+    if not isinstance(dtype, str):
+        return "no dtype"
+
+    def whole(value: Any) -> bool:
+        return isinstance(value, int) and not isinstance(value, bool) and value >= 0
+
+    if not isinstance(shape, list) or not all(whole(d) for d in shape):
+        return "its shape is not a list of sizes"
+    if not isinstance(offsets, list) or len(offsets) != 2 or not all(map(whole, offsets)):
+        return "its data_offsets are not two byte offsets"
+    begin, end = offsets
+    itemsize = SAFETENSORS_DTYPE_BYTES.get(dtype)
+    expected = None if itemsize is None else itemsize * math.prod(shape)
+    if end < begin or (expected is not None and end - begin != expected):
+        return f"data_offsets {offsets} do not span a {dtype} tensor of shape {shape}"
+    return begin, end
+
+
+def _looks_like(head: bytes) -> str | None:
+    """What a file that is not safetensors looks like, from its first bytes, if known."""
     if head.startswith(b"PK\x03\x04"):
         return "it is a zip archive (the format of torch.save)"
-    if head.startswith(b"\x80"):
+    if len(head) >= 2 and head[0] == 0x80 and 2 <= head[1] <= 5:
         return "it is a pickle file"
-    if size < 8:
-        return f"it is too short to be a safetensors file ({size} bytes)"
-    header_size = int.from_bytes(head[:8], "little")
-    if header_size > size - 8 or head[8:9] != b"{":
-        return "it does not start with a safetensors header"
     return None
