@@ -4,6 +4,9 @@
   folder, so a guide that trains into ``runs/…`` leaves nothing in the repository and
   cannot see another guide's files, and with one torch thread: the examples' models are
   small, and one thread keeps their printed numbers the same from build to build.
+* What the examples write to standard error (the trainer's live verdicts, progress notes)
+  goes to the build's log at debug level (``mkdocs build -v`` shows it), so that the
+  build's own output holds only what needs a reader: a warning there is a defect to fix.
 * ``$…$`` and ``$$…$$`` (pymdownx.arithmatex, generic mode) become MathML when the site is
   built, which browsers render natively: no math script to fetch, nothing from a CDN.
 """
@@ -11,6 +14,7 @@
 from __future__ import annotations
 
 import html
+import io
 import logging
 import os
 import re
@@ -20,8 +24,14 @@ import tempfile
 import time
 from pathlib import Path
 
-import torch
 from latex2mathml.converter import convert
+
+# Not `import torch`: MkDocs registers this module under its file path, which cannot be
+# imported, and a module attribute named `torch` here made pickle resolve torch's globals
+# (torch.contiguous_format in inductor's cache key) to this module: every compiled graph of
+# an executed example then printed a "Failed to pickle cache key" traceback and bypassed
+# the compile cache.
+from torch import get_num_threads, set_num_threads
 
 HOOKS = Path(__file__).resolve().parent
 
@@ -30,7 +40,8 @@ log = logging.getLogger("mkdocs.hooks.trainlab")
 _INLINE = re.compile(r'<span class="arithmatex">\\\((.*?)\\\)</span>', re.S)
 _BLOCK = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.S)
 
-_scratch: dict[str, str] = {}  # the page being rendered: its scratch folder, the old cwd
+# The page being rendered: its scratch folder, the old cwd, its threads, its stderr.
+_scratch: dict[str, object] = {}
 
 
 def on_config(config):
@@ -46,8 +57,10 @@ def on_page_markdown(markdown, page, config, files):
     _scratch["old"] = os.getcwd()
     _scratch["dir"] = tempfile.mkdtemp(prefix="trainlab-docs-")
     _scratch["start"] = time.perf_counter()
-    _scratch["threads"] = torch.get_num_threads()
-    torch.set_num_threads(1)
+    _scratch["threads"] = get_num_threads()
+    set_num_threads(1)
+    _scratch["stderr"] = sys.stderr
+    sys.stderr = io.StringIO()
     os.chdir(_scratch["dir"])
     return markdown
 
@@ -58,7 +71,11 @@ def _leave_scratch(page_name: str = "") -> None:
         if seconds > 1:  # pages with executed code: what the build spends its time on
             log.info("%s: %.1f s to run its code", page_name, seconds)
     if "threads" in _scratch:
-        torch.set_num_threads(_scratch.pop("threads"))
+        set_num_threads(_scratch.pop("threads"))
+    if "stderr" in _scratch:
+        written, sys.stderr = sys.stderr.getvalue(), _scratch.pop("stderr")
+        if written.strip():
+            log.debug("%s: its examples wrote to stderr:\n%s", page_name, written.rstrip())
     if "dir" in _scratch:
         os.chdir(_scratch.pop("old"))
         shutil.rmtree(_scratch.pop("dir"), ignore_errors=True)
