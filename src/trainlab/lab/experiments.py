@@ -2,8 +2,14 @@
 
 from __future__ import annotations
 
+import ctypes
 import importlib
 import multiprocessing
+import os
+import signal
+import sys
+import threading
+import time
 from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -28,6 +34,9 @@ MODULES = (
     "exp_ensembles",
     "exp_time",
 )
+#: How often a pool worker checks that the process that started it still runs (seconds).
+PARENT_CHECK_SECONDS = 0.5
+PR_SET_PDEATHSIG = 1  # from <linux/prctl.h>: the signal a process gets when its parent dies
 
 
 def load() -> dict[str, Experiment]:
@@ -35,6 +44,26 @@ def load() -> dict[str, Experiment]:
     for module in MODULES:
         importlib.import_module(f"{__package__}.{module}")
     return EXPERIMENTS
+
+
+def _die_with_parent(parent: int) -> None:
+    """A pool worker's initializer: the worker ends when ``parent``, the lab's process, does.
+
+    A parent killed with SIGKILL runs no cleanup, so its workers would go on running
+    experiments into the folder that a rerun writes. On Linux the kernel kills the worker
+    with its parent (``PR_SET_PDEATHSIG``); on every POSIX system a thread also ends it once
+    it has been handed to another parent, which covers a parent that died before the
+    ``prctl`` call took effect.
+    """
+    if sys.platform.startswith("linux"):
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    threading.Thread(target=_watch_parent, args=(parent,), name="watch-parent", daemon=True).start()
+
+
+def _watch_parent(parent: int) -> None:
+    while os.getppid() == parent:
+        time.sleep(PARENT_CHECK_SECONDS)
+    os._exit(1)  # what the worker wrote is whole: every lab file is written atomically
 
 
 def _run_one(name: str, out: str, quick: bool, fresh: bool, threads: int) -> dict[str, Any]:
@@ -53,8 +82,9 @@ def run_all(
     threads: int = 1,
 ) -> Iterator[dict[str, Any]]:
     """Run ``names`` and yield each results dict; ``workers`` > 1 runs that many experiments
-    at once in separate processes, each with ``threads`` torch threads. Timed experiments
-    (their numbers are wall-clock times) run alone, after the others.
+    at once in separate processes, each with ``threads`` torch threads, which end with this
+    process however it ends. Timed experiments (their numbers are wall-clock times) run
+    alone, after the others.
     """
     registry = load()
     shared = [name for name in names if name not in registry or not registry[name].timed]
@@ -64,7 +94,13 @@ def run_all(
             yield run(name, out, quick=quick, fresh=fresh, threads=threads)
     else:
         context = multiprocessing.get_context("spawn")  # no forked torch state in workers
-        with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+        pool = ProcessPoolExecutor(
+            max_workers=workers,
+            mp_context=context,
+            initializer=_die_with_parent,
+            initargs=(os.getpid(),),
+        )
+        with pool:
             futures = [
                 pool.submit(_run_one, name, str(out), quick, fresh, threads) for name in shared
             ]
