@@ -61,34 +61,85 @@ def test_a_real_calibration_is_measured_once_and_read_back(cache, monkeypatch):
     assert calls == []
 
 
-MACHINE = calibration.machine_key(torch.device("cpu")).encode()
+MACHINE = calibration.machine_key(torch.device("cpu"))
+DEEP = b"[" * 100_000 + b"]" * 100_000  # a RecursionError in json.loads
+
+
+def document(**changes) -> dict:
+    """A calibration file of trainlab's for this machine, with ``changes``."""
+    fields = {"format": calibration.FORMAT, "version": calibration.VERSION}
+    return {**fields, "machine": MACHINE, "entries": {}, **changes}
+
+
+def calibrate_two(monkeypatch, reason: str) -> list[warnings.WarningMessage]:
+    """Calibrate Adam and SGD with fake costs; the warnings, one expected, matching ``reason``."""
+    calls = fake_measure(monkeypatch, CHEAP_FUSED)
+    with pytest.warns(RuntimeWarning, match=reason) as caught:
+        optim.calibrate([optim.Adam, optim.SGD])
+    assert calls == ["Adam", "SGD"]
+    assert len(caught) == 1, [str(w.message) for w in caught]
+    return list(caught)
 
 
 @pytest.mark.parametrize(
     "content, reason",
     [
-        (b"{not json", "unreadable"),
-        (b'{"version": 99}', "not a trainlab calibration"),
-        (b'{"version": 2, "machine": "' + MACHINE + b'", "entries": {}}', "not a trainlab"),
-        (
-            b'{"version": %d, "machine": "a computer elsewhere", "entries": {}}'
-            % calibration.VERSION,
-            "another machine",
-        ),
-        (b"x" * (calibration.MAX_CACHE_BYTES + 1), "at most"),
+        (b"{not json", "not JSON"),
+        (b"\xff\xfe\x00garbage", "not JSON"),
+        (DEEP, "not JSON"),
+        (b"[1, 2]", 'no "format"'),
+        (b'{"hello": "world"}', 'no "format"'),
+        (b'{"version": 99}', 'no "format"'),
+        (json.dumps(document(format="someone-else")).encode(), 'no "format"'),
+        (b"x" * (calibration.MAX_CACHE_BYTES + 1), "more than"),
     ],
 )
-def test_a_damaged_or_foreign_cache_is_ignored_with_one_warning_and_rebuilt(
-    cache, monkeypatch, content, reason
-):
+def test_a_foreign_file_is_left_untouched_with_one_warning(cache, monkeypatch, content, reason):
     cache.write_bytes(content)
-    calls = fake_measure(monkeypatch, CHEAP_FUSED)
-    with pytest.warns(RuntimeWarning, match=reason) as caught:
-        optim.calibrate([optim.Adam, optim.SGD])
-    assert len(caught) == 1 and calls == ["Adam", "SGD"]
+    (warning,) = calibrate_two(monkeypatch, reason)
+    message = str(warning.message)
+    assert str(cache) in message and "TRAINLAB_CALIBRATION" in message
+    assert cache.read_bytes() == content  # never overwritten
+    assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name]  # nothing beside it
+
+
+def test_a_folder_at_the_path_gives_one_warning_and_leaves_nothing_behind(cache, monkeypatch):
+    cache.mkdir()
+    (warning,) = calibrate_two(monkeypatch, "not a regular file")
+    assert str(cache) in str(warning.message)
+    assert cache.is_dir() and not any(cache.iterdir())
+    assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name]  # no temporary file
+
+
+@pytest.mark.parametrize(
+    "stored, reason",
+    [
+        (document(version=calibration.VERSION + 1), "version"),
+        (document(machine="a computer elsewhere"), "another machine"),
+        (document(entries=[1, 2]), "entries"),
+        # written before the format marker: the three keys alone, still trainlab's
+        ({"version": 2, "machine": MACHINE, "entries": {}}, "version"),
+        ({"version": calibration.VERSION, "machine": "elsewhere", "entries": {}}, "another"),
+    ],
+)
+def test_an_outdated_or_damaged_cache_of_ours_is_replaced_with_one_warning(
+    cache, monkeypatch, stored, reason
+):
+    cache.write_text(json.dumps(stored))
+    (warning,) = calibrate_two(monkeypatch, reason)
+    assert "replacing" in str(warning.message)
     rebuilt = json.loads(cache.read_text())
-    assert rebuilt["machine"] == calibration.machine_key(torch.device("cpu"))
-    assert len(rebuilt["entries"]) == 2
+    assert rebuilt == document(entries=rebuilt["entries"]) and len(rebuilt["entries"]) == 2
+    assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name]
+
+
+def test_a_failed_save_warns_once_and_leaves_no_temporary_file(cache, monkeypatch):
+    def refuse(source, target):
+        raise PermissionError(13, "Permission denied", str(target))
+
+    monkeypatch.setattr(calibration.os, "replace", refuse)
+    calibrate_two(monkeypatch, "cannot save")
+    assert list(cache.parent.iterdir()) == []
 
 
 ENTRY = {
@@ -113,26 +164,31 @@ ENTRY = {
         {**ENTRY, "torch_us": -1.0, "torch_us_per_element": 0.1},
         {**ENTRY, "compile_s": -1.0},
         {**ENTRY, "eager_us_per_tensor": True},
+        {**ENTRY, "eager_us": 10**400},  # no float holds it: a model of it would overflow
     ],
 )
 def test_an_entry_with_wrong_numbers_is_measured_again(cache, monkeypatch, bad):
-    entry = default_entry(optim.Adam)
-    machine = calibration.machine_key(torch.device("cpu"))
-    document = {"version": calibration.VERSION, "machine": machine, "entries": {entry: bad}}
-    cache.write_text(json.dumps(document))
+    cache.write_text(json.dumps(document(entries={default_entry(optim.Adam): bad})))
     calls = fake_measure(monkeypatch, CHEAP_FUSED)
     assert optim.calibrate([optim.Adam]) == {"Adam": CHEAP_FUSED}
     assert calls == ["Adam"]
 
 
 def test_a_cached_entry_that_cannot_compile_is_read_back(cache, monkeypatch):
-    entry = default_entry(optim.Adam)
-    machine = calibration.machine_key(torch.device("cpu"))
     stored = {**ENTRY, "fused_us": None, "fused_us_per_element": None}
-    document = {"version": calibration.VERSION, "machine": machine, "entries": {entry: stored}}
-    cache.write_text(json.dumps(document))
+    cache.write_text(json.dumps(document(entries={default_entry(optim.Adam): stored})))
     calls = fake_measure(monkeypatch, CHEAP_FUSED)
     assert optim.calibrate([optim.Adam]) == {"Adam": Costs(**stored)}
+    assert calls == []
+
+
+def test_a_cache_written_before_the_format_marker_is_read(cache, monkeypatch):
+    entry = default_entry(optim.Adam)
+    cache.write_text(json.dumps({"version": 3, "machine": MACHINE, "entries": {entry: ENTRY}}))
+    calls = fake_measure(monkeypatch, CHEAP_FUSED)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert optim.calibrate([optim.Adam]) == {"Adam": Costs(**ENTRY)}
     assert calls == []
 
 

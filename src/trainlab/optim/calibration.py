@@ -18,17 +18,27 @@ class's rule once (seconds; inductor's disk cache makes it faster later) and is 
 ``$TRAINLAB_CACHE/optim-calibration.json`` (default ``~/.cache/trainlab``;
 ``$TRAINLAB_CALIBRATION`` names another file) per class and its switches, device, dtype
 and thread count, under a key naming the machine and torch, so the next process reads it.
-An entry named ``"*"`` pins the costs of everything. A damaged file, or one written for
-another machine, is ignored with one warning and measured again. `calibrate` runs it on
-demand, e.g. before timing.
+An entry named ``"*"`` pins the costs of everything. `calibrate` runs it on demand, e.g.
+before timing.
+
+The file is trainlab's when it is a JSON object whose ``"format"`` is `FORMAT` (or, as
+written before that marker, an object of exactly ``"version"``, ``"machine"`` and
+``"entries"``). One of trainlab's written by another version or machine, or with damaged
+entries, is replaced, with one warning. Anything else at the path (a folder, a file that
+is not JSON, someone else's JSON, more than `MAX_CACHE_BYTES`) is never written: one
+warning names it, and the costs are measured without a cache in every process until
+``$TRAINLAB_CALIBRATION`` names another file or the path is freed.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import platform
+import stat
 import statistics
+import sys
 import time
 import warnings
 from dataclasses import asdict, dataclass
@@ -37,7 +47,12 @@ from typing import Any
 
 import torch
 
+from .. import _json
+
 CACHE_FILE = "optim-calibration.json"
+#: The marker of trainlab's calibration file (its "format" key): a file without it is not
+#: trainlab's, and trainlab never overwrites it.
+FORMAT = "trainlab-optim-calibration"
 VERSION = 3
 #: The cache is a few kilobytes; anything larger is not ours.
 MAX_CACHE_BYTES = 1 << 20
@@ -55,7 +70,9 @@ COMPILED_MARGIN = 0.05
 OVERRIDE = "*"
 
 _costs: dict[str, Costs] = {}  # this process's costs, by entry key
-_warned: set[str] = set()
+_warned: set[tuple[str, str]] = set()  # (file, message): every class and group reads the file
+#: The keys of the file before it had the format marker: still trainlab's, read as such.
+_UNMARKED_KEYS = {"version", "machine", "entries"}
 
 
 @dataclass(frozen=True)
@@ -132,10 +149,11 @@ def machine_key(device: torch.device) -> str:
     processor = platform.processor() or platform.machine()
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        for line in cpuinfo.read_text(errors="replace").splitlines():
-            if line.startswith("model name"):
-                processor = line.split(":", 1)[1].strip()
-                break
+        with cpuinfo.open(errors="replace") as lines:  # the first processor's lines suffice
+            for line in lines:
+                if line.startswith("model name"):
+                    processor = line.split(":", 1)[1].strip()
+                    break
     key = f"{processor}; {os.cpu_count()} cores; torch {torch.__version__}"
     if device.type == "cuda":
         key += f"; {torch.cuda.get_device_name(device)}"
@@ -162,57 +180,109 @@ def _switches(opt: torch.optim.Optimizer, group: dict[str, Any]) -> str:
     return f"[{', '.join(named)}]" if named else ""
 
 
-def _warn_once(path: Path, reason: str) -> None:
-    if str(path) not in _warned:
-        _warned.add(str(path))
-        warnings.warn(
-            f"trainlab: ignoring the optimizer calibration cache {path} ({reason}); "
-            "measuring the step costs again",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+def _warn_once(path: Path, message: str) -> None:
+    if (str(path), message) not in _warned:
+        _warned.add((str(path), message))
+        warnings.warn(f"trainlab: {message}", RuntimeWarning, stacklevel=4)
 
 
-def _read(path: Path, key: str) -> dict[str, Any]:
-    """The cached entries for this machine; {} (after one warning) for a bad or foreign file."""
+class _NotOurs(Exception):
+    """The calibration path holds something that is not trainlab's calibration file."""
+
+
+def _load(path: Path) -> Any:
+    """The JSON document at ``path``, read only when it is a regular file of at most
+    `MAX_CACHE_BYTES` (a folder cannot be read, a device or pipe never ends).
+
+    Raises:
+        FileNotFoundError: nothing is there.
+        _NotOurs: something else is, saying what.
+    """
     try:
-        if not path.exists():
-            return {}
-        if not path.is_file() or path.stat().st_size > MAX_CACHE_BYTES:
-            _warn_once(path, f"not a regular file of at most {MAX_CACHE_BYTES} bytes")
-            return {}
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
-        _warn_once(path, f"unreadable: {type(error).__name__}")
+        info = os.stat(path)  # follows links: the file that would be read
+        if not stat.S_ISREG(info.st_mode):
+            raise _NotOurs("not a regular file: a folder, device or pipe")
+        if info.st_size > MAX_CACHE_BYTES:
+            raise _NotOurs(f"{info.st_size:,} bytes, more than {MAX_CACHE_BYTES:,}")
+        with open(path, "rb") as file:
+            data = file.read(MAX_CACHE_BYTES + 1)
+    except FileNotFoundError:
+        raise
+    except OSError as error:
+        raise _NotOurs(f"unreadable: {error.strerror or error}") from None
+    if len(data) > MAX_CACHE_BYTES:
+        raise _NotOurs(f"grew past {MAX_CACHE_BYTES:,} bytes while read")
+    try:
+        return json.loads(data)
+    except (ValueError, RecursionError):  # not UTF-8, not JSON, or nested past the stack
+        raise _NotOurs("not JSON") from None
+
+
+def _is_ours(document: Any) -> bool:
+    """Whether a parsed file is trainlab's calibration: only such a file is replaced."""
+    if not isinstance(document, dict):
+        return False
+    if document.get("format") == FORMAT:
+        return True
+    return document.keys() == _UNMARKED_KEYS and type(document["version"]) is int
+
+
+def _problem(document: dict[str, Any], key: str) -> str | None:
+    """Why a calibration file of trainlab's cannot be used here; None if it can."""
+    if document.get("version") != VERSION:
+        return f"written by another trainlab version: {document.get('version')!r}"
+    if document.get("machine") != key:
+        return f"measured on another machine or setup: {document.get('machine')!r}"
+    if not isinstance(document.get("entries"), dict):
+        return "its entries are not a table"
+    return None
+
+
+def _read(path: Path, key: str) -> dict[str, Any] | None:
+    """The cached entries for this machine, {} where there are none yet, or None where the
+    path holds something that is not trainlab's (never written over).
+
+    A file of trainlab's that cannot be used here gives {} and one warning that it will be
+    replaced; something else at the path gives None and one warning saying what to do.
+    """
+    try:
+        document = _load(path)
+        if not _is_ours(document):
+            raise _NotOurs(f'no "format": {FORMAT!r}')
+    except FileNotFoundError:
         return {}
-    if not isinstance(data, dict) or data.get("version") != VERSION:
-        _warn_once(path, "not a trainlab calibration of this version")
+    except _NotOurs as error:
+        _warn_once(
+            path,
+            f"{path} is not a trainlab optimizer calibration cache ({error}); it is left as "
+            "it is, and the step costs are measured again in every process: set "
+            "TRAINLAB_CALIBRATION to another file, or move this one away",
+        )
+        return None
+    problem = _problem(document, key)
+    if problem is not None:
+        _warn_once(
+            path,
+            f"replacing the optimizer calibration cache {path} ({problem}); "
+            "measuring the step costs again",
+        )
         return {}
-    if data.get("machine") != key:
-        _warn_once(path, f"measured on another machine or setup: {data.get('machine')!r}")
-        return {}
-    entries = data.get("entries")
-    if not isinstance(entries, dict):
-        _warn_once(path, "no entries")
-        return {}
-    return entries
+    return document["entries"]
 
 
 def _write(path: Path, key: str, entries: dict[str, Any]) -> None:
+    """Save the cache: a temporary file beside it, renamed over it (a reader never sees half
+    a file); the temporary file is removed when saving fails."""
+    document = {"format": FORMAT, "version": VERSION, "machine": key, "entries": entries}
+    temporary = path.with_name(f".{path.name}.{os.getpid()}")
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        temporary = path.with_name(f".{path.name}.{os.getpid()}")
-        temporary.write_text(
-            json.dumps({"version": VERSION, "machine": key, "entries": entries}, indent=1),
-            encoding="utf-8",
-        )
+        temporary.write_text(_json.dumps(document, indent=1), encoding="utf-8")
         os.replace(temporary, path)
     except OSError as error:  # a read-only home: measure again next process, no failure
-        warnings.warn(
-            f"trainlab: cannot save the optimizer calibration to {path} ({error})",
-            RuntimeWarning,
-            stacklevel=4,
-        )
+        with contextlib.suppress(OSError):  # an unusable folder: nothing was written there
+            temporary.unlink(missing_ok=True)
+        _warn_once(path, f"cannot save the optimizer calibration to {path} ({error})")
 
 
 def _costs_from(raw: Any) -> Costs | None:
@@ -230,8 +300,8 @@ def _costs_from(raw: Any) -> Costs | None:
         if all(values[k] is None for k in pair):
             del values[pair[0]], values[pair[1]]
 
-    def cost(v: Any) -> bool:
-        return type(v) in (int, float) and 0 <= v < float("inf")
+    def cost(v: Any) -> bool:  # an int beyond every float would overflow the models
+        return type(v) in (int, float) and 0 <= v <= sys.float_info.max
 
     return costs if all(cost(v) for v in values.values()) else None
 
@@ -351,7 +421,7 @@ def costs(
     if not force and name in _costs:
         return _costs[name]
     path, key = cache_path(), machine_key(device)
-    entries = _read(path, key)
+    entries = _read(path, key) or {}
     pinned = _costs_from(entries.get(OVERRIDE))
     if pinned is not None:
         _costs[name] = pinned
@@ -359,8 +429,9 @@ def costs(
     found = None if force else _costs_from(entries.get(name))
     if found is None:
         found = measure(cls, device, dtype, settings)
-        entries = {**_read(path, key), name: asdict(found)}  # another process may have added
-        _write(path, key, entries)
+        latest = _read(path, key)  # another process may have added entries meanwhile
+        if latest is not None:  # None: not trainlab's file, never written over
+            _write(path, key, {**latest, name: asdict(found)})
     _costs[name] = found
     return found
 
