@@ -7,8 +7,9 @@ to be read on their own or embedded in an HTML report.
 from __future__ import annotations
 
 import math
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 CURVES_FILE = "curves.png"
 LAYERS_FILE = "layers.png"
@@ -25,44 +26,87 @@ def _figure(width: float = 7.0, height: float = 4.0, rows: int = 1, columns: int
     return figure, axes
 
 
-def curves(metrics: list[dict[str, Any]], path: Path) -> Path:
-    """Loss (raw and smoothed) and accuracy against the step, training and validation."""
+#: Points drawn per line of the curves: a figure 1,200 pixels wide shows no more, and a log of
+#: millions of steps is then drawn in bounded time and memory (evenly spaced records).
+MAX_CURVE_POINTS = 2000
+#: What the curves keep of a training record and of an evaluation record.
+TRAIN_KEYS = ("step", "loss", "smoothed_loss", "accuracy")
+VAL_KEYS = ("step", "val_loss", "val_accuracy")
+
+
+def curves(metrics: Iterable[dict[str, Any]], path: Path | IO[bytes]) -> Path | IO[bytes]:
+    """Loss (raw and smoothed) and accuracy against the step, training and validation.
+
+    ``metrics`` is read once, in order (a list, or a `trainlab.train.runs.MetricsLog`);
+    ``path`` is a file name or a binary stream, written as PNG. A value that is not a
+    number (null for a NaN) leaves a gap.
+    """
+    train, val = _sampled(metrics)
     figure, axes = _figure(rows=1, columns=2, width=10)
     loss_ax, acc_ax = axes[0]
-    train = [r for r in metrics if "loss" in r and "event" not in r]
-    val = [r for r in metrics if "val_loss" in r]
-    if train:
-        steps = [r["step"] for r in train]
-        loss_ax.plot(steps, [r["loss"] for r in train], alpha=0.3, label="mini-batch loss")
-        loss_ax.plot(steps, [r["smoothed_loss"] for r in train], label="smoothed loss")
-    if val:
-        loss_ax.plot(
-            [r["step"] for r in val], [r["val_loss"] for r in val], "o-", label="validation loss"
-        )
+    _plot(loss_ax, train, "loss", alpha=0.3, label="mini-batch loss")
+    _plot(loss_ax, train, "smoothed_loss", label="smoothed loss")
+    _plot(loss_ax, val, "val_loss", "o-", label="validation loss")
     loss_ax.set(xlabel="step", ylabel="loss", title="Loss")
     positive = [r["loss"] for r in train if _positive(r.get("loss"))]
     if positive and max(positive) > 20 * min(positive):  # spans decades: a log scale reads it
         loss_ax.set_yscale("log")
-    loss_ax.legend()
-    if any("accuracy" in r for r in train):
-        acc_ax.plot(
-            [r["step"] for r in train if "accuracy" in r],
-            [r["accuracy"] for r in train if "accuracy" in r],
-            alpha=0.4,
-            label="mini-batch accuracy",
-        )
-    if any("val_accuracy" in r for r in val):
-        acc_ax.plot(
-            [r["step"] for r in val],
-            [r["val_accuracy"] for r in val],
-            "o-",
-            label="validation accuracy",
-        )
+    if loss_ax.lines:
+        loss_ax.legend()
+    _plot(acc_ax, train, "accuracy", alpha=0.4, label="mini-batch accuracy")
+    _plot(acc_ax, val, "val_accuracy", "o-", label="validation accuracy")
     acc_ax.set(xlabel="step", ylabel="accuracy", title="Accuracy")
     if acc_ax.lines:
         acc_ax.legend()
-    figure.savefig(path)
+    figure.savefig(path, format="png")
     return path
+
+
+def _sampled(metrics: Iterable[dict[str, Any]]) -> tuple[list[dict], list[dict]]:
+    """The training and the evaluation records, each at most ``2 * MAX_CURVE_POINTS``."""
+    train, val = _EvenSample(), _EvenSample()
+    for record in metrics:
+        if "event" in record or not _number(record.get("step")):
+            continue
+        if "loss" in record:
+            train.add({key: record.get(key) for key in TRAIN_KEYS})
+        if "val_loss" in record:
+            val.add({key: record.get(key) for key in VAL_KEYS})
+    return train.items, val.items
+
+
+class _EvenSample:
+    """Evenly spaced items of a stream of unknown length, and its last: every item while
+    there are at most ``2 * MAX_CURVE_POINTS``, then every 2nd, every 4th, … (the stride
+    doubles)."""
+
+    def __init__(self) -> None:
+        self.kept: list[dict[str, Any]] = []
+        self.last: dict[str, Any] | None = None
+        self.stride, self.seen = 1, 0
+
+    def add(self, item: dict[str, Any]) -> None:
+        if self.seen % self.stride == 0:
+            self.kept.append(item)
+            if len(self.kept) > 2 * MAX_CURVE_POINTS:
+                self.kept = self.kept[::2]
+                self.stride *= 2
+        self.last = item
+        self.seen += 1
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        """The kept items, ending with the stream's last: where a curve ended matters."""
+        ends = self.last is None or (self.kept and self.kept[-1] is self.last)
+        return self.kept if ends else [*self.kept, self.last]
+
+
+def _plot(ax: Any, records: list[dict[str, Any]], key: str, *style: str, **options: Any) -> None:
+    """``key`` against the step, where it is a number; nothing when it never is."""
+    points = [(r["step"], r[key]) for r in records if _number(r.get(key))]
+    if points:
+        steps, values = zip(*points)
+        ax.plot(steps, values, *style, **options)
 
 
 def layer_traces(history: list[dict[str, Any]], path: Path) -> Path:
@@ -141,4 +185,8 @@ def diagnostics_figures(
 
 
 def _positive(value: Any) -> bool:
-    return isinstance(value, (int, float)) and value > 0
+    return _number(value) and value > 0
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)
