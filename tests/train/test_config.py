@@ -383,6 +383,11 @@ def test_wrong_type(item: str, pattern: str) -> None:
         ("run.seed=-1", r"Invalid run\.seed: -1 \(must be an integer in \[0, 4294967296\)\)"),
         # np.random.seed takes 32 bits: a larger seed passed validation, then failed
         ("run.seed=4294967296", r"Invalid run\.seed: 4294967296 \(must be an integer in \["),
+        # beyond 64 bits too, the seed's own rule speaks (it said "fits in 64 bits")
+        (
+            "run.seed=18446744073709551616",
+            r"Invalid run\.seed: 18446744073709551616 \(must be an integer in \[0, 4294967296\)\)",
+        ),
         # integers beyond 64 bits passed validation, then failed without naming the key
         (
             "run.epochs=9223372036854775808",
@@ -716,11 +721,12 @@ def test_fingerprint_follows_what_the_run_computes() -> None:
 
 
 def _just_outside(allowed: str) -> list:
-    """Values just outside a rule as settings() states it ([] for rules without bounds)."""
+    """Values just outside a rule as settings() states it, and far outside where it has an
+    upper bound ([] for rules without bounds)."""
     if m := re.fullmatch(r"an integer >= (\d+)", allowed):
         return [int(m.group(1)) - 1]
     if m := re.fullmatch(r"an integer in \[0, (\d+)\)", allowed):
-        return [-1, int(m.group(1))]
+        return [-1, int(m.group(1)), 2**64, -(2**64)]  # beyond 64 bits: still this rule
     if m := re.fullmatch(r"a number in ([\[(])([\d.]+), ([\d.]+)([\])])", allowed):
         low, high = float(m.group(2)), float(m.group(3))
         below = low if m.group(1) == "(" else low - 0.01

@@ -279,15 +279,22 @@ def _plain(value: Any) -> Any:
     return value
 
 
-def _coerce(name: str, value: Any, kind: Any, expected: str | None = None) -> Any:
-    """``value`` as the annotated type ``kind`` (ints widen to floats, lists to tuples)."""
+def _coerce(
+    name: str, value: Any, kind: Any, expected: str | None = None, check: Check | None = None
+) -> Any:
+    """``value`` as the annotated type ``kind`` (ints widen to floats, lists to tuples).
+
+    An integer beyond 64 bits (TOML's) is refused by the field's range ``check`` when that
+    refuses it, so that a setting with a narrower range (run.seed) has one rule and one
+    message however large the number; otherwise as not fitting in 64 bits.
+    """
     expected = expected or _expected(kind)
     origin, args = get_origin(kind), get_args(kind)
     if _is_optional(kind):
         if value is None or (isinstance(value, str) and value.lower() == "none"):
             return None
         inner = next(arg for arg in args if arg is not type(None))
-        return _coerce(name, value, inner, expected)
+        return _coerce(name, value, inner, expected, check)
     if origin is Literal:
         if isinstance(value, bool) or value not in args:
             raise fail(name, value, f"must be {expected}")
@@ -306,6 +313,8 @@ def _coerce(name: str, value: Any, kind: Any, expected: str | None = None) -> An
         ok = isinstance(value, numbers.Integral) and not isinstance(value, bool)
         value = int(value) if ok else value
         if ok and not -(2**63) <= value < 2**63:
+            if check is not None:
+                check(name, value)
             raise fail(name, value, f"must be {expected} that fits in 64 bits")
     elif kind is float:
         ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
@@ -340,9 +349,8 @@ class _Section:
     def __post_init__(self) -> None:
         hints = _hints(type(self))
         for f in fields(self):  # type: ignore[arg-type]
-            name = f"{self.section}.{f.name}"
-            value = _coerce(name, getattr(self, f.name), hints[f.name])
-            check = f.metadata["check"]
+            name, check = f"{self.section}.{f.name}", f.metadata["check"]
+            value = _coerce(name, getattr(self, f.name), hints[f.name], check=check)
             if check is not None and value is not None:
                 check(name, value)
             object.__setattr__(self, f.name, value)
