@@ -1,14 +1,16 @@
-"""Metrics of a model on data: the numbers of the logs, summary.json and ``trainlab evaluate``."""
+"""Metrics of a model on data (the numbers of the logs, summary.json and ``trainlab evaluate``),
+and its predictions on new inputs (``trainlab.predict``)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 
+from .errors import TrainingError
 from .sources import evaluation_batches, size
 
 CLASSIFICATION_METRICS = ("loss", "accuracy")
@@ -67,3 +69,31 @@ def evaluate(
         "rmse": math.sqrt(sq_sum / count),
         "r2": 1 - sq_sum / spread if spread > 0 else math.nan,
     }
+
+
+@torch.no_grad()
+def predict(
+    model: nn.Module,
+    batches: Iterable[Tensor],
+    task: str,
+    device: torch.device | str = "cpu",
+) -> Tensor:
+    """The predictions of ``model`` on ``batches`` of inputs, in eval mode, on the CPU.
+
+    Classification: class probabilities, softmax(logits) = exp(z_c) / Σ_k exp(z_k) over
+    the last dimension. Regression: the outputs as they are. Eval mode turns dropout off
+    and makes batch norm use its running statistics, so a prediction does not depend on
+    the batch it is in; the model's mode is restored afterwards.
+    """
+    was = model.training
+    model.eval()
+    outputs = []
+    try:
+        for xb in batches:
+            out = model(xb.to(device))
+            outputs.append((torch.softmax(out, -1) if task == "classification" else out).cpu())
+    finally:
+        model.train(was)
+    if not outputs:
+        raise TrainingError("Invalid inputs: no examples (pass at least one row)")
+    return torch.cat(outputs)

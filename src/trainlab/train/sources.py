@@ -4,7 +4,8 @@ The trainer takes the user's data in three forms and turns each into a resumable
 of ``(x, y)`` mini-batches:
 
 - ``(x, y)`` tensors → `trainlab.data.Batches` (indexing in memory; order a function
-  of seed and epoch, so a resume continues mid-epoch exactly);
+  of seed and epoch, so a resume continues mid-epoch exactly); NumPy arrays, lists and
+  anything else ``torch.as_tensor`` takes become tensors first (`as_pair`);
 - a map-style ``Dataset`` → a ``DataLoader`` over `trainlab.data.EpochSampler`
   (same orders, same exact resume);
 - a ``DataLoader`` → used as it is. If its sampler has ``state_dict``/``load_state_dict``
@@ -17,6 +18,8 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
+import numpy as np
+import torch
 from torch import Tensor
 from torch.utils.data import DataLoader, Dataset
 
@@ -49,6 +52,44 @@ def check_pair(name: str, value: Any) -> tuple[Tensor, Tensor]:
     if len(x) == 0:
         raise TrainingError(f"Invalid {name}: it has no examples (pass at least one row)")
     return x, y
+
+
+def as_tensor(name: str, part: str, value: Any, float_dtype: torch.dtype) -> Tensor:
+    """``value`` as a tensor, as Keras and fastai take NumPy arrays: a tensor is kept as it
+    is; anything else goes through ``torch.as_tensor``, floating point becoming
+    ``float_dtype`` (the model's: NumPy's default float64 would not fit a float32 model) and
+    integers int64 (cross-entropy's labels, whatever NumPy's platform integer is)."""
+    if isinstance(value, Tensor):
+        return value
+    if isinstance(value, np.ndarray) and not value.flags.writeable:
+        value = value.copy()  # torch shares memory, and warns of a read-only array
+    try:
+        tensor = torch.as_tensor(value)
+    except (TypeError, ValueError, RuntimeError) as error:
+        raise TrainingError(
+            f"Invalid {name}: {part} is {_article(type(value).__name__)} that torch.as_tensor "
+            f"cannot convert ({error}) (pass tensors, NumPy arrays of numbers or nested lists "
+            "of numbers)"
+        ) from None
+    if tensor.is_floating_point():
+        return tensor.to(float_dtype)
+    if tensor.dtype != torch.bool and not tensor.is_complex():
+        return tensor.long()
+    return tensor
+
+
+def as_pair(name: str, value: Any, float_dtype: torch.dtype) -> tuple[Tensor, Tensor]:
+    """``value`` as an ``(x, y)`` pair of tensors of one length (see `as_tensor`)."""
+    if isinstance(value, (tuple, list)) and len(value) == 2:
+        value = (
+            as_tensor(name, "x", value[0], float_dtype),
+            as_tensor(name, "y", value[1], float_dtype),
+        )
+    return check_pair(name, value)
+
+
+def _article(noun: str) -> str:
+    return f"an {noun}" if noun[:1].lower() in "aeiou" else f"a {noun}"
 
 
 def unpack(batch: Any, where: str) -> tuple[Tensor, Tensor]:
@@ -159,3 +200,30 @@ def first_batch(data: Any, where: str) -> tuple[Tensor, Tensor]:
     if isinstance(data, Dataset):
         return unpack(next(iter(DataLoader(data, batch_size=256))), where)
     return data[0][:EVAL_BATCH], data[1][:EVAL_BATCH]
+
+
+def input_batches(inputs: Any, batch_size: int, float_dtype: torch.dtype) -> Iterator[Tensor]:
+    """The inputs to predict on, in order, ``batch_size`` at a time.
+
+    ``inputs`` is an array of examples (a tensor, NumPy array or anything ``torch.as_tensor``
+    takes, converted by `as_tensor`), a Dataset of ``x`` or ``(x, y)`` items, or a DataLoader
+    of such batches (read in its own order and batch size).
+    """
+    if isinstance(inputs, (Dataset, DataLoader)):
+        loader = inputs if isinstance(inputs, DataLoader) else DataLoader(inputs, batch_size)
+        for batch in loader:
+            x = batch[0] if isinstance(batch, (tuple, list)) else batch
+            if not isinstance(x, Tensor):
+                raise TrainingError(
+                    f"Invalid inputs: their batches hold a {type(x).__name__} (must be tensors "
+                    "of inputs, or (x, y) pairs of tensors)"
+                )
+            yield x
+        return
+    x = as_tensor("inputs", "the input", inputs, float_dtype)
+    if x.dim() == 0:
+        raise TrainingError(
+            "Invalid inputs: a single number (pass a batch of examples, one row per example)"
+        )
+    for start in range(0, len(x), batch_size):
+        yield x[start : start + batch_size]
