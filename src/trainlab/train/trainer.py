@@ -87,26 +87,44 @@ class NonFiniteError(TrainingError):
     """The loss or the gradients became NaN/Inf under ``nonfinite = "raise"``."""
 
 
+def _stopped(signum: int, step: int, run_dir: Path, python: bool) -> str:
+    """What a signal did, and how to continue: in Python for a run of ``trainlab.fit``."""
+    how = (
+        f"trainlab.fit(..., run_dir={str(run_dir)!r}, resume=True) with the same model, "
+        "data and settings"
+        if python
+        else f"trainlab train --resume {run_dir}"
+    )
+    return (
+        f"stopped by {signal.Signals(signum).name} at step {step}; the checkpoint of step "
+        f"{step} is saved. Continue with: {how}"
+    )
+
+
 class Interrupted(Exception):
     """SIGINT or SIGTERM stopped ``fit`` at a step boundary, after a checkpoint was saved."""
 
     def __init__(self, signum: int, step: int, run_dir: Path, *, python: bool = False) -> None:
         self.signum, self.step, self.run_dir = signum, step, run_dir
-        name = signal.Signals(signum).name
-        how = (
-            f"trainlab.fit(..., run_dir={str(run_dir)!r}, resume=True) with the same model, "
-            "data and settings"
-            if python
-            else f"trainlab train --resume {run_dir}"
-        )
-        super().__init__(
-            f"stopped by {name} at step {step}; the checkpoint of step {step} is saved. "
-            f"Continue with: {how}"
-        )
+        super().__init__(_stopped(signum, step, run_dir, python))
 
     @property
     def exit_code(self) -> int:
         return 128 + self.signum  # the shell's convention: 130 for SIGINT, 143 for SIGTERM
+
+
+class FitInterrupted(KeyboardInterrupt):
+    """Ctrl-C stopped ``trainlab.fit`` at a step boundary, after a checkpoint was saved.
+
+    A ``KeyboardInterrupt``, because that is what a Python script expects of Ctrl-C: its
+    ``except KeyboardInterrupt`` (or a notebook's stop button) catches it, and an ``except
+    Exception`` meant for errors does not swallow it. ``step`` and ``run_dir`` say where
+    the run stopped; ``trainlab.fit(..., run_dir=run_dir, resume=True)`` continues it.
+    """
+
+    def __init__(self, step: int, run_dir: Path) -> None:
+        self.signum, self.step, self.run_dir = int(signal.SIGINT), step, run_dir
+        super().__init__(_stopped(signal.SIGINT, step, run_dir, python=True))
 
 
 def config_changed(run_dir: Path, how: str) -> TrainingError:
@@ -115,6 +133,16 @@ def config_changed(run_dir: Path, how: str) -> TrainingError:
         f"Invalid --resume: {how} change the run in {str(run_dir)!r} (a resumed run must have "
         "the config it started with; undo the change, or start a new run with --run-dir "
         f"and run.init_from={run_dir})"
+    )
+
+
+def fit_changed(run_dir: Path) -> TrainingError:
+    """The refusal of ``trainlab.fit(..., resume=True)`` with another model, data or settings
+    than the run's checkpoints were made with (its fingerprint, `_signature`)."""
+    return TrainingError(
+        f"Invalid resume: True, but the model, data or settings differ from the run in "
+        f"{str(run_dir)!r} (a resumed run continues with what it started with: call fit with "
+        "the same model, data and settings, or drop resume=True to start a new run beside it)"
     )
 
 
@@ -156,8 +184,10 @@ class Trainer:
     `trainlab.train.callbacks`); ``metrics.jsonl`` and ``metrics.csv`` are written by
     callbacks that are always attached. ``log_every`` is in optimizer steps. ``fit`` turns
     SIGINT and SIGTERM into a checkpoint and [`Interrupted`][trainlab.train.Interrupted] in the
-    main thread. Under torchrun (``WORLD_SIZE`` > 1) each process trains on its part of every batch
-    and rank 0 alone writes ``run_dir`` (see `trainlab.train.distributed`).
+    main thread (Ctrl-C in ``trainlab.fit``:
+    [`FitInterrupted`][trainlab.train.FitInterrupted]). Under torchrun (``WORLD_SIZE`` > 1)
+    each process trains on its part of every batch and rank 0 alone writes ``run_dir`` (see
+    `trainlab.train.distributed`).
     """
 
     def __init__(
@@ -186,6 +216,8 @@ class Trainer:
         else:
             self.device = next(parts.model.parameters()).device
         self.parts = parts
+        # A run of trainlab.fit: its messages speak Python, and Ctrl-C reaches the script
+        self._from_python = parts.about.get("source") == "python"
         self.model, self.optimizer, self.batches = parts.model, parts.optimizer, parts.train
         self.loss_fn, self.task = parts.loss, parts.task
         self.val, self.test = parts.val, parts.test
@@ -375,9 +407,10 @@ class Trainer:
         """Train to the configured length; returns the summary (also in summary.json).
 
         SIGINT (Ctrl-C) or SIGTERM lets the step under way finish, saves a checkpoint and
-        raises [`Interrupted`][trainlab.train.Interrupted]; a second Ctrl-C raises
-        ``KeyboardInterrupt`` at once (checkpoints are written atomically, so nothing saved is
-        corrupted either way).
+        raises [`Interrupted`][trainlab.train.Interrupted] — for Ctrl-C in a run of
+        ``trainlab.fit``, [`FitInterrupted`][trainlab.train.FitInterrupted], a
+        ``KeyboardInterrupt``; a second Ctrl-C raises ``KeyboardInterrupt`` at once
+        (checkpoints are written atomically, so nothing saved is corrupted either way).
         """
         self.folder.acquire()
         try:
@@ -645,8 +678,11 @@ class Trainer:
         self._writer.wait()
         if self.ranks.parallel:
             distributed.barrier()  # no rank ends before rank 0's checkpoint is on disk
-        python = self.parts.about.get("source") == "python"
-        raise Interrupted(signum, self.state.step, self.run_dir, python=python)
+        if not self._from_python:
+            raise Interrupted(signum, self.state.step, self.run_dir)
+        if signum == signal.SIGINT:
+            raise FitInterrupted(self.state.step, self.run_dir)
+        raise Interrupted(signum, self.state.step, self.run_dir, python=True)
 
     def _nonfinite(self, loss: float, grad_norm: float) -> None:
         policy, step = self.config.run.nonfinite, self.state.step
@@ -808,6 +844,8 @@ class Trainer:
             checkpoint = load_checkpoint(last)
             saved = checkpoint.state.get("config_fingerprint")
             if saved is not None and saved != self._fingerprint:
+                if self._from_python:
+                    raise fit_changed(self.run_dir)
                 raise config_changed(self.run_dir, f"the settings in its {CONFIG_FILE}")
             self._restore(checkpoint)
             self._restore_callbacks(checkpoint.state.get("callbacks"))
