@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from torch import Tensor
+from tqdm.auto import tqdm
 
 from .. import _json as strict_json
 
@@ -218,7 +219,10 @@ class TensorBoardLog(Callback):
 
 
 class ProgressBar(Callback):
-    """The live progress: a tqdm bar on a terminal, plain lines in a log (CI).
+    """The live progress: a tqdm bar on a terminal or in a notebook, plain lines in a log (CI).
+
+    In a Jupyter notebook ``tqdm.auto`` draws its widget bar (the text bar without
+    ipywidgets): a notebook's stderr is no terminal, yet it shows a redrawn bar.
 
     Shows the epoch, the step, the smoothed training loss, the learning rate and — as soon
     as an evaluation has produced them — the validation loss and accuracy.
@@ -227,7 +231,7 @@ class ProgressBar(Callback):
     def __init__(self, stream: TextIO | None = None, every: int = 20) -> None:
         self.stream = stream or sys.stderr
         self.every = every
-        self.live = self.stream.isatty()
+        self.live = self.stream.isatty() or in_notebook()
         self.bar: Any = None
         self.latest: dict[str, Any] = {}
         self.records = 0
@@ -237,8 +241,6 @@ class ProgressBar(Callback):
         self.start = time.perf_counter()
         self.first = trainer.state.step
         if self.live:
-            from tqdm import tqdm
-
             self.bar = tqdm(
                 total=trainer.steps_total,
                 initial=trainer.state.step,
@@ -289,6 +291,14 @@ class ProgressBar(Callback):
 
     def on_fit_end(self, trainer: Trainer, summary: dict[str, Any]) -> None:
         self.close()
+
+
+def in_notebook() -> bool:
+    """True in a Jupyter kernel (the test ``tqdm.autonotebook`` makes): IPython is imported
+    and its shell runs in an ``IPKernelApp``, not in a terminal."""
+    ipython = sys.modules.get("IPython")
+    shell = getattr(ipython, "get_ipython", lambda: None)()
+    return shell is not None and "IPKernelApp" in getattr(shell, "config", {})
 
 
 def _cell(value: Any) -> Any:
