@@ -42,9 +42,13 @@ def rows(sweep: Sweep, study: Any) -> list[dict[str, Any]]:
     return found
 
 
-def write_results(sweep: Sweep, study: Any) -> dict[str, Any]:
-    """Write trials.csv, sweep.json (study, metric, space, best trial, where a refined space
-    came from), best.toml (when a trial completed) and the plots."""
+def write_results(sweep: Sweep, study: Any, *, plots: bool = True) -> dict[str, Any]:
+    """Write trials.csv, sweep.json (study, storage, metric, space, best trial, where a
+    refined space came from), best.toml and the plots (``plots``), all from the same trials.
+
+    Without a complete trial there is no best.toml: one left from earlier is removed, so it
+    never names a trial that trials.csv does not hold.
+    """
     out = Path(sweep.out)
     table = rows(sweep, study)
     text = io.StringIO()
@@ -66,9 +70,13 @@ def write_results(sweep: Sweep, study: Any) -> dict[str, Any]:
             f"# trainlab train {out / BEST_FILE}\n"
         )
         write_atomic(out / BEST_FILE, header + dump_toml(config))
-        plot(sweep, table, out / PLOTS_DIR)
+        if plots:
+            plot(sweep, table, out / PLOTS_DIR)
+    else:
+        (out / BEST_FILE).unlink(missing_ok=True)
     about = {
         "study": sweep.study,
+        "storage": sweep.storage_id,  # None: the sweep folder's study.journal
         "metric": sweep.metric,
         "space": sweep.space.to_dict(),
         "best": best,

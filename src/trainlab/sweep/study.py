@@ -7,10 +7,16 @@ Every worker — on this host or another — runs the same loop against the stud
 
 The count and the ``ask`` happen under one lock, so N trials are started in total however
 many workers there are, and none twice: a PostgreSQL advisory lock for a PostgreSQL
-storage (every host), an OS file lock in the sweep folder otherwise (one host). Counted
+storage (every host), an OS file lock beside the journal file otherwise (one host). Counted
 are trials that finished (complete, pruned, or failed with an error of their own, such as
 a diverging loss) and those running; a trial whose worker was killed is failed (not
 counted) by the next worker on its host, and another trial takes its place.
+
+A sweep folder holds one study: its ``trials/<number>/`` run folders are numbered by that
+study alone, and its results are derived from that study's trials. A sweep claims the
+folder before any trial — under the folder's lock and the study's, so that of two sweeps
+started together the second sees what the first recorded — by checking that
+``sweep.json`` names no other study and writing its own.
 """
 
 from __future__ import annotations
@@ -18,9 +24,11 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
+import json
 import math
 import multiprocessing
 import os
+import shutil
 import socket
 import sys
 import time
@@ -33,9 +41,10 @@ from .._checks import fail
 from ..train.callbacks import Callback
 from ..train.config import dump_toml, fingerprint, load_config
 from ..train.trainer import write_atomic
-from .refine import METRICS, Refinement
+from .refine import METRICS, SWEEP_FILE, Refinement
 from .refine import refine as narrow
-from .space import Space, differences, load_space, trial_config
+from .results import TRIALS_FILE, write_results
+from .space import Space, differences, load_space, read_bounded, trial_config
 
 SAMPLERS = ("tpe", "random", "grid")
 """The Optuna samplers a sweep can use (``--sampler``): TPE, random search, or a grid over
@@ -79,6 +88,15 @@ class Sweep:
     @property
     def is_database(self) -> bool:
         return "://" in self.storage_url
+
+    @property
+    def storage_id(self) -> str | None:
+        """Where the study lives, as ``sweep.json`` records it: None for the sweep folder's
+        own journal, else the database URL (no password) or the journal file's full path."""
+        if self.is_database:
+            return _shown(self.storage_url)
+        journal = Path(self.storage_url).resolve()
+        return None if journal == (Path(self.out) / JOURNAL_FILE).resolve() else str(journal)
 
 
 # --------------------------------------------------------------------------- storage
@@ -219,7 +237,10 @@ def _create_or_check(sweep: Sweep, storage: Any) -> None:
     if saved is None:
         study.set_user_attr("trainlab", mine)
         return
-    how = f"use another --study than {sweep.study!r}, or another --out, for a new sweep"
+    # The sweep folder holds this study's trials: a new study needs a new folder as well.
+    how = "for a new sweep use another --out"
+    if sweep.storage_id is not None:  # a shared storage: the name is taken there too
+        how = "for a new sweep use another --study and another --out"
     changes = differences(saved["space"], mine["space"])
     if changes:
         raise fail(
@@ -317,6 +338,23 @@ def counted(trial: Any) -> bool:
 
 
 @contextlib.contextmanager
+def _file_lock(path: Path) -> Iterator[None]:
+    """An OS file lock on ``path`` (created if missing): one process of this host at a time."""
+    with open(path, "a") as file:
+        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+
+
+def _journal_lock(sweep: Sweep) -> Path:
+    """The lock file of a journal storage, beside the journal: every sweep folder whose study
+    lives in that journal takes the same lock."""
+    return Path(sweep.storage_url).parent / LOCK_FILE
+
+
+@contextlib.contextmanager
 def _quota_lock(sweep: Sweep, storage: Any) -> Iterator[None]:
     """One worker at a time counts the trials and asks for the next one."""
     if sweep.storage_url.startswith("postgresql"):
@@ -331,12 +369,95 @@ def _quota_lock(sweep: Sweep, storage: Any) -> Iterator[None]:
             finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
         return
-    with open(Path(sweep.out) / LOCK_FILE, "a") as file:
-        fcntl.flock(file.fileno(), fcntl.LOCK_EX)
-        try:
-            yield
-        finally:
-            fcntl.flock(file.fileno(), fcntl.LOCK_UN)
+    with _file_lock(_journal_lock(sweep)):
+        yield
+
+
+@contextlib.contextmanager
+def _claim_lock(sweep: Sweep) -> Iterator[Any]:
+    """The sweep folder's lock, then the study's (one file when the study lives in the
+    folder's journal); the study's storage.
+
+    Always in this order, and workers take only the study's: no two processes wait on each
+    other.
+    """
+    folder_lock = Path(sweep.out) / LOCK_FILE
+    with _file_lock(folder_lock):
+        storage = open_storage(sweep.storage_url)
+        if not sweep.is_database and _journal_lock(sweep).resolve() == folder_lock.resolve():
+            yield storage
+            return
+        with _quota_lock(sweep, storage):
+            yield storage
+
+
+# --------------------------------------------------------------------------- the folder
+
+
+def _recorded_owner(path: Path, sweep: Sweep) -> tuple[Any, Any]:
+    """The study and storage a sweep.json names (a sweep.json of a version that did not
+    record the storage: this sweep's)."""
+    how = "not a sweep.json trainlab wrote; use another --out"
+    try:
+        about = json.loads(read_bounded(path, "--out"))
+    except json.JSONDecodeError as error:
+        raise fail("--out", sweep.out, f"its {SWEEP_FILE} is not JSON ({error}): {how}") from None
+    if not isinstance(about, dict) or "study" not in about:
+        raise fail("--out", sweep.out, f"its {SWEEP_FILE} names no study: {how}")
+    return about["study"], about.get("storage", sweep.storage_id)
+
+
+def _check_owner(sweep: Sweep, storage: Any) -> None:
+    """Refuse a sweep folder that holds another study, or the same name in another storage:
+    their ``trials/<number>`` folders would collide and their results be overwritten.
+
+    Asks ``sweep.json`` (written when a sweep claims the folder), and the folder's own
+    journal, which a sweep folder made before ``sweep.json`` recorded its storage may hold.
+    """
+    out = Path(sweep.out)
+    owner = None
+    if (out / SWEEP_FILE).exists():
+        owner = _recorded_owner(out / SWEEP_FILE, sweep)
+    journal = out / JOURNAL_FILE
+    if owner is None and journal.is_file() and journal.stat().st_size > 0:
+        if sweep.storage_id is not None:
+            owner = (None, str(journal))
+        else:
+            import optuna
+
+            names = optuna.get_all_study_names(storage)  # the folder's journal
+            owner = (next((n for n in names if n != sweep.study), sweep.study), None)
+    if owner is None or owner == (sweep.study, sweep.storage_id):
+        return
+    their_study, their_storage = owner
+    held = f"holds study {their_study!r}"
+    if their_study is None:
+        held = f"holds a study stored in {their_storage}"
+    elif their_study == sweep.study:
+        held += f" stored in {their_storage or out / JOURNAL_FILE}"
+    raise fail(
+        "--out",
+        sweep.out,
+        f"{held}; a sweep folder holds the trials of one study: "
+        f"use another --out for study {sweep.study!r}",
+    )
+
+
+def _claim(sweep: Sweep) -> None:
+    """Check that the sweep folder and the study are this sweep's, create the study if it is
+    new, and write the folder's results for it: ``sweep.json`` then names the study.
+
+    All under `_claim_lock`: of two sweeps started together, one claims first and the
+    other is checked against what it recorded.
+    """
+    with _claim_lock(sweep) as storage:
+        _check_owner(sweep, storage)
+        _create_or_check(sweep, storage)
+        (Path(sweep.out) / TRIALS_DIR).mkdir(exist_ok=True)
+        if sweep.refinement is not None:  # the narrowed space, to rerun or read
+            space_text = sweep.refinement.header() + dump_toml(sweep.space.to_dict())
+            write_atomic(Path(sweep.out) / SPACE_FILE, space_text)
+        write_results(sweep, _study(sweep, storage), plots=False)
 
 
 # --------------------------------------------------------------------------- trials
@@ -515,10 +636,8 @@ def prepare(
         space=parsed,
         refinement=refinement,
     )
-    if sweep.storage is not None and not sweep.is_database:
-        open_storage(sweep.storage)  # a journal file elsewhere: its folder must exist
-    elif sweep.is_database:
-        _create_or_check(sweep, open_storage(sweep.storage_url))
+    if sweep.storage is not None:  # a database it can reach, a journal file's folder
+        open_storage(sweep.storage)
     return sweep
 
 
@@ -528,33 +647,17 @@ def run_sweep(config: str | None, space: str, **options: Any) -> dict[str, Any]:
 
     Returns:
         ``{"out", "trials" (rows of trials.csv), "best" (the best row or None),
-        "exit_code"}``.
+        "exit_code", "error" (why the sweep failed, or None)}``.
     """
     import optuna
 
-    from .results import write_results
-
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     sweep = prepare(config, space, **options)
-    out = Path(sweep.out)
-    created = not out.exists()
-    (out / TRIALS_DIR).mkdir(parents=True, exist_ok=True)
-    if sweep.refinement is not None:  # the narrowed space, to rerun or read
-        space_text = sweep.refinement.header() + dump_toml(sweep.space.to_dict())
-        write_atomic(out / SPACE_FILE, space_text)
-    try:
-        if not sweep.is_database:
-            _create_or_check(sweep, open_storage(sweep.storage_url))
-    except BaseException:
-        if created:  # a refused study: leave no folder behind
-            import shutil
-
-            shutil.rmtree(out, ignore_errors=True)
-        raise
+    _claim_folder(sweep)
     # This process is worker 0; the others start afresh ("spawn": no forked torch threads).
     context = multiprocessing.get_context("spawn")
     others = [
-        context.Process(target=_work_in_process, args=(sweep,), name=f"sweep-worker-{k}")
+        context.Process(target=_work_in_process, args=(sweep,), name=f"sweep worker {k}")
         for k in range(1, sweep.workers)
     ]
     for process in others:
@@ -564,13 +667,62 @@ def run_sweep(config: str | None, space: str, **options: Any) -> dict[str, Any]:
     finally:
         for process in others:
             process.join()
-    for process in others:  # a worker killed by a signal: the shell's number
-        exit_code = process.exitcode or 0
-        code = max(code, exit_code if exit_code >= 0 else 128 - exit_code)
-    study = _study(sweep, open_storage(sweep.storage_url))
-    result = write_results(sweep, study)
-    result["exit_code"] = code
+    code = _after_workers(sweep, others, code)
+    with _file_lock(Path(sweep.out) / LOCK_FILE):  # one writer: the files agree
+        result = write_results(sweep, _study(sweep, open_storage(sweep.storage_url)))
+    result["error"] = _all_failed(sweep, result["trials"])
+    result["exit_code"] = max(code, 1) if result["error"] else code
     return result
+
+
+def _claim_folder(sweep: Sweep) -> None:
+    """`_claim` the sweep folder, made here if missing; a folder made here for a refused
+    sweep is removed unless another sweep claimed it meanwhile."""
+    out = Path(sweep.out)
+    try:
+        out.mkdir(parents=True)
+        created = True
+    except FileExistsError:
+        created = False
+    try:
+        _claim(sweep)
+    except BaseException:
+        if created and not (out / SWEEP_FILE).exists():  # a refused sweep leaves no folder
+            shutil.rmtree(out, ignore_errors=True)
+        raise
+
+
+def _after_workers(sweep: Sweep, others: list[Any], code: int) -> int:
+    """The exit code once the other workers have ended.
+
+    A worker killed by a signal (the kernel's out-of-memory killer, say) left its trial
+    running: `work` again here fails it and trains a replacement, so a sweep whose N
+    trials all finished exits 0 whatever happened to a worker. A worker that ended with a
+    code of its own (an interrupt, an error) passes it on.
+    """
+    killed = [p for p in others if p.exitcode is not None and p.exitcode < 0]
+    for process in killed:
+        print(
+            f"{process.name} was killed by signal {-process.exitcode}; a trial it was "
+            "training is marked FAIL and another takes its place",
+            file=sys.stderr,
+            flush=True,
+        )
+    if killed and code == 0:
+        code = work(sweep)
+    return max([code, *(p.exitcode for p in others if p.exitcode and p.exitcode > 0)])
+
+
+def _all_failed(sweep: Sweep, rows: list[dict[str, Any]]) -> str | None:
+    """Why the sweep failed when every trial failed (the first trial's error), else None."""
+    if not rows or any(row["state"] != "FAIL" for row in rows):
+        return None
+    first = next((row for row in rows if row["note"] != "its worker died"), rows[0])
+    note = " ".join(str(first["note"]).split())
+    return (
+        f"every trial of study {sweep.study!r} failed ({len(rows)} trials; trial "
+        f"{first['number']}: {note}); {Path(sweep.out) / TRIALS_FILE} holds each trial's error"
+    )
 
 
 __all__ = [

@@ -1,0 +1,192 @@
+"""A sweep folder belongs to one study: another study at its --out is refused and nothing of
+the first is overwritten, two sweeps started together on one --out are checked one after the
+other, a sweep whose trials all failed exits 1 and leaves no stale best.toml, and a killed
+worker's trial is replaced without failing a sweep whose trials all finished."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import re
+import signal
+import socket
+import threading
+from pathlib import Path
+
+import pytest
+
+from trainlab.cli import main
+from trainlab.sweep import run_sweep
+from trainlab.sweep import study as study_module
+
+from .test_sweep import SPACE, TINY, trials_csv, write
+
+RESULTS = ("trials.csv", "sweep.json", "best.toml", "study.journal")
+
+
+def _files(out: Path) -> dict[str, bytes]:
+    return {name: (out / name).read_bytes() for name in RESULTS}
+
+
+def _sweep(config: str, space: str, out: Path, *more: str) -> int:
+    return main(["sweep", config, "--space", space, "--out", str(out), "--trials", "1", *more])
+
+
+def test_another_study_at_an_existing_out_is_refused_and_overwrites_nothing(tmp_path, capsys):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    out = tmp_path / "sweep"
+    assert _sweep(config, space, out, "--study", "a") == 0
+    before = _files(out)
+    capsys.readouterr()
+    assert _sweep(config, space, out, "--study", "b") == 2
+    err = capsys.readouterr().err
+    assert re.search(r"Invalid --out: .* \(holds study 'a'.*another --out", err), err
+    assert _files(out) == before
+    assert sorted(p.name for p in (out / "trials").iterdir()) == ["0"]
+    # the advice works: study b in a folder of its own
+    assert _sweep(config, space, tmp_path / "b", "--study", "b") == 0
+    assert json.loads((tmp_path / "b" / "sweep.json").read_text())["study"] == "b"
+
+
+def test_a_changed_space_error_advises_a_fix_that_works(tmp_path, capsys):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    out = tmp_path / "sweep"
+    assert _sweep(config, space, out, "--study", "a") == 0
+    wider = write(tmp_path, "wider.toml", SPACE.replace("high = 1e-1", "high = 0.5"))
+    capsys.readouterr()
+    assert _sweep(config, wider, out, "--study", "a") == 2
+    err = capsys.readouterr().err
+    assert re.search(r"Invalid --space: .*differs from study 'a'.*use another --out", err), err
+    assert "another --study" not in err  # a new study at this --out would be refused
+    assert _sweep(config, wider, tmp_path / "wider", "--study", "a") == 0
+
+
+def test_the_same_study_name_in_another_storage_is_refused_at_its_out(
+    tmp_path, capsys, postgresql_url
+):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    out, database = tmp_path / "sweep", ("--storage", postgresql_url)
+    assert _sweep(config, space, out, "--study", "safety") == 0  # in out/study.journal
+    before = _files(out)
+    capsys.readouterr()
+    assert _sweep(config, space, out, "--study", "safety", *database) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"Invalid --out: .*holds study 'safety' stored in .*study\.journal", err)
+    assert _files(out) == before
+    assert _sweep(config, space, tmp_path / "db", "--study", "safety", *database) == 0
+    # in a shared storage a changed space needs a new study name as well as a new folder
+    wider = write(tmp_path, "wider.toml", SPACE.replace("high = 1e-1", "high = 0.5"))
+    capsys.readouterr()
+    assert _sweep(config, wider, tmp_path / "db2", "--study", "safety", *database) == 2
+    err = capsys.readouterr().err
+    assert re.search(r"differs from study 'safety'.*use another --study and another --out", err)
+    assert not (tmp_path / "db2").exists()
+    assert _sweep(config, wider, tmp_path / "db2", "--study", "safety-wider", *database) == 0
+
+
+# An SGD step with this rate turns the loss into NaN at once: every trial fails on its own.
+DIVERGING = TINY.replace('name = "adam"', 'name = "sgd"')
+DIVERGING_SPACE = '"optimizer.lr" = {type = "categorical", choices = [1e30, 1e35]}\n'
+
+
+def test_a_sweep_whose_trials_all_failed_exits_1_and_keeps_no_stale_best(tmp_path, capsys):
+    config = write(tmp_path, "tiny.toml", DIVERGING)
+    space = write(tmp_path, "space.toml", DIVERGING_SPACE)
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "best.toml").write_text("# a best.toml no trial of this study produced\n")
+    assert main(["sweep", config, "--space", space, "--out", str(out), "--trials", "2"]) == 1
+    err = capsys.readouterr().err.splitlines()
+    errors = [line for line in err if line.startswith("trainlab: error:")]
+    assert len(errors) == 1, err
+    assert re.fullmatch(
+        r"trainlab: error: every trial of study 'tiny' failed \(2 trials; trial 0: "
+        r"NonFiniteError: Non-finite loss.*",
+        errors[0],
+    )
+    assert [r["state"] for r in trials_csv(out)] == ["FAIL", "FAIL"]
+    assert json.loads((out / "sweep.json").read_text())["best"] is None
+    assert not (out / "best.toml").exists()
+
+
+def _meet_inside_the_check(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make each sweep wait, inside the identity check, for the other to arrive there too.
+
+    Sweeps that check outside the lock both arrive, each before the other has recorded its
+    study: both are accepted. Under the lock the second never arrives while the first
+    waits; the first goes on after the timeout.
+    """
+    barrier, identity = threading.Barrier(2), study_module._identity
+
+    def waiting(sweep):
+        with contextlib.suppress(threading.BrokenBarrierError):
+            barrier.wait(timeout=3)
+        return identity(sweep)
+
+    monkeypatch.setattr(study_module, "_identity", waiting)
+
+
+@pytest.mark.parametrize(
+    ("second", "refusal"),
+    [
+        ({"study": "s", "space": "wider"}, r"Invalid --space: .*differs from study 's'"),
+        ({"study": "t", "space": "space"}, r"Invalid --out: .*\(holds study '[st]'"),
+    ],
+    ids=["same-study-another-space", "another-study"],
+)
+def test_two_sweeps_started_together_on_one_out_are_checked_one_after_the_other(
+    second, refusal, tmp_path, monkeypatch
+):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    write(tmp_path, "wider.toml", SPACE.replace("high = 1e-1", "high = 0.5"))
+    out = tmp_path / "sweep"
+    _meet_inside_the_check(monkeypatch)
+    outcomes: dict[str, object] = {}
+
+    def start(name: str, study: str, space: str) -> None:
+        try:
+            outcomes[name] = run_sweep(
+                config, space, out=str(out), trials=1, study=study, pruner="none"
+            )
+        except ValueError as error:
+            outcomes[name] = error
+
+    other = threading.Thread(
+        target=start, args=("second", second["study"], str(tmp_path / f"{second['space']}.toml"))
+    )
+    other.start()
+    start("first", "s", space)
+    other.join()
+    refused = [o for o in outcomes.values() if isinstance(o, ValueError)]
+    accepted = [o for o in outcomes.values() if isinstance(o, dict)]
+    assert len(refused) == 1 and len(accepted) == 1, outcomes
+    assert re.search(refusal, str(refused[0]))
+    assert accepted[0]["exit_code"] == 0
+    about = json.loads((out / "sweep.json").read_text())
+    assert len(trials_csv(out)) == 1 and about["best"] is not None
+    assert sorted(p.name for p in (out / "trials").iterdir()) == ["0"]
+
+
+def _killed_while_training(sweep) -> None:
+    """A worker that asks for a trial, as `work` does, and is killed (SIGKILL) before it
+    tells the study anything: the trial stays RUNNING with this dead process's id."""
+    storage = study_module.open_storage(sweep.storage_url)
+    study = study_module._study(sweep, storage)
+    with study_module._quota_lock(sweep, storage):
+        trial = study.ask()
+        trial.set_user_attr("host", socket.gethostname())
+        trial.set_user_attr("process", study_module._process_id(os.getpid()))
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+def test_a_killed_worker_is_replaced_and_a_finished_sweep_exits_0(tmp_path, monkeypatch):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    out = tmp_path / "sweep"
+    monkeypatch.setattr(study_module, "_work_in_process", _killed_while_training)
+    result = run_sweep(config, space, out=str(out), trials=2, workers=2, pruner="none")
+    assert result["exit_code"] == 0
+    states = [r["state"] for r in trials_csv(out)]
+    assert sorted(states) == ["COMPLETE", "COMPLETE", "FAIL"], states
+    died = next(r for r in trials_csv(out) if r["state"] == "FAIL")
+    assert died["note"] == "its worker died"
