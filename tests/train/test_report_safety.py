@@ -226,3 +226,23 @@ def test_evaluate_a_run_whose_log_was_cut(run, capsys):
         file.write(CUT_LINE)
     assert main(["evaluate", str(run)]) == 0
     assert "test" in capsys.readouterr().out
+
+
+def test_a_seeds_summary_with_malformed_members_reads_only_its_member_folders(
+    run, tmp_path, capsys
+):
+    parent = run.parent / "seeds"
+    shutil.copytree(run, parent / "member-1")
+    shutil.copy(run / "config.toml", parent / "config.toml")
+    record = {"format": "trainlab-seeds", "version": 1, "seeds": [7], "members": ["member-1"]}
+    (parent / "seeds.json").write_text(json.dumps(record))
+    set_summary(run, test_ece=0.0123)  # a run beside the seeds run: not a member
+    members = [5, {"dir": "../run", "seed": 8}, {"dir": "member-1", "seed": 7}]
+    summary = {"task": "classification", "seeds": [7], "members": members, "ensemble": None}
+    (parent / "summary.json").write_text(json.dumps(summary))
+    code, page, _ = write_report(parent, tmp_path, capsys)
+    assert code == 0
+    members_table = page.split("<table>")[1]
+    rows = re.findall(r"<tr><td>([^<]*)</td><td>(\d+)</td>", members_table)
+    assert rows == [("../run", "8"), ("member-1", "7")]  # the int entry skipped
+    assert "0.0123" not in page  # ../run/summary.json was not read
