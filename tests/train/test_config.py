@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import inspect
 import math
 import re
 from pathlib import Path
@@ -14,10 +15,12 @@ try:
 except ModuleNotFoundError:  # Python 3.10
     import tomli as tomllib  # type: ignore[no-redef]
 
+from trainlab.optim import OPTIMIZERS
 from trainlab.train import Phases
 from trainlab.train.config import (
     NOT_FINGERPRINTED,
     SECTIONS,
+    SYNONYMS,
     Config,
     config_keys,
     describe,
@@ -297,7 +300,7 @@ def test_steps_take_precedence_over_epochs() -> None:
     assert load_config(None, ["run.epochs=3", "run.steps=10"]).run.total_steps(25) == 10
 
 
-@pytest.mark.parametrize("item", ["optimizer.lr", "lr=3e-3", "=3", "optimizer.=1", "a.b=1\nc=2"])
+@pytest.mark.parametrize("item", ["optimizer.lr", "rate=3e-3", "=3", "optimizer.=1", "a.b=1\nc=2"])
 def test_malformed_set_is_refused(item: str) -> None:
     error(r"Invalid --set: .* \(must be section\.key=value, e\.g\. optimizer\.lr=3e-3\)", item)
 
@@ -342,12 +345,97 @@ def test_unknown_key_suggests_the_closest(tmp_path: Path) -> None:
         load_config(write(tmp_path, "[optimizer]\nlrr = 0.1\n"))
 
 
+# Keys as other libraries name them or in the wrong table, what they are set to, and the
+# setting "did you mean" must name (spelling alone named optimizer.name for learning_rate).
+MEANT = [
+    ("optimizer.learning_rate", "0.1", "optimizer.lr"),
+    ("optimizer.learning-rate", "0.1", "optimizer.lr"),
+    ("run.lr", "0.1", "optimizer.lr"),
+    ("optimizer.wd", "0.01", "optimizer.options.weight_decay"),
+    ("optimizer.weight_decay", "0.01", "optimizer.options.weight_decay"),
+    ("optimizer.options.wd", "0.01", "weight_decay"),  # a keyword of adamw, as such
+    ("optimizer.options.learning_rate", "0.1", "optimizer.lr"),
+    ("optimizer.momentum", "0.9", "optimizer.options.momentum"),
+    ("optimizer.beta1", "0.9", "optimizer.options.betas"),
+    ("optimizer.epsilon", "1e-7", "optimizer.options.eps"),
+    ("epochs", "10", "run.epochs"),  # outside every table
+    ("data.epochs", "10", "run.epochs"),
+    ("optimizer.epochs", "10", "run.epochs"),
+    ("run.max_epochs", "10", "run.epochs"),  # Lightning
+    ("run.num_train_epochs", "10", "run.epochs"),  # Hugging Face
+    ("run.max_steps", "100", "run.steps"),
+    ("batch_size", "32", "data.batch_size"),
+    ("run.batch_size", "32", "data.batch_size"),
+    ("optimizer.batch_size", "32", "data.batch_size"),
+    ("data.per_device_train_batch_size", "32", "data.batch_size"),
+    ("data.seed", "1", "run.seed"),
+    ("run.random_state", "1", "run.seed"),
+    ("run.accelerator", '"cpu"', "run.device"),
+    ("run.dropout", "0.1", "model.dropout"),
+    ("model.dropout_rate", "0.1", "model.dropout"),
+    ("clip.gradient_clip_val", "1.0", "clip.max_norm"),  # Lightning
+    ("clip.clipnorm", "1.0", "clip.max_norm"),  # Keras
+    ("run.max_grad_norm", "1.0", "clip.max_norm"),  # Hugging Face
+    ("run.patience", "5", "run.early_stopping.patience"),
+    ("run.label_smoothing", "0.1", "loss.label_smoothing"),
+    ("run.early_stopping.early_stopping_patience", "5", "patience"),
+]
+
+
+def _meant_pattern(key: str, value: str, meant: str, in_set: bool) -> str:
+    """The hint of an unknown ``key``: a --set outside every table is answered whole."""
+    whole = in_set and "." not in key
+    return "did you mean " + re.escape(repr(f"{meant}={value}" if whole else meant)) + r"\?"
+
+
+@pytest.mark.parametrize(("key", "value", "meant"), MEANT, ids=[m[0] for m in MEANT])
+def test_unknown_key_names_the_setting_it_means_in_a_set(key, value, meant) -> None:
+    error(_meant_pattern(key, value, meant, in_set=True), f"{key}={value}")
+
+
+@pytest.mark.parametrize(("key", "value", "meant"), MEANT, ids=[m[0] for m in MEANT])
+def test_unknown_key_names_the_setting_it_means_in_a_file(tmp_path, key, value, meant) -> None:
+    table, _, name = key.rpartition(".")
+    text = f"[{table}]\n{name} = {value}\n" if table else f"{name} = {value}\n"
+    with pytest.raises(ValueError, match=_meant_pattern(key, value, meant, in_set=False)):
+        load_config(write(tmp_path, text))
+
+
+@pytest.mark.parametrize("section", ["train", "training", "trainer"])
+def test_a_training_section_is_run(section: str) -> None:
+    error(
+        rf"Invalid config section: '{section}' \(unknown; did you mean 'run'\?",
+        f"{section}.epochs=3",
+    )
+
+
+def test_a_keyword_the_chosen_optimizer_lacks_falls_back_on_spelling() -> None:
+    # adamw has no momentum: pointing at optimizer.options.momentum would fail again
+    message = r"Invalid optimizer\.options key: 'momentum' \(unknown; allowed: "
+    error(message, "optimizer.options.momentum=0.9")
+
+
+def test_every_synonym_names_a_setting() -> None:
+    keywords = {p for spec in OPTIMIZERS.values() for p in inspect.signature(spec.cls).parameters}
+    for synonym, target in SYNONYMS.items():
+        assert synonym == synonym.lower().replace("-", "_"), synonym  # as looked up
+        table, _, name = target.rpartition(".")
+        if table == "optimizer.options":
+            assert name in keywords, (synonym, target)
+        elif table == "run.early_stopping":
+            assert load_config(None, [f"{target}=1"]).run.early_stopping[name] == 1
+        else:
+            assert target in config_keys(), (synonym, target)
+
+
 def test_unknown_section_suggests_the_closest() -> None:
     error(
         r"Invalid config section: 'optimiser' "
         r"\(unknown; did you mean 'optimizer'\? allowed: data, ",
         "optimiser.lr=1",
     )
+    # a table is a section: [dataset] means [data], not the key data.name
+    error(r"Invalid config section: 'dataset' \(unknown; did you mean 'data'\?", "dataset.name=x")
 
 
 @pytest.mark.parametrize(

@@ -182,12 +182,123 @@ class _Each:
             self.rule(f"{name}[{i}]", value)
 
 
-def _unknown(name: str, value: Any, allowed: Iterable[str]) -> ValueError:
-    """An unknown key or name, with the closest allowed one and the full list."""
+#: Settings under the names other libraries give them (Keras, Lightning, Hugging Face,
+#: torch.optim, timm) or in the wrong table, each with trainlab's key: an unknown key that
+#: is one of these (lower case, "-" as "_") is answered "did you mean <key>?", where
+#: spelling alone guesses wrong ("learning_rate" is closest to optimizer.name, "wd" to lr).
+SYNONYMS: dict[str, str] = {
+    **dict.fromkeys(["lr", "learning_rate", "learningrate", "base_lr"], "optimizer.lr"),
+    **dict.fromkeys(["optimizer", "optim", "optimizer_name"], "optimizer.name"),
+    **dict.fromkeys(["weight_decay", "wd"], "optimizer.options.weight_decay"),
+    "momentum": "optimizer.options.momentum",
+    "nesterov": "optimizer.options.nesterov",
+    **dict.fromkeys(
+        ["betas", "beta1", "beta_1", "beta2", "beta_2", "adam_beta1", "adam_beta2"],
+        "optimizer.options.betas",
+    ),
+    **dict.fromkeys(["eps", "epsilon", "adam_epsilon"], "optimizer.options.eps"),
+    **dict.fromkeys(
+        [
+            "batch_size",
+            "batchsize",
+            "bs",
+            "mini_batch_size",
+            "train_batch_size",
+            "per_device_train_batch_size",
+        ],
+        "data.batch_size",
+    ),
+    **dict.fromkeys(["dataset", "dataset_name"], "data.name"),
+    **dict.fromkeys(
+        ["validation_split", "val_split", "val_size", "validation_fraction"], "data.val_fraction"
+    ),
+    **dict.fromkeys(["test_size", "test_split"], "data.test_fraction"),
+    **dict.fromkeys(["dropout", "dropout_rate", "drop_rate"], "model.dropout"),
+    **dict.fromkeys(["activation", "activation_fn"], "model.activation"),
+    **dict.fromkeys(
+        ["hidden_size", "hidden_sizes", "hidden_units", "hidden_layers"], "model.hidden"
+    ),
+    **dict.fromkeys(["filters", "conv_channels"], "model.channels"),
+    **dict.fromkeys(["batchnorm", "batch_normalization", "use_batch_norm"], "model.batch_norm"),
+    **dict.fromkeys(["weight_init", "initializer", "kernel_initializer"], "model.init"),
+    **dict.fromkeys(["architecture", "arch", "model_type"], "model.kind"),
+    **dict.fromkeys(["loss", "loss_fn", "criterion"], "loss.name"),
+    **dict.fromkeys(
+        ["label_smoothing", "label_smoothing_factor", "smoothing"], "loss.label_smoothing"
+    ),
+    "l2": "penalty.l2",
+    "l1": "penalty.l1",
+    **dict.fromkeys(["scheduler", "lr_scheduler", "lr_scheduler_type"], "schedule.phases"),
+    **dict.fromkeys(
+        [
+            "gradient_clip_val",
+            "max_grad_norm",
+            "clipnorm",
+            "global_clipnorm",
+            "clip_norm",
+            "grad_clip",
+            "clip_grad_norm",
+        ],
+        "clip.max_norm",
+    ),
+    **dict.fromkeys(["clipvalue", "clip_value", "clip_grad_value"], "clip.value"),
+    **dict.fromkeys(["ema", "use_ema", "model_ema"], "averaging.ema"),
+    **dict.fromkeys(["ema_decay", "model_ema_decay"], "averaging.decay"),
+    **dict.fromkeys(
+        ["epochs", "epoch", "num_epochs", "n_epochs", "max_epochs", "nb_epoch", "num_train_epochs"],
+        "run.epochs",
+    ),
+    **dict.fromkeys(
+        ["steps", "max_steps", "num_steps", "n_steps", "total_steps", "num_training_steps"],
+        "run.steps",
+    ),
+    **dict.fromkeys(["seed", "random_seed", "random_state", "manual_seed"], "run.seed"),
+    **dict.fromkeys(["device", "accelerator", "gpus"], "run.device"),
+    **dict.fromkeys(["threads", "num_threads"], "run.threads"),
+    **dict.fromkeys(["patience", "early_stopping_patience"], "run.early_stopping.patience"),
+    **dict.fromkeys(["eval_steps", "val_check_interval", "eval_interval"], "run.eval_every"),
+    **dict.fromkeys(["save_steps", "save_every", "checkpoint_interval"], "run.checkpoint_every"),
+    "save_total_limit": "run.keep_last",
+}
+
+#: Top-level tables as other libraries name the one trainlab calls [run].
+_SECTION_SYNONYMS = dict.fromkeys(["train", "training", "trainer", "fit"], "run")
+
+
+def _unknown(name: str, value: Any, allowed: Iterable[str], meant: str | None = None) -> ValueError:
+    """An unknown key or name, with the one ``meant`` (else the closest allowed one) and the
+    full list."""
     allowed = list(allowed)
-    close = difflib.get_close_matches(value, allowed, n=1) if isinstance(value, str) else []
-    hint = f"did you mean {close[0]!r}? " if close else ""
+    if meant is None and isinstance(value, str):
+        close = difflib.get_close_matches(value, allowed, n=1)
+        meant = close[0] if close else None
+    hint = f"did you mean {meant!r}? " if meant else ""
     return fail(name, value, f"unknown; {hint}allowed: {', '.join(allowed)}")
+
+
+def _meant(key: Any, table: str, allowed: Sequence[str]) -> str | None:
+    """The setting an unknown ``key`` of ``table`` most likely means, by `SYNONYMS`, spelled
+    as ``allowed`` spells it; None to leave the guess to spelling.
+
+    ``table`` is a section ("optimizer"), a table of keywords ("optimizer.options", whose
+    ``allowed`` are bare names) or "" for the top level. A synonym of a keyword the chosen
+    optimizer or dataset lacks (adamw's "momentum") gives None: naming it would fail again.
+    """
+    target = SYNONYMS.get(key.lower().replace("-", "_")) if isinstance(key, str) else None
+    if target is None:
+        return None
+    parent, _, name = target.rpartition(".")
+    if name in allowed:  # a keyword of this table: "wd" -> "weight_decay"
+        return name
+    return target if target in allowed or parent != table else None
+
+
+def _meant_section(name: str, raw: Any) -> str | None:
+    """What an unknown name at the top level most likely means: a table, the section other
+    libraries call that ([trainer] is [run]); a value, the setting (epochs = 10 is run.epochs)."""
+    if isinstance(raw, Mapping):
+        return _SECTION_SYNONYMS.get(name.lower())
+    return _meant(name, "", list(SECTIONS))
 
 
 def _check_keys(
@@ -201,7 +312,7 @@ def _check_keys(
     allowed = list(allowed)
     for key in given:
         if key not in allowed:
-            raise _unknown(f"{name} key", key, allowed)
+            raise _unknown(f"{name} key", key, allowed, _meant(key, name, allowed))
     missing = [key for key in required if key not in given]
     if missing:
         shown = dict(given) if shown is None else shown
@@ -973,7 +1084,8 @@ def _section(cls: type[_Section], raw: Any) -> _Section:
     keys = [f"{cls.section}.{f.name}" for f in fields(cls)]  # type: ignore[arg-type]
     for key in raw:
         if f"{cls.section}.{key}" not in keys:
-            raise _unknown("config key", f"{cls.section}.{key}", keys)
+            meant = _meant(key, cls.section, keys)
+            raise _unknown("config key", f"{cls.section}.{key}", keys, meant)
     return cls(**raw)
 
 
@@ -1003,9 +1115,9 @@ class Config:
         """The config a parsed TOML document describes; missing sections and keys default."""
         if not isinstance(tree, Mapping):
             raise fail("config", tree, "must be a table of sections")
-        for name in tree:
+        for name, raw in tree.items():
             if name not in SECTIONS:
-                raise _unknown("config section", name, SECTIONS)
+                raise _unknown("config section", name, SECTIONS, _meant_section(name, raw))
         return cls(**{name: _section(SECTIONS[name], raw) for name, raw in tree.items()})
 
     def to_dict(self) -> dict[str, dict[str, Any]]:
@@ -1054,6 +1166,9 @@ def _apply_override(tree: dict[str, Any], item: str) -> None:
         raise fail("--set", item, allowed)
     key, equals, text = item.partition("=")
     parts = key.strip().split(".")
+    if equals and len(parts) == 1 and (meant := _meant(parts[0], "", [])):  # epochs=10
+        suggestion = f"{meant}={text.strip()}"
+        raise fail("--set", item, f"must be section.key=value; did you mean {suggestion!r}?")
     if not equals or len(parts) < 2 or not all(parts) or "\n" in text or "\r" in text:
         raise fail("--set", item, allowed)
     node = tree
