@@ -703,7 +703,7 @@ def _after_workers(sweep: Sweep, others: list[Any], code: int) -> int:
     killed = [p for p in others if p.exitcode is not None and p.exitcode < 0]
     for process in killed:
         print(
-            f"{process.name} was killed by signal {-process.exitcode}; a trial it was "
+            f"{process.name} was killed by signal {-process.exitcode}; any trial it was "
             "training is marked FAIL and another takes its place",
             file=sys.stderr,
             flush=True,
