@@ -43,6 +43,7 @@ MAX_SEEDS = 64
 MAX_RECORD_BYTES = 1 << 20
 #: Numbers of each member's summary.json that the seeds summary averages, by task.
 AVERAGED = {"classification": ("test_accuracy", "test_loss"), "regression": ("test_loss",)}
+#: A run's log, one JSON record a line, appended as it trains (`callbacks.JsonlLog`).
 METRICS_FILE = JsonlLog.filename
 #: The longest metrics.jsonl read back; a run logs kilobytes per thousand steps.
 MAX_METRICS_BYTES = 256 << 20
