@@ -133,6 +133,12 @@ def test_an_outdated_or_damaged_cache_of_ours_is_replaced_with_one_warning(
     assert sorted(p.name for p in cache.parent.iterdir()) == [cache.name]
 
 
+def test_a_long_machine_name_is_cut_in_the_warning(cache, monkeypatch):
+    cache.write_text(json.dumps(document(machine="x" * 100_000)))
+    (warning,) = calibrate_two(monkeypatch, "another machine")
+    assert len(str(warning.message)) < 500
+
+
 def test_a_failed_save_warns_once_and_leaves_no_temporary_file(cache, monkeypatch):
     def refuse(source, target):
         raise PermissionError(13, "Permission denied", str(target))
@@ -172,6 +178,19 @@ def test_an_entry_with_wrong_numbers_is_measured_again(cache, monkeypatch, bad):
     calls = fake_measure(monkeypatch, CHEAP_FUSED)
     assert optim.calibrate([optim.Adam]) == {"Adam": CHEAP_FUSED}
     assert calls == ["Adam"]
+
+
+def test_saving_keeps_the_valid_entries_of_others_and_drops_damaged_ones(cache, monkeypatch):
+    other = default_entry(optim.SGD)
+    damaged = {"deep": json.loads(b"[" * 500 + b"]" * 500), "words": "fast"}
+    cache.write_text(json.dumps(document(entries={other: ENTRY, **damaged})))
+    fake_measure(monkeypatch, CHEAP_FUSED)
+    optim.calibrate([optim.Adam])
+    saved = json.loads(cache.read_text())["entries"]
+    assert saved == {
+        other: dataclasses.asdict(Costs(**ENTRY)),
+        **{default_entry(optim.Adam): dataclasses.asdict(CHEAP_FUSED)},
+    }
 
 
 def test_a_cached_entry_that_cannot_compile_is_read_back(cache, monkeypatch):

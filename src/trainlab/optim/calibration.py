@@ -230,12 +230,18 @@ def _is_ours(document: Any) -> bool:
 def _problem(document: dict[str, Any], key: str) -> str | None:
     """Why a calibration file of trainlab's cannot be used here; None if it can."""
     if document.get("version") != VERSION:
-        return f"written by another trainlab version: {document.get('version')!r}"
+        return f"written by another trainlab version: {_shown(document.get('version'))}"
     if document.get("machine") != key:
-        return f"measured on another machine or setup: {document.get('machine')!r}"
+        return f"measured on another machine or setup: {_shown(document.get('machine'))}"
     if not isinstance(document.get("entries"), dict):
         return "its entries are not a table"
     return None
+
+
+def _shown(value: Any) -> str:
+    """``repr(value)`` cut to a line: a damaged file may hold a megabyte there."""
+    text = repr(value)
+    return text if len(text) <= 100 else f"{text[:97]}..."
 
 
 def _read(path: Path, key: str) -> dict[str, Any] | None:
@@ -304,6 +310,13 @@ def _costs_from(raw: Any) -> Costs | None:
         return type(v) in (int, float) and 0 <= v <= sys.float_info.max
 
     return costs if all(cost(v) for v in values.values()) else None
+
+
+def _valid(entries: dict[str, Any]) -> dict[str, Any]:
+    """The entries that are costs, as saved again: the damaged ones are measured again on
+    use, so they are dropped (one nested deep enough would stop the writer)."""
+    kept = {name: _costs_from(raw) for name, raw in entries.items()}
+    return {name: asdict(costs) for name, costs in kept.items() if costs is not None}
 
 
 def _median_step_us(opt: torch.optim.Optimizer, device: torch.device) -> float:
@@ -431,7 +444,7 @@ def costs(
         found = measure(cls, device, dtype, settings)
         latest = _read(path, key)  # another process may have added entries meanwhile
         if latest is not None:  # None: not trainlab's file, never written over
-            _write(path, key, {**latest, name: asdict(found)})
+            _write(path, key, {**_valid(latest), name: asdict(found)})
     _costs[name] = found
     return found
 
