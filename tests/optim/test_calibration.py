@@ -171,6 +171,7 @@ ENTRY = {
         {**ENTRY, "compile_s": -1.0},
         {**ENTRY, "eager_us_per_tensor": True},
         {**ENTRY, "eager_us": 10**400},  # no float holds it: a model of it would overflow
+        {**ENTRY, "eager_us": json.loads("[" * 500 + "]" * 500)},  # too deep to copy
     ],
 )
 def test_an_entry_with_wrong_numbers_is_measured_again(cache, monkeypatch, bad):

@@ -301,7 +301,7 @@ def _costs_from(raw: Any) -> Costs | None:
         costs = Costs(**raw)
     except TypeError:  # not a table, or other keys
         return None
-    values = asdict(costs)
+    values = dict(vars(costs))  # not asdict: it would copy a value nested a thousand deep
     for pair in (("fused_us", "fused_us_per_element"), ("torch_us", "torch_us_per_element")):
         if all(values[k] is None for k in pair):
             del values[pair[0]], values[pair[1]]
