@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import re
 import shutil
 from pathlib import Path
 
@@ -144,23 +145,27 @@ def test_runs_of_fit_need_their_model_and_data(tmp_path, capsys):
 # --- config runs loaded back --------------------------------------------------------------------
 
 
+def other_run(run: Path, target: Path) -> Path:
+    """A copy of ``run`` whose raw weights are its EMA weights: a member of its own."""
+    copy = copy_run(run, target)
+    shutil.copy(copy / "ema.safetensors", copy / "model.safetensors")
+    return copy
+
+
 @pytest.mark.parametrize("combine", ["mean-prob", "vote"])
-def test_an_ensemble_of_identical_members_is_that_member(run, tmp_path, combine):
-    copies = [copy_run(run, tmp_path / name) for name in ("b", "c")]
-    result = trainlab.ensemble([run, *copies], combine=combine)
+def test_an_ensemble_of_identical_members_is_that_member(run, combine):
+    result = trainlab.ensemble(run, combine=combine)
     alone = result["members"][0]
     # scored on the test split rebuilt and normalized exactly as in training
     summary = json.loads((run / "summary.json").read_text())
     assert alone["test_accuracy"] == summary["test_accuracy"]
     assert alone["test_loss"] == pytest.approx(summary["test_loss"], rel=1e-5)
-    for member in result["members"][1:]:
-        assert member["test_accuracy"] == alone["test_accuracy"]
-        assert member["test_loss"] == alone["test_loss"]
-    together = result["ensemble"]
+    # The same predictions three times (which `ensemble` refuses as members) score as one.
+    log_probs, y, _ = member_log_probs(run)
+    together = score(log_probs.expand(3, -1, -1), y, combine)
     assert together["test_accuracy"] == alone["test_accuracy"]
     assert together["test_loss"] == pytest.approx(alone["test_loss"], rel=1e-12)
     assert together["test_ece"] == pytest.approx(alone["test_ece"], rel=1e-9)
-    assert together["gain"] == pytest.approx(0, abs=1e-12)
 
 
 def test_members_of_other_classes_are_refused_with_exit_2(run, tmp_path, capsys):
@@ -236,8 +241,10 @@ def test_snapshots_of_one_run_in_cycle_order(run, tmp_path, capsys):
     err = capsys.readouterr().err
     assert "has no snapshots/cycle-<k>.safetensors" in err and "averaging.snapshots = true" in err
     (copy / "snapshots").mkdir()
-    for k, source in ((1, "model"), (2, "ema"), (10, "model")):  # numeric, not text, order
-        shutil.copy(copy / f"{source}.safetensors", copy / "snapshots" / f"cycle-{k}.safetensors")
+    earlier = sorted((copy / "checkpoints").iterdir())[0] / "weights.safetensors"
+    sources = {1: copy / "model.safetensors", 2: copy / "ema.safetensors", 10: earlier}
+    for k, source in sources.items():  # numeric, not text, order
+        shutil.copy(source, copy / "snapshots" / f"cycle-{k}.safetensors")
     result = trainlab.ensemble(copy, snapshots=True)
     names = [Path(m["dir"]).name for m in result["members"]]
     assert names == ["cycle-1.safetensors", "cycle-2.safetensors", "cycle-10.safetensors"]
@@ -259,7 +266,7 @@ def test_swa_weights(run, tmp_path):
 
 
 def test_json_output_is_exactly_the_contract(run, tmp_path, capsys):
-    copy = copy_run(run, tmp_path / "b")
+    copy = other_run(run, tmp_path / "b")
     assert main(["ensemble", str(run), str(copy), "--json", "--combine", "vote"]) == 0
     result = json.loads(capsys.readouterr().out)
     assert set(result) == {"members", "ensemble"}
@@ -287,6 +294,34 @@ def test_a_member_given_twice_or_unfinished_is_refused(run, tmp_path, capsys):
     (unfinished / "summary.json").unlink()
     with pytest.raises(EnsembleError, match=r"has not finished training.*--last K"):
         trainlab.ensemble([run, unfinished])
+
+
+def test_a_copy_of_a_member_is_refused_naming_both_folders(run, tmp_path, capsys):
+    copy = copy_run(run, tmp_path / "copy")  # other folder, byte-identical weights
+    assert main(["ensemble", str(run), str(copy)]) == 2
+    err = capsys.readouterr().err
+    assert re.match(
+        rf"trainlab: error: Invalid ensemble: {re.escape(str(copy))} has the same weights as "
+        rf"{re.escape(str(run))} \(SHA-256 [0-9a-f]{{12}}…",
+        err,
+    ), err
+    assert "Traceback" not in err
+    with pytest.raises(EnsembleError, match=r"has the same weights as"):  # any weights kind
+        trainlab.ensemble([run, copy], weights="ema")
+
+
+def test_members_trained_with_other_losses_are_refused_naming_both(run, tmp_path, capsys):
+    other = tmp_path / "mse"
+    settings = [*TINY, "run.epochs=1", 'loss.name="mse"']
+    assert main(["train", "--run-dir", str(other), *set_args(settings)]) == 0
+    capsys.readouterr()
+    assert main(["ensemble", str(run), str(other)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(
+        f"trainlab: error: Invalid ensemble: {run} was trained with loss.name 'cross_entropy' "
+        f"and {other} with 'mse'"
+    ), err
+    assert "Traceback" not in err
 
 
 # --- scoring sub-ensembles, the user's data, weights that do not fit ----------------------------

@@ -236,6 +236,8 @@ def member_log_probs(
         members = _saved_along_one_run(paths, weights, model, last, snapshots)
     else:
         members = [_member(path, weights, model) for path in _expand(paths)]
+    _check_same_loss(members)
+    _check_distinct_weights(members)
     x_tests, y = _test_examples(members, data)
     each = [log_probabilities(m.model, x) for m, x in zip(members, x_tests)]
     for member, lp in zip(members[1:], each[1:]):
@@ -383,6 +385,57 @@ def _setting(config: Any, section: str, key: str) -> Any:
     if isinstance(config, Config):
         return getattr(getattr(config, section), key)
     return config.get(section, {}).get(key, "its default")
+
+
+def _loss_name(run: Run) -> str:
+    """The loss a member's run trained with: its config's loss.name, or what trainlab.fit
+    recorded (a name of ``LOSSES``, or a callable's ``__name__``)."""
+    if isinstance(run.config, Config):
+        return run.config.loss.name
+    return str(run.about.get("loss", "cross_entropy"))
+
+
+def _check_same_loss(members: list[Member]) -> None:
+    """Members trained with one loss: their outputs are averaged as logits of one meaning.
+
+    Cross-entropy trains logits whose softmax is a probability; squared, Huber or absolute
+    error fit the outputs to one-hot targets, where softmax gives other, flatter numbers.
+    """
+    first, loss = members[0], _loss_name(members[0].run)
+    for member in members[1:]:
+        other = _loss_name(member.run)
+        if other != loss:
+            raise EnsembleError(
+                f"Invalid ensemble: {first.name} was trained with loss.name {loss!r} and "
+                f"{member.name} with {other!r} (their outputs mean different things, so their "
+                "softmax probabilities cannot be averaged: ensemble runs trained with the same "
+                "loss)"
+            )
+
+
+def _weights_digest(model: nn.Module) -> str:
+    """SHA-256 of a model's state dict: each tensor's name, dtype, shape and bytes."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(model.state_dict().items()):
+        digest.update(f"{name} {tensor.dtype} {tuple(tensor.shape)}".encode())
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(flat.view(torch.uint8).numpy().tobytes())  # any dtype, bfloat16 too
+    return digest.hexdigest()
+
+
+def _check_distinct_weights(members: list[Member]) -> None:
+    """No member twice: a copy of one would count its predictions twice, not add a model."""
+    seen: dict[str, Member] = {}
+    for member in members:
+        digest = _weights_digest(member.model)
+        if digest in seen:
+            raise EnsembleError(
+                f"Invalid ensemble: {member.name} has the same weights as {seen[digest].name} "
+                f"(SHA-256 {digest[:12]}…: a copy of a run, or a run trained again with the "
+                "same settings and run.seed, counts one model twice: pass each trained model "
+                "once)"
+            )
+        seen[digest] = member
 
 
 # --- the test examples, the same for every member ---------------------------------------------
