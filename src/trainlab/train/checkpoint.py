@@ -146,8 +146,12 @@ def _snapshot(
     return _Snapshot(name, copies, state_tensors, skeleton, encoded, step)
 
 
-def _write_snapshot(run_dir: Path, snapshot: _Snapshot) -> Path:
-    """Serialize and write a snapshot: temp directory, fsync, rename."""
+def _write_snapshot(run_dir: Path, snapshot: _Snapshot, resume: str | None = None) -> Path:
+    """Serialize and write a snapshot: temp directory, fsync, rename.
+
+    ``resume`` is how the run continues, for the message of a failed write (default: the
+    command line's ``trainlab train --resume``).
+    """
     files = {
         WEIGHTS_FILE: safetensors.torch.save(snapshot.weights),
         STATE_TENSORS_FILE: safetensors.torch.save(snapshot.state_tensors),
@@ -188,7 +192,7 @@ def _write_snapshot(run_dir: Path, snapshot: _Snapshot) -> Path:
             + os_error_message(error, "write")
             + f". It needs {needed:,} bytes in {directory}, where {free} bytes are free; "
             "the checkpoints saved before it are intact (resume from them with "
-            f"`trainlab train --resume {run_dir}` once the problem is fixed)"
+            f"{resume or f'`trainlab train --resume {run_dir}`'} once the problem is fixed)"
         ) from None
     except BaseException:
         _remove_tree(temp)
@@ -207,9 +211,10 @@ class CheckpointWriter:
     back; it re-raises an error from the writer thread.
     """
 
-    def __init__(self) -> None:
+    def __init__(self, resume: str | None = None) -> None:
         self._thread: threading.Thread | None = None
         self._error: BaseException | None = None
+        self.resume = resume  # how the run continues, for a failed write's message
 
     def submit(
         self,
@@ -228,7 +233,7 @@ class CheckpointWriter:
 
         def write() -> None:
             try:
-                _write_snapshot(run_dir, snapshot)
+                _write_snapshot(run_dir, snapshot, self.resume)
                 if then is not None:
                     then()
             except BaseException as error:  # re-raised on the training thread by wait()

@@ -87,17 +87,22 @@ class NonFiniteError(TrainingError):
     """The loss or the gradients became NaN/Inf under ``nonfinite = "raise"``."""
 
 
+def resume_command(run_dir: Path, python: bool) -> str:
+    """How a run continues: in Python for a run of ``trainlab.fit``, whose model and data
+    the command line cannot rebuild."""
+    if python:
+        return (
+            f"trainlab.fit(..., run_dir={str(run_dir)!r}, resume=True) with the same model, "
+            "data and settings"
+        )
+    return f"trainlab train --resume {run_dir}"
+
+
 def _stopped(signum: int, step: int, run_dir: Path, python: bool) -> str:
-    """What a signal did, and how to continue: in Python for a run of ``trainlab.fit``."""
-    how = (
-        f"trainlab.fit(..., run_dir={str(run_dir)!r}, resume=True) with the same model, "
-        "data and settings"
-        if python
-        else f"trainlab train --resume {run_dir}"
-    )
+    """What a signal did, and how to continue."""
     return (
         f"stopped by {signal.Signals(signum).name} at step {step}; the checkpoint of step "
-        f"{step} is saved. Continue with: {how}"
+        f"{step} is saved. Continue with: {resume_command(run_dir, python)}"
     )
 
 
@@ -269,7 +274,9 @@ class Trainer:
         self.snapshot_steps = self._snapshot_steps()  # steps after which a cycle ends
         self.state = Progress()
         self._fingerprint = _signature(config, parts)
-        self._writer = CheckpointWriter()
+        self._writer = CheckpointWriter(
+            resume_command(self.run_dir, True) if self._from_python else None
+        )
         self._last_save = -math.inf  # time.monotonic() of the last checkpoint
         self._signal: int | None = None  # a SIGINT/SIGTERM received during fit
         self._stop_reason: str | None = None  # why a callback asked to stop (request_stop)
