@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import shlex
 import signal
 import subprocess
 import sys
@@ -21,7 +23,7 @@ import torch
 
 from trainlab.cli import main
 from trainlab.data import Batches, Noise1d
-from trainlab.train.distributed import check_batches
+from trainlab.train.distributed import RankDied, check_batches, exit_code
 from trainlab.train.errors import TrainingError
 
 TINY = """
@@ -245,9 +247,103 @@ def test_nproc_that_does_not_divide_the_batch_exits_2_naming_the_divisors(tmp_pa
     assert not (tmp_path / "x").exists()
 
 
+def test_bad_input_that_the_ranks_find_exits_2_with_their_error_line(tmp_path, capfd, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / "tiny.toml").write_text(TINY)
+    (tmp_path / "x").mkdir()
+    (tmp_path / "x" / "notes.txt").write_text("mine")  # rank 0 refuses to claim the folder
+    code = main(["train", "tiny.toml", "--nproc", "2", "--run-dir", "x"])
+    err = capfd.readouterr().err
+    assert code == 2, err[-3000:]
+    assert re.search(
+        r"^trainlab: error: Invalid --run-dir: 'x' holds files trainlab did not", err, re.M
+    )
+    assert "Traceback" not in err and "died" not in err
+    assert (tmp_path / "x" / "notes.txt").read_text() == "mine"
+
+
 def test_more_processes_than_examples_in_a_batch_or_in_the_last_batch_are_refused():
     with pytest.raises(TrainingError, match=r"Invalid --nproc: 16 \(must divide data.batch_size 8"):
         check_batches(8, 100, False, 16)
     with pytest.raises(TrainingError, match=r"the last batch of each epoch has 1 example\(s\)"):
         check_batches(8, 97, False, 2)
     check_batches(8, 97, True, 2)  # drop_last: no small batch
+
+
+def rank_of(pid: int) -> int | None:
+    """The torchrun rank of process ``pid`` (its ``RANK`` variable), None for other processes."""
+    try:
+        environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    except OSError:
+        return None
+    return next((int(v[5:]) for v in environ if v.startswith(b"RANK=")), None)
+
+
+def test_a_rank_killed_mid_run_exits_1_naming_it_and_the_run_resumes(tmp_path):
+    # 400 steps, a checkpoint every 20: the kill lands once the first checkpoint is saved.
+    config = TINY.replace("steps = 12", "steps = 400")
+    (tmp_path / "tiny.toml").write_text(config.replace("every = 4", "every = 20"))
+    run_dir, err = tmp_path / "run", tmp_path / "stderr.txt"
+    with err.open("w") as stderr:
+        train = subprocess.Popen(
+            [sys.executable, "-m", "trainlab", "train", "tiny.toml", "--nproc=2", "--run-dir=run"],
+            cwd=tmp_path,
+            env={**os.environ, "OMP_NUM_THREADS": "1"},
+            stdout=subprocess.DEVNULL,
+            stderr=stderr,
+        )
+    deadline = time.monotonic() + 60
+    try:
+        while not (run_dir / "checkpoints" / "step-00000020").is_dir():
+            assert time.monotonic() < deadline and train.poll() is None, err.read_text()[-3000:]
+            time.sleep(0.01)
+        rank_1 = next(pid for pid in descendants(train.pid) if rank_of(pid) == 1)
+        os.kill(rank_1, signal.SIGSTOP)  # rank 0 waits for it: the run cannot end meanwhile
+        os.kill(rank_1, signal.SIGKILL)
+        code = train.wait(timeout=60)
+    finally:
+        train.kill()
+    stderr = err.read_text()
+    assert code == 1, stderr[-3000:]
+    assert "Traceback" not in stderr, stderr[-3000:]
+    last = stderr.splitlines()[-1]
+    match = re.fullmatch(
+        r"trainlab: error: rank 1 of 2 died \(killed by SIGKILL\) and the run stopped; .*"
+        r"Continue with: (trainlab train --resume \S+ --nproc 2)",
+        last,
+    )
+    assert match, last
+    assert not (run_dir / "model.safetensors").exists()  # killed before the end
+    command = shlex.split(match[1])
+    assert (tmp_path / command[3]).resolve() == run_dir.resolve()  # as given: relative
+    assert main([*command[1:3], str(run_dir), *command[4:]]) == 0
+    events = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    assert [e["step"] for e in events if e.get("event") == "resumed"] != []
+    assert (run_dir / "model.safetensors").is_file()
+
+
+def test_the_launcher_names_the_rank_that_died_not_the_ranks_that_lost_it():
+    kill, term = -signal.SIGKILL, -signal.SIGTERM
+    # Rank 0 lost rank 1 (its collective failed), then torchrun stopped it: rank 1 died.
+    for rank_0 in (1, term, 143, -signal.SIGABRT):
+        with pytest.raises(RankDied, match=r"^rank 1 of 2 died \(killed by SIGKILL\) and"):
+            exit_code({0: rank_0, 1: kill}, {0}, 2, "runs/a b")
+    with pytest.raises(
+        RankDied, match=r"Continue with: trainlab train --resume 'runs/a b' --nproc 4$"
+    ):
+        exit_code({0: term, 1: kill, 2: 1, 3: term}, {0, 3}, 4, "runs/a b")
+    with pytest.raises(
+        RankDied, match=r"^2 of 4 ranks died \(rank 1: killed by SIGKILL; rank 2: exit"
+    ):
+        exit_code({0: term, 1: kill, 2: 1, 3: term}, {0, 3}, 4, "runs/a b")
+    # An uncaught exception (exit status 1) is a death too; before a folder, nothing to resume.
+    with pytest.raises(
+        RankDied, match=r"^rank 0 of 2 died \(exit status 1\) before the run folder"
+    ):
+        exit_code({0: 1, 1: 1}, {1}, 2, None)
+    # Stopped as told: the first failed rank's own code (2: bad input, a signal N as 128 + N).
+    assert exit_code({0: 2, 1: 2}, set(), 2, "run") == 2
+    assert exit_code({0: 1, 1: 2}, {0}, 2, "run") == 2  # rank 1's bad input, which rank 0 lost
+    assert exit_code({0: term, 1: 2}, set(), 2, "run") == 2  # rank 0 stopped by torchrun
+    assert exit_code({0: 143, 1: term}, set(), 2, "run") == 143
+    assert exit_code({1: term}, set(), 2, "run") == 143

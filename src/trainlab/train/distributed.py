@@ -21,16 +21,24 @@ equal weights, which is wrong for the smaller last batch of an epoch.
 The process group is joined from torchrun's environment (``RANK``, ``WORLD_SIZE``,
 ``LOCAL_RANK``, ``MASTER_ADDR``, ``MASTER_PORT``) only when ``WORLD_SIZE`` > 1: gloo on
 CPU, nccl when CUDA is present (each rank on the GPU ``LOCAL_RANK``).
+
+When a rank dies (killed, crashed), the others learn it from a collective that fails:
+they stop with `LostRank`, and `launch` names the rank that died — from torchrun's own
+record of each rank's exit — rather than the ranks that merely lost it.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import json
 import os
+import shlex
 import signal
 import subprocess
 import sys
-from collections.abc import Sequence
+import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -60,6 +68,18 @@ class Ranks:
 
 
 SINGLE = Ranks()
+
+
+class LostRank(RuntimeError):
+    """A collective failed: another rank died or cannot be reached, so this one stops too.
+
+    Not bad input (exit code 1, not 2): the checkpoints already saved are intact and the run
+    resumes from its last one.
+    """
+
+
+class RankDied(RuntimeError):
+    """A rank of a `launch`ed run died; the message names it and how the run continues."""
 
 
 def _env_int(name: str, default: int) -> int:
@@ -99,6 +119,30 @@ def _device() -> torch.device:
     import torch.distributed as dist
 
     return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
+
+
+@contextlib.contextmanager
+def _collective(what: str) -> Iterator[None]:
+    """Turn the failure of a collective into `LostRank`, noted for the launcher.
+
+    gloo and nccl raise a ``RuntimeError`` (``DistBackendError``, ``DistNetworkError``) when
+    a peer's connection closes: the usual sign that its process died. The note lets
+    `launch` tell this rank, which lost another, from the one that died.
+    """
+    import torch.distributed as dist
+
+    try:
+        yield
+    except RuntimeError as error:
+        rank, world = dist.get_rank(), dist.get_world_size()
+        notes = _notes()
+        if notes is not None:
+            (notes / _LOST.format(rank=rank)).touch()
+        cause = str(error).split(". ")[0][:200] or type(error).__name__  # gloo's 1st sentence
+        raise LostRank(
+            f"rank {rank} of {world} stopped: the {what} failed, so another rank died or "
+            f"cannot be reached ({cause})"
+        ) from error
 
 
 def check_batches(batch_size: int, num_samples: int, drop_last: bool, world: int) -> None:
@@ -153,7 +197,8 @@ def reduce_gradients(grads: Sequence[Tensor], loss: Tensor, examples: int) -> Te
     count = torch.tensor([examples], dtype=loss.dtype, device=device)
     flat = torch.cat([*pieces, loss.detach().reshape(1).to(device), count]).mul_(examples)
     flat[-1] = examples
-    dist.all_reduce(flat)
+    with _collective("all_reduce of the gradients"):
+        dist.all_reduce(flat)
     flat[:-1].div_(flat[-1])
     offset = 0
     for g in grads:
@@ -167,7 +212,8 @@ def sum_over_ranks(values: Sequence[float]) -> list[float]:
     import torch.distributed as dist
 
     total = torch.tensor(list(values), dtype=torch.float64, device=_device())
-    dist.all_reduce(total)
+    with _collective("all_reduce of the evaluation's sums"):
+        dist.all_reduce(total)
     return total.tolist()
 
 
@@ -180,11 +226,13 @@ def agree_on_stop(signum: int | None, reason: str | None) -> tuple[int | None, s
     import torch.distributed as dist
 
     flags = torch.tensor([signum or 0, reason is not None], dtype=torch.int64, device=_device())
-    dist.all_reduce(flags, op=dist.ReduceOp.MAX)
+    with _collective("agreement on stopping"):
+        dist.all_reduce(flags, op=dist.ReduceOp.MAX)
     agreed_signal, stop = int(flags[0]), bool(flags[1])
     if stop:  # every rank joins the gather, whichever asked
         reasons: list[Any] = [None] * dist.get_world_size()
-        dist.all_gather_object(reasons, reason)
+        with _collective("gather of the reasons to stop"):
+            dist.all_gather_object(reasons, reason)
         reason = next(r for r in reasons if r is not None)
     return (agreed_signal or None), reason
 
@@ -193,7 +241,8 @@ def barrier() -> None:
     """Wait for every rank (e.g. until rank 0's checkpoint is on disk before others read it)."""
     import torch.distributed as dist
 
-    dist.barrier()
+    with _collective("barrier"):
+        dist.barrier()
 
 
 def from_rank_0(value: Any) -> Any:
@@ -201,7 +250,8 @@ def from_rank_0(value: Any) -> Any:
     import torch.distributed as dist
 
     box = [value]
-    dist.broadcast_object_list(box, src=0)
+    with _collective("broadcast from rank 0"):
+        dist.broadcast_object_list(box, src=0)
     return box[0]
 
 
@@ -222,24 +272,103 @@ class ReadOnlyFolder:
         """Nothing to drop."""
 
 
-def launch(argv: Sequence[str], nproc: int) -> int:
-    """``torchrun --standalone --nproc_per_node nproc -m trainlab *argv``; its exit code.
+#: The environment variable naming the folder where a `launch`, its torchrun and its ranks
+#: leave notes: torchrun's record of the failed ranks, the run folder and rank 0's exit
+#: code, the ranks that lost another. Unset (nothing noted) when torchrun is started by hand.
+NOTES_FOLDER = "TRAINLAB_LAUNCH_NOTES"
+_FAILURES, _RUN_FOLDER, _LOST = "failures.json", "run-folder", "lost-rank-{rank}"
+_EXIT_CODE = "exit-code"
+#: The exit codes of a rank that stopped as told rather than died: bad input (2, with its
+#: error line), SIGINT or SIGTERM handled (130, 143) or not (-2, -15: how torchrun stops
+#: the ranks left once one failed).
+_STOPPED = {2, 128 + signal.SIGINT, 128 + signal.SIGTERM, -signal.SIGINT, -signal.SIGTERM}
+_NOTE_LIMIT = 1 << 20
+# torchrun's main, run by `launch` in a process of its own: `torchrun` below.
+_TORCHRUN = "import sys; from trainlab.train.distributed import torchrun; sys.exit(torchrun())"
 
-    Ctrl-C reaches torchrun and its workers directly (one process group); SIGTERM sent to
-    this process is passed on to torchrun, which passes it to the workers: each finishes
-    its step, they agree to stop, rank 0 saves a checkpoint.
+
+def _notes() -> Path | None:
+    folder = os.environ.get(NOTES_FOLDER)
+    return Path(folder) if folder else None
+
+
+def note_run_folder(path: str | Path) -> None:
+    """Rank 0 notes its run folder for `launch`, which names it in the command that resumes."""
+    notes = _notes()
+    if notes is not None:
+        (notes / _RUN_FOLDER).write_text(str(path))
+
+
+def note_exit_code(code: int) -> None:
+    """Rank 0 notes the code its command returns for `launch`: the run's answer (0 when it
+    finished), which the process's own exit code may no longer carry — torchrun stops the
+    ranks left with SIGTERM, and gloo's threads can abort a process as it exits."""
+    notes = _notes()
+    if notes is not None and os.environ.get("RANK", "0") == "0":
+        (notes / _EXIT_CODE).write_text(str(code))
+
+
+def _read_note(path: Path) -> str | None:
+    """A note's text (at most ``_NOTE_LIMIT`` bytes read), None when it was never written."""
+    try:
+        with open(path, "rb") as file:
+            return file.read(_NOTE_LIMIT).decode(errors="replace")
+    except FileNotFoundError:
+        return None
+
+
+def torchrun(argv: Sequence[str] | None = None) -> int:
+    """``torchrun ARGS`` (``sys.argv[1:]``) as `launch` runs it: the exit code of every rank
+    that failed noted in `NOTES_FOLDER`, torchrun's traceback left out.
+
+    When a rank fails, torchrun stops the others and raises ``ChildFailedError``, whose
+    ``failures`` map each failed rank to its exit code (``-N``: killed by signal N).
     """
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        f"--nproc_per_node={nproc}",
-        "-m",
-        "trainlab",
-        *argv,
-    ]
-    process = subprocess.Popen(command)
+    from torch.distributed.elastic.multiprocessing.api import SignalException
+    from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
+    from torch.distributed.run import parse_args, run
+
+    try:
+        run(parse_args(sys.argv[1:] if argv is None else list(argv)))
+    except ChildFailedError as failed:
+        notes = _notes()
+        if notes is not None:
+            codes = {rank: failure.exitcode for rank, failure in failed.failures.items()}
+            (notes / _FAILURES).write_text(json.dumps(codes))
+        return 1
+    except SignalException as stopped:  # SIGTERM or Ctrl-C: the ranks were stopped alike
+        return 128 + stopped.sigval
+    return 0
+
+
+def launch(argv: Sequence[str], nproc: int) -> int:
+    """``torchrun --standalone --nproc_per_node nproc -m trainlab *argv``; its exit code:
+    the first failed rank's own (2 for bad input, 143 when stopped by SIGTERM, …).
+
+    Raises `RankDied` when a rank died rather than stopped, naming it and the command
+    that resumes the run. Ctrl-C reaches torchrun and its workers directly (one process
+    group); SIGTERM sent to this process is passed on to torchrun, which passes it to the
+    workers: each finishes its step, they agree to stop, rank 0 saves a checkpoint.
+    """
+    with tempfile.TemporaryDirectory(prefix="trainlab-launch-") as folder:
+        notes = Path(folder)
+        command = [sys.executable, "-c", _TORCHRUN, "--standalone"]
+        command += [f"--nproc_per_node={nproc}", "-m", "trainlab", *argv]
+        process = subprocess.Popen(command, env={**os.environ, NOTES_FOLDER: folder})
+        code = _wait(process)
+        failures = _read_note(notes / _FAILURES)
+        if not code or failures is None:  # done, or torchrun itself stopped by a signal
+            return code
+        answer = _read_note(notes / _EXIT_CODE)
+        if answer is not None:  # rank 0 answered: finished, stopped by a signal, …
+            return int(answer)
+        codes = {int(rank): int(status) for rank, status in json.loads(failures).items()}
+        lost = {rank for rank in codes if (notes / _LOST.format(rank=rank)).exists()}
+        return exit_code(codes, lost, nproc, _read_note(notes / _RUN_FOLDER))
+
+
+def _wait(process: subprocess.Popen) -> int:
+    """``process``'s exit code, SIGTERM passed on to it meanwhile."""
     previous = signal.signal(signal.SIGTERM, lambda signum, frame: process.send_signal(signum))
     try:
         while True:
@@ -251,17 +380,65 @@ def launch(argv: Sequence[str], nproc: int) -> int:
         signal.signal(signal.SIGTERM, previous)
 
 
+def exit_code(codes: dict[int, int], lost: set[int], world: int, run_folder: str | None) -> int:
+    """The exit code of a launched run whose ranks ``codes`` failed (their exit codes,
+    ``-N`` for signal N): the first failed rank's own answer, else a signal N as 128 + N.
+
+    A rank that ``lost`` another (its collective failed) is not the cause, nor one that
+    stopped as told (`_STOPPED`); any other failed rank died: raises `RankDied`.
+    """
+    died = {rank: code for rank, code in codes.items() if rank not in lost and code not in _STOPPED}
+    if died:
+        raise RankDied(_death(died, world, run_folder))
+    # A rank's own answer (2, 130, 143) before a signal, which may be torchrun stopping it.
+    own = sorted((code < 0, rank, code) for rank, code in codes.items() if rank not in lost)
+    code = own[0][2] if own else 1
+    return 128 - code if code < 0 else code
+
+
+def _death(died: dict[int, int], world: int, run_folder: str | None) -> str:
+    """The error line for ranks that died: which, how, and how the run continues."""
+    if len(died) == 1:
+        [(rank, code)] = died.items()
+        who = f"rank {rank} of {world} died ({_how(code)})"
+    else:
+        hows = "; ".join(f"rank {rank}: {_how(code)}" for rank, code in sorted(died.items()))
+        who = f"{len(died)} of {world} ranks died ({hows})"
+    if run_folder is None:
+        return f"{who} before the run folder was claimed, so nothing was saved: run it again"
+    return (
+        f"{who} and the run stopped; the checkpoints already saved are intact. Continue "
+        f"with: trainlab train --resume {shlex.quote(run_folder)} --nproc {world}"
+    )
+
+
+def _how(code: int) -> str:
+    """An exit code in words: ``exit status 1``, ``killed by SIGKILL``."""
+    if code >= 0:
+        return f"exit status {code}"
+    try:
+        return f"killed by {signal.Signals(-code).name}"
+    except ValueError:
+        return f"killed by signal {-code}"
+
+
 __all__ = [
     "SINGLE",
+    "LostRank",
+    "RankDied",
     "Ranks",
     "ReadOnlyFolder",
     "agree_on_stop",
     "barrier",
     "check_batches",
+    "exit_code",
     "from_rank_0",
     "launch",
+    "note_exit_code",
+    "note_run_folder",
     "reduce_gradients",
     "setup",
     "shard_batches",
     "sum_over_ranks",
+    "torchrun",
 ]
