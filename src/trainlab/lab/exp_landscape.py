@@ -233,6 +233,7 @@ def run(ctx: Context) -> Outcome:
                 seed=ctx.seed,
                 keep_best_by=None,
                 settings={"optimizer.options": {"momentum": MOMENTUM}, "run.steps": steps},
+                progress=False,  # one of many runs inside an experiment: no bar of its own
             )
         finally:
             shutil.rmtree(run_dir / CHECKPOINTS_DIR, ignore_errors=True)
