@@ -18,17 +18,36 @@ from __future__ import annotations
 import base64
 import csv
 import html
+import io
 import json
 import math
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from .experiment import RESULTS_FILE
+from ..diagnose.plots import CURVES_FILE, HISTOGRAMS_FILE, LAYERS_FILE
+from ..diagnose.plots import curves as draw_curves
+from ..train.run_folder import os_error_message
+from ..train.runs import (
+    METRICS_FILE,
+    MetricsLog,
+    describe_run,
+    read_run_text,
+    read_seeds,
+    read_summary,
+)
+from ..train.trainer import SUMMARY_FILE, write_atomic
+from .experiment import RESULTS_FILE, read_figure, read_results
 
 REPORT_FILE = "report.html"
 SWEEP_TRIALS = "trials.csv"  # what trainlab sweep writes (trainlab.sweep.TRIALS_FILE)
 SWEEP_PLOTS = ("params.png", "history.png", "parallel.png")
 SEEDS_RECORD = "seeds.json"  # what trainlab train --seeds writes (trainlab.train.runs.SEEDS_FILE)
+#: A folder of more runs than this is reported as one table of them all and its best runs
+#: in full: each run in full costs a drawing (~0.2 s) and an embedded figure (~60 KB).
+MAX_RUNS_IN_FULL = 20
+#: How many runs of such a folder are shown in full: the best by test accuracy (or loss).
+BEST_RUNS_SHOWN = 5
 
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1100px; color: #222;
@@ -84,7 +103,7 @@ def write_report(source: str | Path, output: str | Path | None = None) -> Path:
         f"<h1>{html.escape(title)}</h1><nav>{nav}</nav>{body}</body></html>"
     )
     path = Path(output) if output is not None else source / REPORT_FILE
-    path.write_text(page, encoding="utf-8")
+    write_atomic(path, page.encode("utf-8"))  # a report stopped midway leaves the last one whole
     return path
 
 
@@ -97,85 +116,234 @@ def _sections(source: Path) -> list[tuple[str, str, str]]:
         return [_run(source)]
     if (source / SWEEP_TRIALS).is_file():
         return [_sweep(source)]
-    found = []
+    found, runs = [], []
     for child in sorted(p for p in source.iterdir() if p.is_dir()):
         if (child / RESULTS_FILE).is_file():
             found.append(_experiment(child))
         elif (child / SWEEP_TRIALS).is_file():
             found.append(_sweep(child))
         elif (child / SEEDS_RECORD).is_file():
-            found.extend(_seeds(child))
+            found.extend(_or_failed(child, "seeds", _seeds))
         elif (child / "config.toml").is_file():
-            found.append(_run(child))
-    return found
+            runs.append(child)
+    return found + _runs(runs)
 
 
 def _experiment(folder: Path) -> tuple[str, str, str]:
-    results = json.loads((folder / RESULTS_FILE).read_text())
-    name = results.get("name", folder.name)
-    verdict = results.get("verdict", "fails")
+    """An experiment: its claim, verdict, evidence, figures and tables.
+
+    Only the figures `read_figure` accepts are embedded (PNGs inside ``folder``, of
+    bounded size, whole); any other file ``results.json`` names is left unread, with a note.
+    """
+    try:
+        results = read_results(folder)
+    except ValueError as error:
+        name = folder.name
+        note = _note("fail", f"{error} (run it again: trainlab lab run {name} --fresh)")
+        return name, name, f"<h2 id='{html.escape(name)}'>{html.escape(name)}</h2>{note}"
+    name = str(results.get("name", folder.name))
+    verdict = str(results.get("verdict", "fails"))
     parts = [
         f"<h2 id='{html.escape(name)}'>{html.escape(name)} "
         f"<span class='verdict {html.escape(verdict)}'>{html.escape(verdict)}</span></h2>",
-        f"<p class='claim'>{html.escape(results.get('claim', ''))}</p>",
-        f"<p class='rule'>Rule: {html.escape(results.get('rule', ''))} — lecture seed "
+        f"<p class='claim'>{html.escape(str(results.get('claim', '')))}</p>",
+        f"<p class='rule'>Rule: {html.escape(str(results.get('rule', '')))} — lecture seed "
         f"{html.escape(str(results.get('seed', '')))}</p>",
-        f"<p><b>Evidence.</b> {html.escape(results.get('evidence', ''))}</p>",
+        f"<p><b>Evidence.</b> {html.escape(str(results.get('evidence', '')))}</p>",
     ]
-    for figure in results.get("figures", []):
-        parts.append(_image(folder / figure, f"{name}: {figure}"))
-    for table_name, rows in (results.get("tables") or {}).items():
-        parts.append(f"<h3>{html.escape(table_name)}</h3>{_table(rows)}")
-    mode, seconds = results.get("mode", ""), results.get("seconds")
+    for figure in results["figures"]:
+        try:
+            parts.append(_png(read_figure(folder, figure, (".png",)), f"{name}: {figure}"))
+        except ValueError as error:
+            parts.append(_note("warn", f"Figure {figure!r} not shown: {error}"))
+    tables = results.get("tables")
+    for table_name, rows in tables.items() if isinstance(tables, dict) else ():
+        if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
+            parts.append(f"<h3>{html.escape(table_name)}</h3>{_table(rows)}")
+        else:
+            parts.append(_note("warn", f"Table {table_name!r} not shown: not a list of rows"))
+    mode, seconds = str(results.get("mode", "")), results.get("seconds")
     if isinstance(seconds, (int, float)):
         parts.append(f"<p class='rule'>{html.escape(mode)} mode, {seconds:.1f} s</p>")
     return name, name, "".join(parts)
 
 
+def _runs(folders: list[Path]) -> list[tuple[str, str, str]]:
+    """Each run in full; over ``MAX_RUNS_IN_FULL`` runs, a table of all and the best few."""
+    if len(folders) <= MAX_RUNS_IN_FULL:
+        return [section for folder in folders for section in _or_failed(folder, "run", _one_run)]
+    entries = [_entry(folder) for folder in folders]
+    ranked = sorted(entries, key=_rank)
+    best = [entry for entry in ranked if _rank(entry)[0] < 2][:BEST_RUNS_SHOWN]
+    rows = [
+        {
+            "run": entry["name"],
+            "status": entry["status"],
+            "test accuracy": entry.get("test_accuracy"),
+            "test loss": entry.get("test_loss"),
+            "steps": entry.get("steps"),
+            "seconds": entry.get("seconds"),
+            "in full below": entry in best,
+        }
+        for entry in ranked
+    ]
+    overview = (
+        f"<h2 id='all-runs'>{len(folders)} runs</h2><p class='rule'>More than "
+        f"{MAX_RUNS_IN_FULL} runs: every run in this table, best first, and the "
+        f"{len(best)} best in full below.</p>{_table(rows)}"
+    )
+    shown = [s for e in best for s in _or_failed(Path(e["path"]), "run", _one_run)]
+    return [("all-runs", f"{len(folders)} runs", overview), *shown]
+
+
+def _entry(folder: Path) -> dict[str, Any]:
+    """A run's row of the table: `trainlab runs`'s entry, or the error that stopped it."""
+    try:
+        entry = describe_run(folder)
+    except (ValueError, OSError) as error:
+        return {"name": folder.name, "path": str(folder), "status": _reason(error)}
+    if entry.get("note"):  # summary.json is there, but damaged
+        entry["status"] = f"{SUMMARY_FILE} is damaged ({entry['note']})"
+    return entry
+
+
+def _rank(entry: dict[str, Any]) -> tuple[int, float]:
+    """Best first: by test accuracy, then by test loss; runs without either last."""
+    accuracy, loss = entry.get("test_accuracy"), entry.get("test_loss")
+    if _finite(accuracy) is not None and not isinstance(accuracy, bool):
+        return 0, -accuracy
+    if _finite(loss) is not None and not isinstance(loss, bool):
+        return 1, loss
+    return 2, 0.0
+
+
+def _or_failed(
+    folder: Path, kind: str, section: Callable[[Path], list[tuple[str, str, str]]]
+) -> list[tuple[str, str, str]]:
+    """``section(folder)``, or one section saying why it failed: in a folder, one damaged
+    run does not stop the report of the others."""
+    try:
+        return section(folder)
+    except (ValueError, OSError) as error:
+        name = folder.name
+        return [
+            (
+                name,
+                f"{kind} {name}",
+                f"<h2 id='{html.escape(name)}'>{kind} {html.escape(name)}</h2>"
+                f"<p class='fail'>{html.escape(_reason(error))}</p>",
+            )
+        ]
+
+
+def _reason(error: Exception) -> str:
+    return os_error_message(error, "read") if isinstance(error, OSError) else str(error)
+
+
+def _one_run(folder: Path) -> list[tuple[str, str, str]]:
+    return [_run(folder)]
+
+
 def _run(folder: Path, name: str | None = None) -> tuple[str, str, str]:
+    """A run in full: its summary and verdicts, its curves, its figures and its config.
+
+    Reads the run and writes nothing into it; every file it reads is bounded, and a
+    damaged one is named in the section instead of stopping the report.
+    """
     name = name or folder.name
     parts = [f"<h2 id='{html.escape(name)}'>run {html.escape(name)}</h2>"]
-    summary = _json(folder / "summary.json")
-    if summary:
+    summary, problem = read_summary(folder)
+    if problem is not None:
+        parts.append(_note("fail", f"{SUMMARY_FILE} is damaged ({problem})"))
+    elif summary is not None:
         scalars = [
             {"metric": k, "value": v}
             for k, v in summary.items()
             if isinstance(v, (int, float, str)) and k != "run_dir"
         ]
         parts.append(_table(scalars))
-        for verdict in summary.get("verdicts", []):
-            status = html.escape(verdict.get("status", ""))
-            parts.append(
-                f"<p class='{status}'><b>[{status}] {html.escape(verdict.get('name', ''))}</b>: "
-                f"{html.escape(verdict.get('evidence', ''))}<br><i>fix:</i> "
-                f"{html.escape(verdict.get('fix', ''))}</p>"
-            )
+        parts.extend(_verdicts(summary.get("verdicts", []), folder / SUMMARY_FILE))
     else:
         parts.append("<p>The run has not finished: no summary.json yet.</p>")
-    curves = folder / "curves.png"
-    if not curves.is_file() and (folder / "metrics.jsonl").is_file():
-        from ..diagnose.plots import curves as draw_curves
-
-        metrics = [
-            json.loads(line)
-            for line in (folder / "metrics.jsonl").read_text().splitlines()
-            if line.strip()
-        ]
-        curves = draw_curves(metrics, folder / "curves.png")
-    for figure in ("curves.png", "layers.png", "histograms.png"):
-        if (folder / figure).is_file():
-            parts.append(_image(folder / figure, f"{name}: {figure}"))
-    parts.append(
-        f"<h3>config.toml</h3><pre>{html.escape((folder / 'config.toml').read_text())}</pre>"
-    )
+    parts.extend(_run_figures(folder, name))
+    try:
+        config = f"<pre>{html.escape(read_run_text(folder / 'config.toml'))}</pre>"
+    except ValueError as error:
+        config = _note("fail", str(error))
+    parts.append(f"<h3>config.toml</h3>{config}")
     return name, f"run {name}", "".join(parts)
+
+
+def _verdicts(verdicts: Any, file: Path) -> list[str]:
+    """The verdicts of a summary, each a paragraph; malformed entries skipped, with a note."""
+    entries = verdicts if isinstance(verdicts, list) else [verdicts]
+    valid = [v for v in entries if _well_formed(v)]
+    parts = [
+        f"<p class='{html.escape(v['status'])}'><b>[{html.escape(v['status'])}] "
+        f"{html.escape(v['name'])}</b>: {html.escape(v['evidence'])}<br><i>fix:</i> "
+        f"{html.escape(v['fix'])}</p>"
+        for v in valid
+    ]
+    if len(valid) < len(entries):
+        parts.append(
+            _note(
+                "warn",
+                f"{file}: {len(entries) - len(valid)} malformed verdict entries skipped "
+                '("verdicts" is a list of objects whose name, status, evidence and fix are text)',
+            )
+        )
+    return parts
+
+
+def _run_figures(folder: Path, name: str) -> list[str]:
+    """The curves drawn now from metrics.jsonl, never a curves.png saved earlier (a resume
+    makes it stale, and the report writes nothing into the run), then the figures the
+    instruments saved at the run's end."""
+    parts = []
+    log = MetricsLog(folder / METRICS_FILE)
+    if log.path.exists():
+        try:
+            png = io.BytesIO()
+            draw_curves(log, png)
+            parts.append(_png(png.getvalue(), f"{name}: {CURVES_FILE}"))
+        except ValueError as error:
+            parts.append(_note("fail", f"No curves: {error}"))
+        if log.note is not None:
+            parts.append(_note("warn", log.note))
+    elif (folder / CURVES_FILE).is_file():
+        parts.append(_saved_figure(folder, CURVES_FILE, name))
+    for figure in (LAYERS_FILE, HISTOGRAMS_FILE):
+        if (folder / figure).is_file():
+            parts.append(_saved_figure(folder, figure, name))
+    return parts
+
+
+def _saved_figure(folder: Path, figure: str, name: str) -> str:
+    """A PNG the run saved, embedded when `read_figure` accepts it (bounded, whole)."""
+    try:
+        return _png(read_figure(folder, figure, (".png",)), f"{name}: {figure}")
+    except ValueError as error:
+        return _note("warn", f"Figure {figure!r} not shown: {error}")
+
+
+def _well_formed(verdict: Any) -> bool:
+    """A verdict as trainlab writes it: an object whose four fields shown are text."""
+    fields = ("name", "status", "evidence", "fix")
+    return isinstance(verdict, dict) and all(isinstance(verdict.get(f), str) for f in fields)
+
+
+def _note(status: str, text: str) -> str:
+    return f"<p class='{status}'>{html.escape(text)}</p>"
+
+
+def _png(data: bytes, alt: str) -> str:
+    encoded = base64.b64encode(data).decode("ascii")
+    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{encoded}'>"
 
 
 def _seeds(folder: Path) -> list[tuple[str, str, str]]:
     """A seeds run: its members' table, their mean ± std and the ensemble (from the
     parent's summary.json), then each member's own run section."""
-    from ..train.runs import read_seeds
-
     record = read_seeds(folder)
     name = folder.name
     parts = [
@@ -183,9 +351,11 @@ def _seeds(folder: Path) -> list[tuple[str, str, str]]:
         f"<p class='rule'>{len(record.seeds)} members, run.seed = "
         f"{html.escape(', '.join(map(str, record.seeds)))}</p>",
     ]
-    summary = _json(folder / "summary.json")
-    if summary:
-        parts.append(_seeds_summary(folder, summary))
+    summary, problem = read_summary(folder)
+    if problem is not None:
+        parts.append(_note("fail", f"{SUMMARY_FILE} is damaged ({problem})"))
+    elif summary is not None:
+        parts.append(_seeds_summary(folder, summary, [m.name for m in record.members]))
     else:
         parts.append("<p>The seeds run has not finished: no summary.json yet.</p>")
     members = [
@@ -196,11 +366,19 @@ def _seeds(folder: Path) -> list[tuple[str, str, str]]:
     return [(name, f"seeds {name}", "".join(parts)), *members]
 
 
-def _seeds_summary(folder: Path, summary: dict[str, Any]) -> str:
-    """The members' table, the mean ± sample std line and the ensemble's numbers."""
+def _seeds_summary(folder: Path, summary: dict[str, Any], names: list[str]) -> str:
+    """The members' table, the mean ± sample std line and the ensemble's numbers.
+
+    Only the member folders of ``seeds.json`` (``names``) are read: a ``dir`` in the
+    summary names no other file.
+    """
     rows = []
-    for member in summary.get("members", []):
-        own = _json(folder / str(member.get("dir")) / "summary.json") or {}
+    members = summary.get("members")
+    for member in members if isinstance(members, list) else []:
+        if not isinstance(member, dict):
+            continue
+        known = member.get("dir") in names
+        own = (read_summary(folder / member["dir"])[0] if known else None) or {}
         ece = member.get("test_ece", own.get("test_ece"))
         rows.append(
             {
