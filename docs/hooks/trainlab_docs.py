@@ -136,6 +136,7 @@ PUBLIC_MODULES = (
 TOP_LEVEL = {
     "fit": "trainlab.train.fit",
     "load_run": "trainlab.train.load_run",
+    "predict": "trainlab.train.predict",
     "ensemble": "trainlab.ensembles.ensemble",
 }
 _ID = re.compile(r'\bid="(trainlab\.[\w.]+)"')

@@ -1,8 +1,9 @@
 """trainlab — train neural networks well, and see why it works.
 
 ``trainlab.fit(model, (x, y), ...)`` trains your own model through trainlab's loop;
-``trainlab.load_run(folder)`` reads a run back; ``trainlab.ensemble(folders)`` scores the
-average of several runs' predictions. The packages: ``trainlab.optim``, ``trainlab.data``,
+``trainlab.load_run(folder)`` reads a run back; ``trainlab.predict(run, inputs)`` gives its
+predictions on new inputs; ``trainlab.ensemble(folders)`` scores the average of several
+runs' predictions. The packages: ``trainlab.optim``, ``trainlab.data``,
 ``trainlab.models``, ``trainlab.train``, ``trainlab.diagnose``, ``trainlab.lab``,
 ``trainlab.sweep`` and ``trainlab.ensembles``.
 """
@@ -10,8 +11,8 @@ average of several runs' predictions. The packages: ``trainlab.optim``, ``trainl
 __version__ = "0.1.0"
 
 
-def __getattr__(name: str):  # fit, load_run and ensemble import torch: only when asked for
-    if name in ("fit", "load_run"):
+def __getattr__(name: str):  # fit, load_run, predict, ensemble import torch: only when asked for
+    if name in ("fit", "load_run", "predict"):
         from .train import api
 
         return getattr(api, name)
@@ -22,4 +23,4 @@ def __getattr__(name: str):  # fit, load_run and ensemble import torch: only whe
     raise AttributeError(f"module 'trainlab' has no attribute {name!r}")
 
 
-__all__ = ["ensemble", "fit", "load_run"]
+__all__ = ["ensemble", "fit", "load_run", "predict"]

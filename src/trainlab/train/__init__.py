@@ -7,10 +7,10 @@ beside the raw ones; ``penalty`` adds L2/L1/elastic-net terms to the loss; the c
 functions bound gradients by value or global norm. ``save_checkpoint`` / ``load_checkpoint``
 write and read crash-safe checkpoints of safetensors and JSON — never pickle. ``Trainer``
 runs the loop (``fit`` for your own model and data, ``Callback`` for its events);
-``load_run`` reads a run folder back.
+``load_run`` reads a run folder back and ``predict`` gives a run's predictions on new inputs.
 """
 
-from .api import Run, fit, load_run
+from .api import Run, fit, load_run, predict
 from .averaging import EMA
 from .callbacks import Callback, CsvLog, JsonlLog, ProgressBar, Step
 from .checkpoint import (
@@ -44,7 +44,7 @@ from .schedules import (
     StepDecay,
     build_schedule,
 )
-from .trainer import Interrupted, NonFiniteError, Trainer, TrainingError
+from .trainer import FitInterrupted, Interrupted, NonFiniteError, Trainer, TrainingError
 
 __all__ = [
     "EMA",
@@ -59,6 +59,7 @@ __all__ = [
     "CosineAnneal",
     "CsvLog",
     "Exponential",
+    "FitInterrupted",
     "Interrupted",
     "InverseTime",
     "JsonlLog",
@@ -93,6 +94,7 @@ __all__ = [
     "load_run",
     "load_weights_file",
     "penalty",
+    "predict",
     "prune_checkpoints",
     "save_checkpoint",
 ]

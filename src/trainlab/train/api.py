@@ -1,4 +1,5 @@
-"""``trainlab.fit``: the trainer for your own model and data; ``trainlab.load_run``: runs back.
+"""``trainlab.fit``: the trainer for your own model and data; ``trainlab.load_run``: runs back;
+``trainlab.predict``: a run's or a model's predictions on new inputs.
 
 ::
 
@@ -7,21 +8,27 @@
     model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 10))
     summary = trainlab.fit(model, (x, y), val=(x_val, y_val), epochs=5, lr=3e-3)
     run = trainlab.load_run(summary["run_dir"], model=model)   # weights, config, metrics
+    probabilities = run.predict(x_new)
 
-``fit`` takes any ``nn.Module``; data as ``(x, y)`` tensors, a map-style ``Dataset`` or a
-``DataLoader``; classification (integer labels) or regression (float targets); a trainlab
-or torch optimizer and schedule. Every other setting is a key of the config (``trainlab
-train --help`` lists them) given by its name when the name is unique — ``batch_size``,
-``eval_every``, ``clip``… — or as ``settings={"clip.mode": "norm"}``. The run folder,
-checkpoints, exact resume, signals and non-finite policies are those of ``trainlab train``.
+``fit`` takes any ``nn.Module``; data as ``(x, y)`` tensors or NumPy arrays, a map-style
+``Dataset`` or a ``DataLoader``; classification (integer labels) or regression (float
+targets); a trainlab or torch optimizer and schedule. Every other setting is a key of the
+config (``trainlab train --help`` lists them) given by its name when the name is unique —
+``batch_size``, ``eval_every``, ``clip``… — or as ``settings={"clip.mode": "norm"}``. The
+run folder, checkpoints, exact resume, signals and non-finite policies are those of
+``trainlab train``.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import json
 import math
+import shutil
 import sys
+import tempfile
+import warnings
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,8 +39,17 @@ from torch import Tensor, nn
 from torch.utils.data import DataLoader, Dataset
 
 from .. import data as data_lib
-from .build import LOSSES, Parts, architecture, build_optimizer, check_fits_in_memory, make_loss
-from .callbacks import Callback
+from .build import (
+    LOSSES,
+    TASKS,
+    Parts,
+    architecture,
+    build_optimizer,
+    check_fits_in_memory,
+    make_loss,
+    prepared_data,
+)
+from .callbacks import Callback, ProgressBar
 from .checkpoint import (
     CHECKPOINTS_DIR,
     RUN_WEIGHTS_FILE,
@@ -43,10 +59,18 @@ from .checkpoint import (
 )
 from .config import Config, config_keys, load_config
 from .errors import TrainingError
-from .run_folder import CONFIG_FILE, RunFolder, check_is_run, default_stem
-from .runs import read_seeds
+from .evaluation import predict as predict_batches
+from .run_folder import (
+    CONFIG_FILE,
+    LOCK_FILE,
+    RunFolder,
+    RunFolderError,
+    check_is_run,
+    default_stem,
+)
+from .runs import MetricsLog, read_seeds
 from .schedules import Schedule
-from .sources import check_pair, first_batch, size, training_batches
+from .sources import EVAL_BATCH, as_pair, first_batch, input_batches, size, training_batches
 from .state_tree import rng_state, set_rng_state
 from .trainer import (
     EMA_WEIGHTS_FILE,
@@ -75,6 +99,7 @@ API_SECTIONS = (
     "run",
 )
 _DATA_KEYS = ("batch_size", "shuffle", "drop_last")
+SPLITS = ("train", "val", "test")
 
 
 def fit(
@@ -85,6 +110,7 @@ def fit(
     test: Any = None,
     run_dir: str | Path | None = None,
     resume: bool = False,
+    overwrite: bool = False,
     callbacks: Sequence[Callback] = (),
     epochs: int | None = None,
     seed: int | None = None,
@@ -92,7 +118,7 @@ def fit(
     optimizer: str | torch.optim.Optimizer | Callable[..., Any] | None = None,
     schedule: Any = None,
     task: str | None = None,
-    progress: bool = False,
+    progress: bool = True,
     settings: dict[str, Any] | None = None,
     **options: Any,
 ) -> dict[str, Any]:
@@ -100,15 +126,24 @@ def fit(
 
     Args:
         model: any ``nn.Module``: built, initialized and on its device by you.
-        train: ``(x, y)`` tensors, a map-style ``Dataset`` or a ``DataLoader`` yielding
-            ``(x, y)``. Tensors and Datasets resume mid-epoch exactly; a ``DataLoader`` of
+        train: ``(x, y)`` tensors or NumPy arrays (anything ``torch.as_tensor`` takes:
+            floating point becomes the model's dtype, integers int64), a map-style
+            ``Dataset`` or a ``DataLoader`` yielding ``(x, y)``. Tensors, arrays and
+            Datasets resume mid-epoch exactly; a ``DataLoader`` of
             your own resumes exactly when its sampler has ``state_dict``/``load_state_dict``
             (``trainlab.data.loader``), otherwise at the start of the next epoch.
         val: validation data, in any form ``train`` takes (default: None).
         test: test data, in any form ``train`` takes (default: None).
-        run_dir: the run folder (default: a new ``runs/<model class>-<time>``).
+        run_dir: the run folder (default: a new ``runs/<model class>-<time>``). When it
+            already holds a run (a script run twice), the new run goes to a fresh numbered
+            folder beside it, ``<run_dir>-2``, ``-3``, …, announced in one line on stderr
+            and returned as the summary's ``"run_dir"``.
         resume: continue the run in ``run_dir`` from its last checkpoint (call ``fit``
-            with the same model, data and settings).
+            with the same model, data and settings). The first Ctrl-C saves a checkpoint
+            and raises [`FitInterrupted`][trainlab.train.FitInterrupted], a
+            ``KeyboardInterrupt``; ``resume=True`` then continues where it stopped.
+        overwrite: replace the run in ``run_dir``: its files are deleted when the new run
+            starts (a folder of files trainlab did not create is refused).
         callbacks: `trainlab.train.callbacks.Callback` instances.
         epochs: the setting ``run.epochs`` (default: its value in ``settings``).
         seed: the setting ``run.seed`` (default: its value in ``settings``).
@@ -124,7 +159,8 @@ def fit(
             lr_scheduler`` (default: the ``schedule`` settings, a constant rate).
         task: ``"classification"`` or ``"regression"`` (default: integer targets classify,
             floating-point targets regress).
-        progress: show the live progress bar.
+        progress: show progress (default: True): a live tqdm bar on a terminal or in a
+            notebook, a plain line now and then in a log file; False prints nothing.
         settings: config keys as ``"section.key"``, for names that are not unique.
         options: config keys by their name (``lr``, ``batch_size``, ``eval_every``, ...).
     """
@@ -134,23 +170,104 @@ def fit(
     if run.threads is not None:
         torch.set_num_threads(run.threads)
     seed_everything(run.seed)
+    if resume and overwrite:
+        raise TrainingError(
+            "Invalid arguments: resume=True and overwrite=True (resume continues the run in "
+            "run_dir, overwrite replaces it: pass one of them)"
+        )
     parts = _parts(model, train, val, test, config, loss, optimizer, schedule, task)
+    old_run = None  # overwrite=True: where the replaced run waits until the new one starts
     if run_dir is None:
         if resume:
             raise TrainingError("Invalid resume: True without run_dir (pass the run folder)")
-        run_dir = RunFolder.claim_unique("runs", default_stem(type(model).__name__.lower()))
-    bar: list[Callback] = []
-    if progress:
-        from .callbacks import ProgressBar
-
-        bar = [ProgressBar()]
+        folder = RunFolder.claim_unique("runs", default_stem(type(model).__name__.lower()))
+    elif overwrite:
+        folder, old_run = replace_run_folder(run_dir)
+    else:
+        folder = claim_run_folder(run_dir, resume=resume)
+    bar: list[Callback] = [ProgressBar()] if progress else []
     try:
-        trainer = Trainer(config, run_dir, resume=resume, callbacks=[*bar, *callbacks], parts=parts)
+        trainer = Trainer(config, folder, resume=resume, callbacks=[*bar, *callbacks], parts=parts)
     except BaseException:
-        if isinstance(run_dir, RunFolder):  # the folder claimed above, unused: give it back
-            run_dir.release(remove_if_unused=True)
+        if old_run is not None:  # the new run did not start: the old one comes back
+            _move_contents(old_run, folder.path)
+            old_run.rmdir()
+        folder.release(remove_if_unused=True)  # the folder claimed above, unused: give it back
         raise
+    if old_run is not None:
+        shutil.rmtree(old_run)
     return trainer.fit()
+
+
+def claim_run_folder(run_dir: str | Path, *, resume: bool) -> RunFolder:
+    """The folder a run of ``fit`` trains in, claimed for this process.
+
+    ``resume``: the run in ``run_dir``. Otherwise ``run_dir`` when it is new or empty, else
+    the first free numbered folder beside it — what Lightning users expect of a script run
+    twice. Each numbered folder is created by ``mkdir`` without ``exist_ok``
+    (`RunFolder.claim_unique`), so two scripts started at once never share one.
+    """
+    path = Path(run_dir)
+    if resume:
+        if not (path / CONFIG_FILE).is_file():
+            raise TrainingError(
+                f"Invalid resume: True, but {str(path)!r} holds no run to continue (no "
+                f"{CONFIG_FILE}; drop resume=True to start a new run there, or pass the folder "
+                "of the run to continue)"
+            )
+        return RunFolder.claim_existing(path)
+    if path.is_dir() and not _contents(path):
+        try:
+            return RunFolder.claim_new(path)
+        except RunFolderError:
+            pass  # another process claimed it meanwhile: number this run's folder
+    folder = RunFolder.claim_unique(path.parent, path.name)
+    if folder.path != path:
+        what = "already holds a run" if (path / CONFIG_FILE).is_file() else "is taken"
+        print(
+            f"trainlab: {str(path)!r} {what}; this run goes to {str(folder.path)!r} "
+            f"(resume=True continues {str(path)!r}, overwrite=True replaces it)",
+            file=sys.stderr,
+        )
+    return folder
+
+
+def _contents(path: Path) -> list[str]:
+    """What a folder holds besides a lock file (nothing when it is missing)."""
+    if not path.is_dir():
+        return [path.name] if path.exists() else []
+    return sorted(child.name for child in path.iterdir() if child.name != LOCK_FILE)
+
+
+def replace_run_folder(run_dir: str | Path) -> tuple[RunFolder, Path | None]:
+    """``run_dir`` claimed and emptied of its run for ``overwrite=True``, and where the old
+    run's files went (None when there was none): only a run folder is emptied.
+
+    The old files are moved to a hidden folder beside it, a rename on the same disk; ``fit``
+    deletes them once the new run has started, or moves them back when it cannot start, so
+    a refused setting never costs the old run.
+    """
+    path = Path(run_dir)
+    contents = _contents(path)
+    if not contents:
+        return claim_run_folder(path, resume=False), None
+    if not (path / CONFIG_FILE).is_file():
+        shown = ", ".join(contents[:5]) + (f" and {len(contents) - 5} more" if contents[5:] else "")
+        raise TrainingError(
+            f"Invalid overwrite: True, but {str(path)!r} holds files trainlab did not create "
+            f"({shown}; overwrite replaces only a run: choose another run_dir)"
+        )
+    folder = RunFolder.claim_existing(path)  # refused while another process trains there
+    aside = Path(tempfile.mkdtemp(prefix=f".{path.name}.replaced-", dir=path.parent))
+    _move_contents(path, aside, skip=LOCK_FILE)
+    return folder, aside
+
+
+def _move_contents(source: Path, target: Path, skip: str = "") -> None:
+    """Every entry of ``source`` (but ``skip``) renamed into ``target``."""
+    for child in source.iterdir():
+        if child.name != skip:
+            child.rename(target / child.name)
 
 
 def _settings_tree(
@@ -236,9 +353,10 @@ def _parts(
             "parameter has requires_grad=False; unfreeze at least one)"
         )
     check_fits_in_memory(sum(p.numel() for p in trainable))
-    for name, data in (("val", val), ("test", test)):
-        if data is not None and not isinstance(data, (Dataset, DataLoader)):
-            check_pair(name, data)
+    dtype = _float_dtype(model)
+    train, val, test = (
+        _as_data(name, data, dtype) for name, data in zip(SPLITS, (train, val, test))
+    )
     cfg = config.data
     batches = training_batches(
         train,
@@ -250,9 +368,12 @@ def _parts(
     rng = rng_state()  # a shuffling DataLoader draws its order from the global generator
     xb, yb = first_batch(train, "train")
     set_rng_state(rng)
+    guessed = task is None
     task = _task(task, yb)
     device = next(model.parameters()).device
     outputs = _probe(model, xb.to(device))
+    if guessed and task == "regression":
+        _check_not_a_classifier(outputs, yb)
     classes = None
     if task == "classification":
         in_memory = train if not isinstance(train, (Dataset, DataLoader)) else (xb, yb)
@@ -313,6 +434,36 @@ def _task(task: str | None, targets: Tensor) -> str:
             "be integers 0..C-1: pass y.long(), or task='regression' for real-valued targets)"
         )
     return task
+
+
+def _as_data(name: str, data: Any, float_dtype: torch.dtype) -> Any:
+    """A split as the trainer takes it: Datasets and DataLoaders as they are, pairs of
+    arrays as tensors (`trainlab.train.sources.as_pair`)."""
+    if data is None or isinstance(data, (Dataset, DataLoader)):
+        return data
+    return as_pair(name, data, float_dtype)
+
+
+def _float_dtype(model: nn.Module) -> torch.dtype:
+    """The dtype that arrays of floats become: the model's (float32 unless you changed it)."""
+    for tensor in (*model.parameters(), *model.buffers()):
+        if tensor.is_floating_point():
+            return tensor.dtype
+    return torch.get_default_dtype()
+
+
+def _check_not_a_classifier(outputs: Tensor, targets: Tensor) -> None:
+    """Float targets of one number an example for a model of several outputs: class labels
+    stored as floats (NumPy and pandas often do), not regression targets."""
+    if outputs.dim() != 2 or outputs.shape[1] < 2 or targets.shape == outputs.shape:
+        return
+    classes = outputs.shape[1]
+    raise TrainingError(
+        f"Invalid targets: {targets.dtype} labels for a model with {classes} outputs, as a "
+        f"classifier gives (class labels must be integers 0..{classes - 1}: pass y.long(), "
+        "or y.astype('int64') for NumPy; for real-valued targets pass task='regression' with "
+        f"targets of shape (N, {classes}), or give the model one output)"
+    )
 
 
 @torch.no_grad()
@@ -462,10 +613,12 @@ class Run:
     model: nn.Module | None
     weights: str
 
+    def predict(self, inputs: Any, *, batch_size: int = EVAL_BATCH) -> Tensor:
+        """The run's predictions on ``inputs``: see [`predict`][trainlab.train.predict]."""
+        return predict(self, inputs, batch_size=batch_size)
+
 
 WEIGHTS = ("raw", "ema", "best", "swa")
-#: The longest metrics.jsonl read back; a run logs kilobytes per thousand steps.
-MAX_METRICS_BYTES = 256 << 20
 
 
 def load_run(path: str | Path, *, model: nn.Module | None = None, weights: str = "raw") -> Run:
@@ -558,19 +711,15 @@ def _read_json(path: Path) -> Any:
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
-    if not path.is_file():
-        return []
-    if path.stat().st_size > MAX_METRICS_BYTES:
-        raise TrainingError(
-            f"Invalid run file: {path} has {path.stat().st_size:,} bytes (more than "
-            f"{MAX_METRICS_BYTES:,}; read it line by line yourself)"
+    """The records of ``metrics.jsonl``; the weights do not need them, so a damaged log
+    warns and keeps the records before the damage (a cut-short last line is skipped)."""
+    records: list[dict[str, Any]] = []
+    try:
+        records.extend(MetricsLog(path))
+    except ValueError as error:
+        warnings.warn(
+            f"{error}; Run.metrics holds the {len(records)} record(s) before it", stacklevel=3
         )
-    records = []
-    for number, line in enumerate(path.read_text().splitlines(), start=1):
-        try:
-            records.append(json.loads(line))
-        except ValueError:
-            raise TrainingError(f"Invalid run file: {path} line {number} is not JSON") from None
     return records
 
 
@@ -581,4 +730,102 @@ def _read_toml(path: Path) -> dict[str, Any]:
         raise TrainingError(f"Invalid run file: {path} is not valid TOML ({error})") from None
 
 
-__all__ = ["API_SECTIONS", "SWA_WEIGHTS_FILE", "WEIGHTS", "Run", "fit", "load_run"]
+# --- predictions on new inputs -----------------------------------------------------------------
+
+
+def predict(
+    run_or_model: Run | nn.Module | str | Path,
+    inputs: Any,
+    *,
+    batch_size: int = EVAL_BATCH,
+    task: str | None = None,
+) -> Tensor:
+    """Class probabilities or regression outputs of a run's model (or any model) on ``inputs``.
+
+    The model runs in eval mode (dropout off, batch norm's running statistics), without
+    gradients, ``batch_size`` examples at a time, on its own device; its mode is restored
+    afterwards. A run of ``trainlab train`` normalized its data (``data.normalize``), so
+    ``inputs`` are normalized with the statistics of its training split, as in training and
+    ``trainlab evaluate`` (the dataset is loaded to recompute them). A run of
+    ``trainlab.fit`` trained on your data as you gave it: pass inputs prepared the same way.
+
+    Args:
+        run_or_model: a [`Run`][trainlab.train.Run] (`load_run`; for a run of
+            ``trainlab.fit``, loaded with ``model=``), a run folder of ``trainlab train``,
+            or an ``nn.Module``.
+        inputs: the examples: a tensor, a NumPy array or anything ``torch.as_tensor`` takes
+            (floats become the model's dtype), a Dataset of ``x`` or ``(x, y)`` items, or a
+            DataLoader of such batches (in its order).
+        batch_size: examples per forward pass (default: 1024).
+        task: ``"classification"`` or ``"regression"``, for a model; a run knows its own
+            (default: None).
+
+    Returns:
+        A CPU tensor: for classification softmax(logits), shape ``(N, classes)``, rows
+        summing to 1 (``.argmax(1)`` is the predicted class); for regression the model's
+        outputs. ``.numpy()`` gives NumPy.
+    """
+    if isinstance(run_or_model, (str, Path)):
+        run_or_model = load_run(run_or_model)
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise TrainingError(f"Invalid batch_size: {batch_size!r} (must be an integer >= 1)")
+    if isinstance(run_or_model, Run):
+        model, task, normalize = _run_predictor(run_or_model, task)
+    elif isinstance(run_or_model, nn.Module):
+        model, normalize = run_or_model, None
+        if task not in TASKS:
+            raise TrainingError(
+                f"Invalid task: {task!r} for a model (predict needs task='classification' for "
+                "class probabilities or task='regression' for the outputs; a run knows its own)"
+            )
+    else:
+        raise TrainingError(
+            f"Invalid run_or_model: a {type(run_or_model).__name__} (must be a run of "
+            "trainlab.load_run, a run folder or a torch.nn.Module)"
+        )
+    batches = input_batches(inputs, batch_size, _float_dtype(model))
+    if normalize is not None:
+        batches = map(normalize, batches)
+    device = next(model.parameters(), torch.empty(0)).device
+    return predict_batches(model, batches, task, device)
+
+
+def _run_predictor(run: Run, task: str | None) -> tuple[nn.Module, str, Any]:
+    """A run's model, task and input normalization (None for a run of ``trainlab.fit``)."""
+    if run.model is None:
+        raise TrainingError(
+            f"Invalid run: {str(run.path)!r} was trained with trainlab.fit, and predict needs "
+            f"its model (load it with trainlab.load_run({str(run.path)!r}, model=YourModel()))"
+        )
+    own = run.about.get("task", "classification")
+    if task is not None and task != own:
+        raise TrainingError(
+            f"Invalid task: {task!r} for a {own} run (leave task out: a run knows its own)"
+        )
+    if run.about.get("source") == "python":
+        return run.model, own, None
+    return run.model, own, _normalizer(run)
+
+
+def _normalizer(run: Run) -> Callable[[Tensor], Tensor]:
+    """``x → x̂``: the feature-shape check and the normalization of a ``trainlab train``
+    run, with statistics of its training split only (`trainlab.data.Normalizer`)."""
+    config = run.config
+    shape = tuple(run.about["feature_shape"])
+    scale = None
+    if config.data.normalize != "none":
+        raw = dataclasses.replace(config, data=dataclasses.replace(config.data, normalize="none"))
+        scale = data_lib.Normalizer(config.data.normalize).fit(prepared_data(raw)["train"][0])
+
+    def normalize(x: Tensor) -> Tensor:
+        if tuple(x.shape[1:]) != shape:
+            raise TrainingError(
+                f"Invalid inputs: examples of shape {tuple(x.shape[1:])}, but the run's model "
+                f"takes {shape} (pass raw examples of {config.data.name!r}'s shape)"
+            )
+        return x if scale is None else scale(x)
+
+    return normalize
+
+
+__all__ = ["API_SECTIONS", "SWA_WEIGHTS_FILE", "WEIGHTS", "Run", "fit", "load_run", "predict"]
