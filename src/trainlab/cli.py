@@ -7,7 +7,6 @@ import math
 import os
 import signal
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -107,7 +106,7 @@ def _train(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
 def _share_folder(ranks: Any, folder: Any, *, resume: bool) -> Any:
     """Under torchrun: rank 0 claims the run folder; the others learn its path (or the
     reason it could not be claimed) and only read it."""
-    from .train.distributed import ReadOnlyFolder, from_rank_0
+    from .train.distributed import ReadOnlyFolder, from_rank_0, note_run_folder
     from .train.run_folder import RunFolder, RunFolderError
 
     path, error = None, None
@@ -117,6 +116,7 @@ def _share_folder(ranks: Any, folder: Any, *, resume: bool) -> Any:
                 claim = RunFolder.claim_existing if resume else RunFolder.claim_new
                 folder = claim(folder)
             path = str(folder.path)
+            note_run_folder(path)  # for `train --nproc`'s command that resumes it
         except ValueError as refused:
             error = str(refused)
     path, error = from_rank_0((path, error))
@@ -160,20 +160,19 @@ def _train_command(args: argparse.Namespace) -> int:
     stem = Path(args.config).stem if args.config else "run"
     if args.nproc is not None:
         return _launch(args)
-    code = 2  # main's code for the errors it reports
+    from .train.distributed import LostRank, note_exit_code
+
+    if os.environ.get("WORLD_SIZE", "1") != "1":
+        # Under torchrun a SIGTERM outside the training loop (which stops at a step and saves)
+        # is torchrun stopping the ranks left after one failed: end at once, not by raising
+        # `Terminated` into the cleanup under way.
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         code = _train_or_seeds(args, stem)
-    except KeyboardInterrupt:
-        code = 130
-        raise
-    except Terminated:
-        code = 143
-        raise
-    finally:
-        # Under `--nproc`, torchrun exits 1 whatever failed: rank 0 leaves its exit code.
-        exit_file = os.environ.get(EXIT_CODE_FILE)
-        if exit_file and os.environ.get("RANK", "0") == "0":
-            Path(exit_file).write_text(str(code))
+    except LostRank as lost:  # under torchrun another rank died: `--nproc` names which
+        print(f"trainlab: {lost}", file=sys.stderr)
+        return 1
+    note_exit_code(code)  # under `--nproc`, rank 0's answer (errors: main's code, 2)
     return code
 
 
@@ -188,8 +187,6 @@ def _train_or_seeds(args: argparse.Namespace, stem: str) -> int:
     return _train(args, list(args.set or []), stem)
 
 
-#: Where rank 0 of a `train --nproc` run writes its exit code (an environment variable).
-EXIT_CODE_FILE = "TRAINLAB_EXIT_CODE_FILE"
 _NPROC_WITH_SEEDS = (
     "Invalid --nproc with --seeds (the members of a seeds run train one after another in "
     "one process; train them without --nproc, or train one run with --nproc)"
@@ -199,7 +196,7 @@ _NPROC_WITH_SEEDS = (
 def _launch(args: argparse.Namespace) -> int:
     """``train --nproc N``: the same command under torchrun, N processes on this host."""
     from .train.config import load_config
-    from .train.distributed import check_batches, launch
+    from .train.distributed import RankDied, check_batches, launch
     from .train.run_folder import CONFIG_FILE, check_is_run
     from .train.runs import read_seeds
 
@@ -221,14 +218,11 @@ def _launch(args: argparse.Namespace) -> int:
     argv += ["--resume", args.resume] if args.resume else []
     if nproc == 1:
         return main(argv)
-    with tempfile.TemporaryDirectory() as folder:
-        exit_file = Path(folder) / "exit-code"
-        os.environ[EXIT_CODE_FILE] = str(exit_file)
-        try:
-            code = launch(argv, nproc)
-        finally:
-            del os.environ[EXIT_CODE_FILE]
-        return int(exit_file.read_text()) if code and exit_file.is_file() else code
+    try:
+        return launch(argv, nproc)  # the failed ranks' own exit code (2: bad input)
+    except RankDied as died:
+        print(f"trainlab: error: {died}", file=sys.stderr)
+        return 1
 
 
 def _train_seeds(args: argparse.Namespace, overrides: list[str], stem: str) -> int:
@@ -587,9 +581,12 @@ def _sweep(args: argparse.Namespace) -> int:
         )
         print(f"best: trial {best['number']}, {args.metric} {best['value']:.4f} ({shown})")
         print(f"train it: trainlab train {Path(result['out']) / 'best.toml'}")
-    print(f"sweep folder: {result['out']} (trials.csv, best.toml, plots/)")
+    written = "trials.csv, best.toml, plots/" if best is not None else "trials.csv"
+    print(f"sweep folder: {result['out']} ({written})")
     if args.refine:
         print(f"narrowed space: {Path(result['out']) / 'space.toml'}")
+    if result["error"]:
+        print(f"trainlab: error: {result['error']}", file=sys.stderr)
     return result["exit_code"]
 
 
