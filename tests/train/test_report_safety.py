@@ -19,7 +19,7 @@ import safetensors.torch
 from trainlab.cli import main
 from trainlab.diagnose import plots
 from trainlab.lab import report as html_report
-from trainlab.train import runs
+from trainlab.train import TrainingError, runs
 from trainlab.train.api import load_run
 
 from .test_trainer import TINY, set_args
@@ -246,3 +246,31 @@ def test_a_seeds_summary_with_malformed_members_reads_only_its_member_folders(
     rows = re.findall(r"<tr><td>([^<]*)</td><td>(\d+)</td>", members_table)
     assert rows == [("../run", "8"), ("member-1", "7")]  # the int entry skipped
     assert "0.0123" not in page  # ../run/summary.json was not read
+
+
+def test_load_run_names_a_nested_or_oversized_summary_instead_of_a_traceback(run):
+    (run / "summary.json").write_text("[" * 100_000 + "]" * 100_000)
+    with pytest.raises(TrainingError, match=r"summary.json cannot be read \(nested deeper"):
+        load_run(run)
+    (run / "summary.json").write_text(" " * (runs.MAX_RECORD_BYTES + 1))
+    with pytest.raises(TrainingError, match=r"summary.json cannot be read \(.*more than the"):
+        load_run(run)
+
+
+def test_a_sweep_folders_files_are_read_within_bounds(tmp_path, capsys, monkeypatch):
+    """A sweep folder's trials.csv, sweep.json, best.toml and plots are read bounded: a
+    plot that is no PNG is a note, an oversized trials.csv is named, nothing is a traceback."""
+    sweep = tmp_path / "sweep"
+    (sweep / "plots").mkdir(parents=True)
+    (sweep / "trials.csv").write_text("number,state,value,run_dir\n0,COMPLETE,0.5,trials/0\n")
+    (sweep / "sweep.json").write_text("[" * 100_000 + "]" * 100_000)
+    (sweep / "best.toml").write_bytes(b"\xff\xfe not UTF-8")
+    (sweep / "plots" / "history.png").write_bytes(b"not a PNG")
+    code, page, err = write_report(sweep, tmp_path, capsys)
+    assert code == 0 and "Traceback" not in err
+    assert "Figure 'history.png' not shown" in page
+    assert re.search(r"best.toml cannot be read", page)
+    assert "<h3>trials (1)</h3>" in page
+    monkeypatch.setattr(html_report, "MAX_TRIALS_BYTES", 10)
+    code, page, err = write_report(sweep, tmp_path, capsys)
+    assert code == 0 and re.search(r"No trials: .*trials.csv has \d+ bytes, more than the 10", page)

@@ -32,6 +32,7 @@ from ..train.runs import (
     METRICS_FILE,
     MetricsLog,
     describe_run,
+    read_record,
     read_run_text,
     read_seeds,
     read_summary,
@@ -42,6 +43,8 @@ from .experiment import RESULTS_FILE, read_figure, read_results
 REPORT_FILE = "report.html"
 SWEEP_TRIALS = "trials.csv"  # what trainlab sweep writes (trainlab.sweep.TRIALS_FILE)
 SWEEP_PLOTS = ("params.png", "history.png", "parallel.png")
+#: Largest trials.csv shown (a row is a few hundred bytes: tens of thousands of trials).
+MAX_TRIALS_BYTES = 16 << 20
 SEEDS_RECORD = "seeds.json"  # what trainlab train --seeds writes (trainlab.train.runs.SEEDS_FILE)
 #: A folder of more runs than this is reported as one table of them all and its best runs
 #: in full: each run in full costs a drawing (~0.2 s) and an embedded figure (~60 KB).
@@ -440,11 +443,15 @@ def _sweep(folder: Path) -> tuple[str, str, str]:
             f"<p class='rule'>Space narrowed from the sweep {html.escape(about['refined_from'])} "
             f"(its trials {html.escape(', '.join(map(str, about.get('trials', []))))}).</p>"
         )
-    with open(folder / SWEEP_TRIALS, newline="") as file:
-        rows = [
-            {k: _number(v) for k, v in row.items() if k != "run_dir"}
-            for row in csv.DictReader(file)
-        ]
+    try:
+        trials = read_run_text(folder / SWEEP_TRIALS, MAX_TRIALS_BYTES)
+    except ValueError as error:
+        parts.append(_note("fail", f"No trials: {error}"))
+        return name, f"sweep {name}", "".join(parts)
+    rows = [
+        {k: _number(v) for k, v in row.items() if k != "run_dir"}
+        for row in csv.DictReader(io.StringIO(trials, newline=""))
+    ]
     best = about.get("best")
     if isinstance(best, dict):
         skip = ("state", "run_dir", "seconds", "note")
@@ -456,11 +463,15 @@ def _sweep(folder: Path) -> tuple[str, str, str]:
         parts.append(f"<h3>best trial</h3>{_table(shown)}")
     for figure in SWEEP_PLOTS:
         if (folder / "plots" / figure).is_file():
-            parts.append(_image(folder / "plots" / figure, f"{name}: {figure}"))
+            parts.append(_saved_figure(folder / "plots", figure, name))
     parts.append(f"<h3>trials ({len(rows)})</h3>{_table(rows)}")
     for text in ("best.toml", "space.toml"):
         if (folder / text).is_file():
-            parts.append(f"<h3>{text}</h3><pre>{html.escape((folder / text).read_text())}</pre>")
+            try:
+                shown = f"<pre>{html.escape(read_run_text(folder / text))}</pre>"
+            except ValueError as error:
+                shown = _note("fail", str(error))
+            parts.append(f"<h3>{text}</h3>{shown}")
     return name, f"sweep {name}", "".join(parts)
 
 
@@ -474,11 +485,6 @@ def _number(text: str) -> Any:
         return float(text)
     except ValueError:
         return text
-
-
-def _image(path: Path, alt: str) -> str:
-    data = base64.b64encode(path.read_bytes()).decode("ascii")
-    return f"<img alt='{html.escape(alt)}' src='data:image/png;base64,{data}'>"
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
@@ -508,8 +514,9 @@ def _cell(value: Any) -> str:
 
 
 def _json(path: Path) -> dict[str, Any] | None:
+    """A small JSON record read within its bound; None when it is missing or damaged."""
     try:
-        value = json.loads(path.read_text())
-    except (OSError, ValueError):
+        value = read_record(path)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
-import json
 import math
 import shutil
 import sys
@@ -68,7 +67,7 @@ from .run_folder import (
     check_is_run,
     default_stem,
 )
-from .runs import MetricsLog, read_seeds
+from .runs import MetricsLog, read_record, read_seeds
 from .schedules import Schedule
 from .sources import EVAL_BATCH, as_pair, first_batch, input_batches, size, training_batches
 from .state_tree import rng_state, set_rng_state
@@ -702,12 +701,13 @@ def _weights(path: Path, which: str) -> dict[str, Tensor]:
 
 
 def _read_json(path: Path) -> Any:
+    """A run's small JSON record (``run.json``, ``summary.json``), read within its bound."""
     if not path.is_file():
         return None
     try:
-        return json.loads(path.read_text())
-    except (ValueError, UnicodeDecodeError) as error:
-        raise TrainingError(f"Invalid run file: {path} is not valid JSON ({error})") from None
+        return read_record(path)
+    except ValueError as error:
+        raise TrainingError(f"Invalid run file: {error}") from None
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:

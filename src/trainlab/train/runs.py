@@ -137,7 +137,7 @@ def read_summary(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     if not file.exists():
         return None, None
     try:
-        summary = _read_record(file)
+        summary = read_record(file)
     except ValueError as error:
         return None, str(error)
     if not isinstance(summary, dict):
@@ -145,7 +145,7 @@ def read_summary(path: Path) -> tuple[dict[str, Any] | None, str | None]:
     return summary, None
 
 
-def _read_record(file: Path) -> Any:
+def read_record(file: Path) -> Any:
     """The JSON in ``file``, refused unread when it is larger than ``MAX_RECORD_BYTES``.
 
     Raises:
@@ -304,7 +304,7 @@ def read_seeds(path: str | Path) -> SeedsRun | None:
     if not file.is_file():
         return None
     try:
-        record = _read_record(file)
+        record = read_record(file)
     except ValueError as error:
         raise ValueError(f"Invalid seeds file: {error}") from None
     seeds = record.get("seeds") if isinstance(record, dict) else None
