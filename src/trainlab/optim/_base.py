@@ -361,9 +361,12 @@ class FirstOrderOptimizer(TrainlabOptimizer):
     def zero_grad(self, set_to_none: bool = True) -> None:
         """Clear the gradients; fused groups zero their flat gradient buffer in one pass.
 
-        With ``set_to_none=True`` (the default, as in torch) a fused group keeps its
-        gradient views, so that backward keeps accumulating into the flat buffer, and
-        records instead that no parameter has a gradient until backward provides one.
+        With ``set_to_none=True`` (the default, as in torch) a fused group gives its
+        parameters zero views of that buffer as gradients, so that backward accumulates
+        into it, and records instead that no parameter has a gradient until backward
+        provides one. This is the only place the optimizer sets ``p.grad``: ``step`` reads
+        a gradient tensor of the user's (copying it into the buffer) and never replaces or
+        writes it, as torch.optim's ``step`` does not.
         """
         fused = self._engine.zero_grad(set_to_none)
         for group in self.param_groups:

@@ -207,23 +207,25 @@ class FlatGroup:
         self.offsets = [0, *itertools.accumulate(self.numels)][:-1]
         total = sum(self.numels)
         self.param = torch.empty(total, dtype=self.dtype, device=self.device)
+        # The gradients' flat buffer. A parameter's ``.grad`` becomes a view of it only
+        # when zero_grad hands one out (backward then accumulates straight into it); a
+        # gradient tensor of the user's or of autograd is copied in at each step, never
+        # swapped for a view: as in torch.optim, ``step`` leaves ``p.grad`` alone.
         self.grad = torch.zeros(total, dtype=self.dtype, device=self.device)
         self.has_grad = [p.grad is not None for p in params]
         for i, p in enumerate(params):
             self._view(self.param, i).copy_(p.detach())
-            if p.grad is not None:
-                self._view(self.grad, i).copy_(p.grad)
             p.data = self._view(self.param, i)
-            p.grad = self._view(self.grad, i)
-            # Backward accumulates in place into p.grad (a view of self.grad); the hook
-            # records that this parameter got a gradient in this step. It holds the group
+            # The hook records that this parameter got a gradient from backward in this
+            # step (into a view of self.grad or a tensor of its own). It holds the group
             # weakly and goes away with it, so a replaced optimizer leaves nothing behind.
             handle = p.register_post_accumulate_grad_hook(
                 functools.partial(_record_gradient, weakref.ref(self), i)
             )
             weakref.finalize(self, handle.remove)
         self.param_ptrs = [p.data_ptr() for p in params]
-        self.grad_ptrs = [p.grad.data_ptr() for p in params]
+        self.grad_views = [self._view(self.grad, i) for i in range(len(params))]
+        self.grad_ptrs = [view.data_ptr() for view in self.grad_views]
         # adopt_state() (below) sets the flat state, the per-parameter scalars and the step:
         self.state: dict[str, Tensor | None]  # flat per-element state
         self.scalars: dict[str, Tensor]  # one number per parameter (step, ...)
@@ -319,6 +321,7 @@ class FlatGroup:
         optimizers raise torch's error).
         """
         ok = True
+        views, grads = [], []  # gradient tensors of their own, to copy into the buffer
         for i, p in enumerate(self.params):
             if p.data_ptr() != self.param_ptrs[i]:
                 if p.device != self.device or p.dtype != self.dtype:
@@ -334,31 +337,44 @@ class FlatGroup:
                 p.data = self._view(self.param, i)
                 self.param_ptrs[i] = p.data_ptr()
             grad = p.grad
-            if grad is None:  # set to None by hand or by model.zero_grad()
-                view = self._view(self.grad, i)
-                view.zero_()
-                p.grad = view
+            if grad is None:  # set to None by hand or by model.zero_grad(): skipped
                 self.has_grad[i] = False
             elif grad.layout is not torch.strided:  # sparse: no data pointer to compare
                 # Not a gradient-less parameter: the eager loop must see it.
                 self.has_grad[i] = True
                 ok = False
             elif grad.data_ptr() != self.grad_ptrs[i]:  # a gradient tensor of its own
-                self._view(self.grad, i).copy_(grad)
-                p.grad = self._view(self.grad, i)
+                views.append(self.grad_views[i])
+                grads.append(grad)
                 self.has_grad[i] = True
+        if grads:  # read, never replaced or written; one call for all of them
+            torch._foreach_copy_(views, grads)
         return ok
 
-    def zero_grad(self, set_to_none: bool) -> None:
+    def zero_grad(self, set_to_none: bool) -> set[int]:
+        """Zero the flat gradient buffer; returns the ids of the parameters it cleared.
+
+        Parameters without a gradient, and with ``set_to_none`` every parameter, get a
+        zero view of the buffer as ``.grad`` (so that backward accumulates into it), and no
+        parameter counts as having a gradient until backward gives one. With
+        ``set_to_none=False`` a gradient tensor of the user's (or a sparse one) is left to
+        the optimizer to zero in place, as torch does, and stays that parameter's ``.grad``.
+        """
         self.grad.zero_()
+        kept: set[int] = set()  # the user's gradient tensors, zeroed in place by the caller
         for i, p in enumerate(self.params):
             grad = p.grad
-            # A sparse gradient has no data pointer: test its layout first.
-            replaced = grad is None or grad.layout is not torch.strided
-            if replaced or grad.data_ptr() != self.grad_ptrs[i]:
-                p.grad = self._view(self.grad, i)
+            if grad is not None:
+                # A sparse gradient has no data pointer: test its layout first.
+                if grad.layout is torch.strided and grad.data_ptr() == self.grad_ptrs[i]:
+                    continue  # a view of the buffer, zeroed above
+                if not set_to_none:
+                    kept.add(id(p))
+                    continue
+            p.grad = self.grad_views[i]
         if set_to_none:  # no gradient until backward gives one
             self.has_grad = [False] * len(self.params)
+        return self.ids - kept if kept else self.ids
 
     # -- the step ------------------------------------------------------------------------
     def fused_step(self, h: dict[str, Any]) -> bool:
@@ -695,11 +711,11 @@ class FusedEngine:
         return parts
 
     def zero_grad(self, set_to_none: bool) -> set[int]:
+        """Clear the flat groups' gradients; returns the ids of the parameters cleared."""
         done: set[int] = set()
         for flats in self.groups.values():
             for flat in flats:
-                flat.zero_grad(set_to_none)
-                done |= flat.ids
+                done |= flat.zero_grad(set_to_none)
         return done
 
     def readopt(self) -> None:

@@ -1,0 +1,120 @@
+"""torch.optim semantics a drop-in replacement keeps, checked as torch's own tests check them.
+
+- ``step()`` never replaces ``p.grad`` nor writes into it, on every backend (torch's
+  ``test_grads_are_never_inplaced_into``): the gradient is the user's tensor.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import trainlab.optim as optim
+
+from .common import first_order_specs
+
+#: The backends each first-order optimizer offers besides "auto", which picks one of them.
+BACKEND_CASES = [
+    pytest.param(spec, options, backend, id=f"{spec.name}-{i}-{backend}")
+    for spec in first_order_specs()
+    for backend in ("eager", "fused", "torch-fused")
+    if backend != "torch-fused" or spec.cls.has_torch_kernel
+    for i, options in enumerate(spec.variants + spec.extra_variants)
+]
+
+
+def test_the_cases_cover_eight_optimizers_and_every_torch_kernel():
+    names = {case.values[0].name for case in BACKEND_CASES}
+    assert names == {"sgd", "adam", "adamw", "adagrad", "rmsprop", "adadelta", "adamax", "nadam"}
+    kernels = {case.values[0].name for case in BACKEND_CASES if case.values[2] == "torch-fused"}
+    assert kernels == {"sgd", "adam", "adamw", "adagrad"}
+
+
+def two_params(dtype: torch.dtype = torch.float32) -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(0)
+    return [torch.rand(2, 3, generator=gen, dtype=dtype).requires_grad_() for _ in range(2)]
+
+
+def fingerprint(params: list[torch.Tensor]) -> list[tuple[int, int, int]]:
+    """Which tensor each ``p.grad`` is, where its memory is, and how often it was written."""
+    return [(id(p.grad), p.grad.data_ptr(), p.grad._version) for p in params]
+
+
+@pytest.mark.parametrize(("spec", "options", "backend"), BACKEND_CASES)
+def test_step_never_replaces_or_writes_a_gradient_the_user_assigned(
+    traced_only, spec, options, backend
+):
+    params = two_params()
+    opt = spec.cls(params, **options, backend=backend)
+    for step in range(3):  # the first step creates the state; the flat ones follow
+        for p in params:
+            p.grad = torch.rand_like(p)
+        expected, values = fingerprint(params), [p.grad.clone() for p in params]
+        opt.step()
+        assert fingerprint(params) == expected, f"step {step}"
+        for p, value in zip(params, values):
+            assert torch.equal(p.grad, value), f"step {step}"
+    if backend != "eager":
+        assert opt.backend_info() and all(part["fused"] for part in opt.backend_info())
+
+
+@pytest.mark.parametrize(("spec", "options", "backend"), BACKEND_CASES)
+@pytest.mark.parametrize("clear", ["opt.zero_grad()", "opt.zero_grad(False)", "p.grad = None"])
+def test_step_leaves_the_gradient_backward_computed_alone(
+    traced_only, spec, options, backend, clear
+):
+    params = two_params(torch.float64)
+    opt = spec.cls(params, **options, backend=backend)
+    for step in range(4):
+        if clear == "p.grad = None":  # model.zero_grad(): backward makes new tensors
+            for p in params:
+                p.grad = None
+        else:
+            opt.zero_grad(set_to_none=clear == "opt.zero_grad()")
+        x = torch.linspace(-1, 1, 3, dtype=torch.float64) * (step + 1)
+        (torch.tanh(params[0] @ x).sum() * params[1].sum()).backward()
+        expected, values = fingerprint(params), [p.grad.clone() for p in params]
+        opt.step()
+        assert fingerprint(params) == expected, f"step {step}"
+        for p, value in zip(params, values):
+            assert torch.equal(p.grad, value), f"step {step}"
+    if backend != "eager":
+        assert opt.backend_info() and all(part["fused"] for part in opt.backend_info())
+
+
+@pytest.mark.parametrize(
+    ("cls", "options"),
+    [(optim.SGD, {"lr": 0.1, "momentum": 0.9}), (optim.Adagrad, {"lr": 0.1})],
+    ids=["sgd", "adagrad"],
+)
+@pytest.mark.parametrize("backend", ["eager", "fused"])
+def test_step_leaves_a_sparse_gradient_alone(traced_only, cls, options, backend):
+    embedding = torch.nn.Embedding(5, 2, sparse=True)
+    opt = cls(embedding.parameters(), **options, backend=backend)
+    for step in range(3):
+        opt.zero_grad()
+        embedding(torch.tensor([1, step, 1])).sum().backward()
+        grad = embedding.weight.grad
+        expected, values = (id(grad), grad._version), grad.coalesce().values().clone()
+        opt.step()
+        assert (id(embedding.weight.grad), grad._version) == expected, f"step {step}"
+        assert torch.equal(grad.coalesce().values(), values), f"step {step}"
+
+
+@pytest.mark.parametrize("backend", ["fused", "torch-fused"])
+def test_step_leaves_a_missing_gradient_missing(traced_only, backend):
+    def run(cls, **backend_option):
+        params = two_params()
+        opt = cls(params, lr=0.1, **backend_option)
+        for step in range(4):
+            opt.zero_grad()
+            (params[0].sum() + params[1].sum() * step).backward()
+            if step in (1, 2):  # no gradient for this parameter in these steps
+                params[1].grad = None
+            opt.step()
+            if step in (1, 2):
+                assert params[1].grad is None, f"step {step}"
+        return params
+
+    for a, b in zip(run(optim.Adam, backend=backend), run(torch.optim.Adam)):
+        torch.testing.assert_close(a, b)
