@@ -2,6 +2,8 @@
 
 - ``step()`` never replaces ``p.grad`` nor writes into it, on every backend (torch's
   ``test_grads_are_never_inplaced_into``): the gradient is the user's tensor.
+- ``fused=True`` on parameters torch's fused kernels cannot take (on ``meta``, complex) is
+  torch's RuntimeError at the first step (torch's ``test_fused_error_on_params_on_meta``).
 """
 
 from __future__ import annotations
@@ -11,7 +13,7 @@ import torch
 
 import trainlab.optim as optim
 
-from .common import first_order_specs
+from .common import first_order_specs, torch_class
 
 #: The backends each first-order optimizer offers besides "auto", which picks one of them.
 BACKEND_CASES = [
@@ -118,3 +120,64 @@ def test_step_leaves_a_missing_gradient_missing(traced_only, backend):
 
     for a, b in zip(run(optim.Adam, backend=backend), run(torch.optim.Adam)):
         torch.testing.assert_close(a, b)
+
+
+def meta_model() -> torch.nn.Module:
+    with torch.device("meta"):
+        return torch.nn.Sequential(torch.nn.Linear(2, 3), torch.nn.Sigmoid(), torch.nn.Linear(3, 1))
+
+
+FUSED_IN_TORCH = [spec for spec in first_order_specs() if spec.cls.has_torch_kernel]
+
+
+@pytest.mark.parametrize("spec", FUSED_IN_TORCH, ids=lambda spec: spec.name)
+def test_fused_true_on_meta_parameters_is_torchs_error_at_the_first_step(spec):
+    errors = []
+    for cls in (torch_class(spec), spec.cls):
+        model = meta_model()
+        opt = cls(model.parameters(), lr=0.1, fused=True)
+        with torch.device("meta"):
+            for p in model.parameters():
+                p.grad = torch.rand_like(p)
+        with pytest.raises(RuntimeError) as error:
+            opt.step()
+        errors.append(error.value)
+        if cls is spec.cls:  # refused before a flat buffer was built on the meta device
+            assert not opt.backend_info()
+        # torch's sequence: the model made real (as new tensors) and stepped, which the
+        # optimizer's meta parameters, now without gradients, sit out.
+        opt.zero_grad(set_to_none=True)
+        model.to_empty(device="cpu")
+        for p in model.parameters():
+            p.grad = torch.rand_like(p)
+        opt.step()
+    theirs, ours = errors
+    assert str(ours).startswith(str(theirs)), str(ours)
+
+
+def test_fused_true_on_complex_parameters_is_torchs_error_too():
+    errors = []
+    for cls in (torch.optim.Adam, optim.Adam):
+        w = torch.zeros(3, dtype=torch.complex64, requires_grad=True)
+        w.grad = torch.ones_like(w)
+        with pytest.raises(RuntimeError) as error:
+            cls([w], fused=True).step()
+        errors.append(str(error.value))
+    theirs, ours = errors
+    assert ours.startswith(theirs), ours
+    # Without fused=True, trainlab steps complex parameters through their real view.
+    w = torch.zeros(3, dtype=torch.complex64, requires_grad=True)
+    w.grad = torch.ones_like(w)
+    optim.Adam([w]).step()
+    assert w.real.lt(0).all()
+
+
+def test_fused_true_on_meta_parameters_names_the_parameter_and_the_fix():
+    with torch.device("meta"):
+        on_meta = torch.zeros(2, requires_grad=True)
+    params = [torch.zeros(3, requires_grad=True), on_meta]
+    opt = optim.Adam([{"params": params[:1]}, {"params": params[1:]}], fused=True)
+    for p in params:
+        p.grad = torch.zeros_like(p)
+    with pytest.raises(RuntimeError, match=r"parameter 0 of group 1 is on meta; with fused=True"):
+        opt.step()

@@ -21,6 +21,7 @@ from typing import Any, ClassVar
 
 import torch
 from torch import Tensor
+from torch.utils._foreach_utils import _get_fused_kernels_supported_devices
 
 from .. import _checks
 from .._checks import Check
@@ -100,6 +101,32 @@ def apply_weight_decay(
         param.mul_(1 - lr * weight_decay)
         return grad
     return add_scaled(grad, param, weight_decay)
+
+
+def check_fused_support(index: int, group: dict[str, Any]) -> bool:
+    """``fused=True`` on a parameter torch's fused kernels cannot run on: torch's error.
+
+    The keyword asks for torch's fused implementation, which takes real floating-point
+    parameters on the devices it has kernels for (not ``meta``, for instance); torch.optim
+    refuses the others with this RuntimeError at the step, and so does trainlab, so that a
+    model built on the meta device fails where it fails in torch, before any flat buffer is
+    built. Parameters without a gradient are not checked, as in torch; returns True when
+    every parameter of the group had one (then the group needs no further check).
+    """
+    supported = _get_fused_kernels_supported_devices()
+    complete = True
+    for position, p in enumerate(group["params"]):
+        if p.grad is None:
+            complete = False
+        elif p.device.type not in supported or not p.is_floating_point():
+            raise RuntimeError(
+                "`fused=True` requires all the params to be floating point Tensors of "
+                f"supported devices: {supported} but {p.dtype} and {p.device.type} (parameter "
+                f"{position} of group {index} is on {p.device.type}; with fused=True, create "
+                "the parameters on one of those devices as a real floating-point tensor, e.g. "
+                "model.to_empty(device='cpu') for a model built on meta, or leave out fused)"
+            )
+    return complete
 
 
 def _hooks_when_present(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -356,6 +383,8 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         #: ‖g‖, update ratio ‖Δθ‖/‖θ‖ and the number of non-finite gradient elements.
         self.stats: list[dict[str, Tensor]] = []
         self._state_keys_cache: dict[tuple, frozenset[str]] = {}
+        #: ids of the groups with ``fused=True`` whose parameters passed `check_fused_support`.
+        self._fused_checked: set[int] = set()
         self._engine = FusedEngine(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -384,6 +413,7 @@ class FirstOrderOptimizer(TrainlabOptimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
+        self._fused_checked.clear()  # new group dicts
         self._engine.readopt()  # fused groups move the loaded state into their buffers
 
     def __getstate__(self) -> dict[str, Any]:
@@ -401,6 +431,7 @@ class FirstOrderOptimizer(TrainlabOptimizer):
             self.__dict__.setdefault("expected_steps", None)
             self.stats = []
             self._state_keys_cache = {}
+            self._fused_checked = set()
             self._engine = FusedEngine(self)
 
     def backend_info(self) -> list[dict[str, Any]]:
@@ -524,6 +555,9 @@ class FirstOrderOptimizer(TrainlabOptimizer):
                 loss = closure()
         self.stats = []
         for index, group in enumerate(self.param_groups):
+            unchecked = group.get("fused") and id(group) not in self._fused_checked
+            if unchecked and check_fused_support(index, group):
+                self._fused_checked.add(id(group))
             h = self.hyperparameters(group)
             done = self._engine.step(index, group, h)
             params = group["params"]
