@@ -4,6 +4,7 @@
   ``test_grads_are_never_inplaced_into``): the gradient is the user's tensor.
 - ``fused=True`` on parameters torch's fused kernels cannot take (on ``meta``, complex) is
   torch's RuntimeError at the first step (torch's ``test_fused_error_on_params_on_meta``).
+- ``LBFGS.step`` returns what torch's returns and leaves state of the same types.
 """
 
 from __future__ import annotations
@@ -181,3 +182,75 @@ def test_fused_true_on_meta_parameters_names_the_parameter_and_the_fix():
         p.grad = torch.zeros_like(p)
     with pytest.raises(RuntimeError, match=r"parameter 0 of group 1 is on meta; with fused=True"):
         opt.step()
+
+
+def quadratic_closure(opt: torch.optim.Optimizer, w: torch.Tensor, form: str):
+    a = torch.linspace(1, 3, w.numel(), dtype=w.dtype)
+
+    def closure():
+        opt.zero_grad()
+        loss = (a * w * w).sum() + w.sum()
+        loss.backward()
+        if form == "float":
+            return loss.item()
+        return loss.reshape(1) if form == "1-element" else loss
+
+    return closure
+
+
+def lbfgs_run(cls: type, options: dict, form: str):
+    w = torch.linspace(-1, 1, 4, dtype=torch.float64).requires_grad_()
+    opt = cls([w], **options)
+    closure = quadratic_closure(opt, w, form)
+    returned = [opt.step(closure) for _ in range(3)]
+    return returned, opt.state[w]
+
+
+def number(value) -> float:
+    return value.detach().item() if isinstance(value, torch.Tensor) else float(value)
+
+
+def kind(value) -> tuple:
+    if isinstance(value, torch.Tensor):
+        return ("Tensor", value.dtype, tuple(value.shape), value.requires_grad)
+    if isinstance(value, list):
+        return ("list", *dict.fromkeys(kind(v) for v in value))
+    return (type(value).__name__,)
+
+
+@pytest.mark.parametrize("form", ["tensor", "1-element", "float"])
+@pytest.mark.parametrize(
+    "options",
+    [
+        {},
+        {"line_search_fn": "strong_wolfe"},
+        {"lr": 0.5, "max_iter": 1},
+        {"lr": torch.tensor(0.5)},
+        {"tolerance_grad": float("inf")},
+    ],
+    ids=["defaults", "strong_wolfe", "one_iteration", "tensor_lr", "converged"],
+)
+def test_lbfgs_step_returns_and_keeps_the_types_torch_does(options, form):
+    theirs, their_state = lbfgs_run(torch.optim.LBFGS, options, form)
+    ours, our_state = lbfgs_run(optim.LBFGS, options, form)
+    assert [kind(v) for v in ours] == [kind(v) for v in theirs]
+    for a, b in zip(ours, theirs):
+        assert number(a) == pytest.approx(number(b), rel=1e-12)
+    assert our_state.keys() == their_state.keys()
+    for key in their_state:
+        assert kind(our_state[key]) == kind(their_state[key]), key
+
+
+def test_lbfgs_step_returns_the_closures_own_loss_object():
+    w = torch.ones(3, requires_grad=True)
+    opt = optim.LBFGS([w], max_iter=2)
+    first = []
+
+    def closure():
+        opt.zero_grad()
+        loss = (w * w).sum()
+        loss.backward()
+        first.append(loss)
+        return loss
+
+    assert opt.step(closure) is first[0]

@@ -177,7 +177,11 @@ class LBFGS(TrainlabOptimizer):
                 "computes the loss, calls backward() and returns the loss)"
             )
         group = self.param_groups[0]
-        lr = float(group["lr"])
+        # η as given (an int, a float or a 0-dim tensor), as torch.optim.LBFGS takes it: the
+        # step length t stored in the state then has the type torch's has.
+        lr = group["lr"]
+        if isinstance(lr, Tensor) and lr.dim() != 0:
+            lr = lr.squeeze()
         max_iter, max_eval = group["max_iter"], group["max_eval"]
         tol_grad, tol_change = group["tolerance_grad"], group["tolerance_change"]
         history_size = group["history_size"]
