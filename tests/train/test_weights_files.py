@@ -76,8 +76,11 @@ def test_a_header_that_does_not_describe_the_file_is_refused_with_its_cause(
 ):
     path = tmp_path / "model.safetensors"
     path.write_bytes(change(hand_written(72)))
-    with pytest.raises(CheckpointError, match=problem):
+    with pytest.raises(CheckpointError, match=problem) as refused:
         load_weights_file(path)
+    # A damaged file is not a pickle: the fix offered is a fresh copy, not a conversion.
+    assert "damaged or is not a weights file" in str(refused.value)
+    assert "torch.load" not in str(refused.value)
 
 
 def test_pickle_and_zip_are_named_only_when_the_header_does_not_parse(tmp_path):

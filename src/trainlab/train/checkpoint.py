@@ -559,7 +559,18 @@ def load_weights_file(path: Path) -> dict[str, Tensor]:
             return safetensors.torch.load(data)
         except SafetensorError as error:
             problem = f"the safetensors library refuses it ({error})"
-    raise CheckpointError(f"Cannot load weights from {path}: {problem}. {_conversion_hint(path)}")
+    fix = _conversion_hint(path) if problem.endswith(_FOREIGN) else _damage_hint(path)
+    raise CheckpointError(f"Cannot load weights from {path}: {problem}. {fix}")
+
+
+def _damage_hint(path: Path) -> str:
+    """The fix for a file that neither parses as safetensors nor looks like another format:
+    a copy cut short or altered, which no conversion mends."""
+    return (
+        "The file is damaged or is not a weights file. Fix: copy it again from where it "
+        "came from, or load a checkpoint of the same run instead (a folder under "
+        f"{CHECKPOINTS_DIR}/, which keeps its own verified copy of the weights)"
+    )
 
 
 def _conversion_hint(path: Path) -> str:
@@ -616,7 +627,10 @@ def safetensors_problem(path: Path) -> str | None:
     if problem is None:
         return None
     looks_like = _looks_like(head)
-    return f"{looks_like}, not a safetensors file" if looks_like else problem
+    return f"{looks_like}{_FOREIGN}" if looks_like else problem
+
+
+_FOREIGN = ", not a safetensors file"  # how a file of another known format is described
 
 
 def _header_problem(file: Any, head: bytes, size: int) -> str | None:
