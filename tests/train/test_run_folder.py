@@ -21,7 +21,7 @@ from trainlab.train import checkpoint
 from trainlab.train.checkpoint import CheckpointError, latest_checkpoint, load_checkpoint
 from trainlab.train.config import load_config
 from trainlab.train.run_folder import RunFolder, RunFolderError
-from trainlab.train.trainer import Trainer
+from trainlab.train.trainer import Trainer, write_atomic
 
 from .test_trainer import TINY, set_args, weights
 
@@ -29,7 +29,7 @@ from .test_trainer import TINY, set_args, weights
 SLOW_CLI = """
 import sys, time
 from trainlab import cli
-from trainlab.train.trainer import Trainer
+from trainlab.train.trainer import Trainer, write_atomic
 
 original = Trainer._train_step
 
@@ -441,3 +441,23 @@ def test_a_refused_claim_leaves_the_holders_lock_and_folder_alone(tmp_path):
     with pytest.raises(RunFolderError, match="in use by process"):  # still one owner
         RunFolder.claim_new(owner.path)
     owner.release()
+
+
+def test_write_atomic_gives_each_writer_its_own_temporary_file_and_cleans_up(tmp_path, monkeypatch):
+    """Two writers of one path never share a temporary file (a fixed name let one rename
+    the other's half-written bytes into place), and a failed write leaves nothing."""
+    target = tmp_path / "report.html"
+    renamed: list[str] = []
+    real_replace = os.replace
+
+    def spying_replace(source, destination):
+        renamed.append(Path(source).name)
+        real_replace(source, destination)
+
+    monkeypatch.setattr(os, "replace", spying_replace)
+    write_atomic(target, b"first")
+    write_atomic(target, b"second")
+    assert len(set(renamed)) == 2 and target.read_bytes() == b"second"
+    with pytest.raises(TypeError):
+        write_atomic(target, 12345)  # a write that fails midway
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]

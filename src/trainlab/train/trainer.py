@@ -38,6 +38,7 @@ import json
 import math
 import os
 import random
+import secrets
 import signal
 import threading
 import time
@@ -1104,13 +1105,22 @@ def _signature(config: Any, parts: Parts) -> str:
 
 
 def write_atomic(path: Path, data: str | bytes) -> None:
-    """``data`` into ``path`` by a fsynced temporary file and a rename: never half a file."""
-    temp = path.with_name(f".{path.name}.tmp")
-    with open(temp, "wb" if isinstance(data, bytes) else "w") as file:
-        file.write(data)
-        file.flush()
-        os.fsync(file.fileno())
-    os.replace(temp, path)
+    """``data`` into ``path`` by a fsynced temporary file and a rename: never half a file.
+
+    The temporary file has a name of its own (two writers of one path, such as two reports
+    of one folder, never share it) and is removed when the write fails.
+    """
+    temp = path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}.tmp")
+    try:
+        # "x": created here or not at all; the permissions follow the user's umask.
+        with open(temp, "xb" if isinstance(data, bytes) else "x") as file:
+            file.write(data)
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        temp.unlink(missing_ok=True)
+        raise
 
 
 def _save_weights(path: Path, weights: dict[str, Tensor]) -> None:
