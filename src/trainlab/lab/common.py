@@ -72,6 +72,7 @@ def sgd_run(
             seed=seed,
             keep_best_by=None,
             settings={"optimizer.options": {"momentum": momentum}, **(settings or {})},
+            progress=False,  # one of many runs inside an experiment: no bar of its own
             **options,
         )
     except NonFiniteError:

@@ -106,7 +106,7 @@ def fastest(results: list[Result], level: float) -> tuple[int, float] | None:
 def run(ctx: Context) -> Outcome:
     rates, steps = (QUICK_RATES, 150) if ctx.quick else (FULL_RATES, 1000)
     runs = ctx.out / "runs"
-    shutil.rmtree(runs, ignore_errors=True)  # trainlab.fit takes new or empty folders only
+    shutil.rmtree(runs, ignore_errors=True)  # a rerun starts afresh, not in numbered folders
     ds = data.load("mnist1d")
     (x, y), val = data.carve_validation(ds.x, ds.y, 0.2, stratify=True, seed=ctx.seed)
     norm = data.Normalizer("feature").fit(x)

@@ -107,7 +107,7 @@ def train(
 def run(ctx: Context) -> Outcome:
     rates, epochs = (QUICK_RATES, 3) if ctx.quick else (FULL_RATES, 15)
     runs = ctx.out / "runs"
-    shutil.rmtree(runs, ignore_errors=True)  # trainlab.fit takes new or empty folders only
+    shutil.rmtree(runs, ignore_errors=True)  # a rerun starts afresh, not in numbered folders
     ds = data.load("mnist1d")
     (x, y), (x_val, y_val) = data.carve_validation(ds.x, ds.y, 0.2, stratify=True, seed=ctx.seed)
     norm = data.Normalizer("feature").fit(x)

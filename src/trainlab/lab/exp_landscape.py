@@ -211,7 +211,7 @@ def run(ctx: Context) -> Outcome:
     steps, size, points = (200, 512, 9) if ctx.quick else (1000, 2000, 21)
     coordinates = [-1 + 2 * k / (points - 1) for k in range(points)]
     runs = ctx.out / "runs"
-    shutil.rmtree(runs, ignore_errors=True)  # trainlab.fit takes new or empty folders only
+    shutil.rmtree(runs, ignore_errors=True)  # a rerun starts afresh, not in numbered folders
     ds = data.load("mnist1d")
     x = data.Normalizer("feature").fit(ds.x)(ds.x)
     subset = torch.randperm(len(x), generator=torch.Generator().manual_seed(ctx.seed))[:size]

@@ -89,6 +89,7 @@ def loss_curve(
             seed=seed,
             run_dir=run_dir,
             callbacks=[curve],
+            progress=False,  # one of many runs inside an experiment: no bar of its own
         )
     except NonFiniteError:
         last = curve.points[-1][0]

@@ -124,6 +124,7 @@ def train(
             eval_every=max(1, steps_per_epoch // EVALUATIONS_PER_EPOCH),
             keep_best_by=None,
             settings={"optimizer.options": OPTIONS.get(optimizer, {})},
+            progress=False,  # one of many runs inside an experiment: no bar of its own
         )
     except NonFiniteError:
         summary = {}
@@ -164,7 +165,7 @@ def run(ctx: Context) -> Outcome:
     seeds = [ctx.seed + k for k in range(QUICK_SEEDS if quick else SEEDS)]
     tolerance = QUICK_TOLERANCE if quick else TOLERANCE
     runs_dir = ctx.out / "runs"
-    shutil.rmtree(runs_dir, ignore_errors=True)  # trainlab.fit takes new or empty folders only
+    shutil.rmtree(runs_dir, ignore_errors=True)  # a rerun starts afresh, not in numbered folders
     ds = data.load("mnist1d")
     (x, y), (x_val, y_val) = data.carve_validation(ds.x, ds.y, 0.2, stratify=True, seed=ctx.seed)
     norm = data.Normalizer("feature").fit(x)  # statistics of the training split only

@@ -109,6 +109,7 @@ def digits_trial(
             batch_size=64,
             seed=0,
             run_dir=run_dir,
+            progress=False,  # one of many runs inside an experiment: no bar of its own
         )
     except NonFiniteError:
         return math.inf
