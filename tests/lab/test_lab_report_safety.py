@@ -90,3 +90,22 @@ def test_the_report_of_a_results_json_that_cannot_be_read_says_so(tmp_path, caps
     assert main(["report", str(tmp_path / "lab")]) == 0
     page = (tmp_path / "lab" / "report.html").read_text()
     assert "results.json cannot be read" in page and "nests deeper" in page
+
+
+def test_a_figure_named_many_times_is_embedded_once_and_the_figures_are_capped(
+    tmp_path, monkeypatch
+):
+    """results.json naming one file a hundred thousand times, or more figures than a
+    section shows, cannot blow the report up: each name once, a count and a byte cap."""
+    folder = _experiment_folder(tmp_path, ["own.png"] * 100_000 + [f"f{k}.png" for k in range(5)])
+    (folder / "own.png").write_bytes(tiny_png(b"own"))
+    for k in range(5):
+        (folder / f"f{k}.png").write_bytes(tiny_png(b"f%d" % k))
+    monkeypatch.setattr(report, "MAX_FIGURES_SHOWN", 4)
+    assert main(["report", str(folder)]) == 0
+    page = html.unescape((folder / "report.html").read_text())
+    assert page.count("<img") == 4 and "2 more figures not shown (at most 4 a section)" in page
+    monkeypatch.setattr(report, "MAX_FIGURE_BYTES_SHOWN", 2 * len(tiny_png(b"own")))
+    assert main(["report", str(folder)]) == 0
+    page = html.unescape((folder / "report.html").read_text())
+    assert page.count("<img") == 2 and "Figure 'f1.png' and any after it not shown" in page

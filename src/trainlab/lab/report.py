@@ -43,6 +43,10 @@ from .experiment import RESULTS_FILE, read_figure, read_results
 REPORT_FILE = "report.html"
 SWEEP_TRIALS = "trials.csv"  # what trainlab sweep writes (trainlab.sweep.TRIALS_FILE)
 SWEEP_PLOTS = ("params.png", "history.png", "parallel.png")
+#: At most this many figures of one experiment are embedded (the lab's draw a handful),
+#: and at most this many bytes of them.
+MAX_FIGURES_SHOWN = 24
+MAX_FIGURE_BYTES_SHOWN = 64 << 20
 #: Largest trials.csv shown (a row is a few hundred bytes: tens of thousands of trials).
 MAX_TRIALS_BYTES = 16 << 20
 SEEDS_RECORD = "seeds.json"  # what trainlab train --seeds writes (trainlab.train.runs.SEEDS_FILE)
@@ -154,11 +158,7 @@ def _experiment(folder: Path) -> tuple[str, str, str]:
         f"{html.escape(str(results.get('seed', '')))}</p>",
         f"<p><b>Evidence.</b> {html.escape(str(results.get('evidence', '')))}</p>",
     ]
-    for figure in results["figures"]:
-        try:
-            parts.append(_png(read_figure(folder, figure, (".png",)), f"{name}: {figure}"))
-        except ValueError as error:
-            parts.append(_note("warn", f"Figure {figure!r} not shown: {error}"))
+    parts.extend(_figures(folder, name, results["figures"]))
     tables = results.get("tables")
     for table_name, rows in tables.items() if isinstance(tables, dict) else ():
         if isinstance(rows, list) and all(isinstance(row, dict) for row in rows):
@@ -333,6 +333,39 @@ def _well_formed(verdict: Any) -> bool:
     """A verdict as trainlab writes it: an object whose four fields shown are text."""
     fields = ("name", "status", "evidence", "fix")
     return isinstance(verdict, dict) and all(isinstance(verdict.get(f), str) for f in fields)
+
+
+def _figures(folder: Path, name: str, figures: list[str]) -> list[str]:
+    """An experiment's figures, each named once, at most ``MAX_FIGURES_SHOWN`` of them and
+    ``MAX_FIGURE_BYTES_SHOWN`` bytes in all: a results.json that names one large file a
+    hundred thousand times must not make a report of gigabytes."""
+    parts, total = [], 0
+    names = list(dict.fromkeys(figures))
+    for figure in names[:MAX_FIGURES_SHOWN]:
+        try:
+            data = read_figure(folder, figure, (".png",))
+        except ValueError as error:
+            parts.append(_note("warn", f"Figure {figure!r} not shown: {error}"))
+            continue
+        total += len(data)
+        if total > MAX_FIGURE_BYTES_SHOWN:
+            parts.append(
+                _note(
+                    "warn",
+                    f"Figure {figure!r} and any after it not shown: "
+                    f"the figures pass {MAX_FIGURE_BYTES_SHOWN:,} bytes",
+                )
+            )
+            return parts
+        parts.append(_png(data, f"{name}: {figure}"))
+    if len(names) > MAX_FIGURES_SHOWN:
+        left = len(names) - MAX_FIGURES_SHOWN
+        parts.append(
+            _note(
+                "warn", f"{left:,} more figures not shown (at most {MAX_FIGURES_SHOWN} a section)"
+            )
+        )
+    return parts
 
 
 def _note(status: str, text: str) -> str:
