@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import importlib.util
 import inspect
+import pickle
 import re
+import sys
 from pathlib import Path
 
 import pytest
+import torch
 from latex2mathml.converter import convert
 
 import trainlab.optim as optim
@@ -71,3 +75,47 @@ def test_readme_python_api_example_runs(tmp_path, monkeypatch):
     assert namespace["summary"]["test_accuracy"] > 0.8
     assert namespace["run"].summary["test_loss"] == namespace["summary"]["test_loss"]
     assert (tmp_path / "runs" / "my-model" / "model.safetensors").exists()
+
+
+def _docs_hook():
+    """The docs build's hook module, loaded as MkDocs loads it: under its file path."""
+    path = Path(__file__).resolve().parents[1] / "docs" / "hooks" / "trainlab_docs.py"
+    spec = importlib.util.spec_from_file_location(str(path), path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_the_docs_hook_lets_torch_objects_pickle(tmp_path):
+    """Registered under a path that cannot be imported, the hook once held `torch` as an
+    attribute, so pickle resolved torch's globals to it: inductor printed a traceback for
+    every compiled graph of an executed example."""
+    hook = _docs_hook()
+    try:
+        assert pickle.loads(pickle.dumps(torch.contiguous_format)) is torch.contiguous_format
+    finally:
+        del sys.modules[hook.__file__]
+
+
+@pytest.mark.parametrize(
+    ("written", "level"),
+    [
+        ("trainlab: verdict [warn] overfitting: ...\n", "DEBUG"),
+        ("example.py:3: UserWarning: something is off\n", "WARNING"),
+        ("Traceback (most recent call last):\n  ...\n", "WARNING"),
+        ("W1208 01:28:00.036000 7148 torch/_inductor/codecache.py:1052] Failed\n", "WARNING"),
+    ],
+)
+def test_an_examples_stderr_fails_the_build_only_when_it_is_a_problem(
+    tmp_path, caplog, written, level
+):
+    hook = _docs_hook()
+    try:
+        hook.on_page_markdown("", None, None, None)
+        sys.stderr.write(written)
+        with caplog.at_level("DEBUG", logger="mkdocs.hooks.trainlab"):
+            hook._leave_scratch("page.md")
+    finally:
+        del sys.modules[hook.__file__]
+    assert [r.levelname for r in caplog.records if "wrote to stderr" in r.message] == [level]

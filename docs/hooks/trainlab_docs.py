@@ -6,7 +6,8 @@
   small, and one thread keeps their printed numbers the same from build to build.
 * What the examples write to standard error (the trainer's live verdicts, progress notes)
   goes to the build's log at debug level (``mkdocs build -v`` shows it), so that the
-  build's own output holds only what needs a reader: a warning there is a defect to fix.
+  build's own output holds only what needs a reader — except a warning or a traceback,
+  which is logged as a warning and so fails the strict build: it is a defect to fix.
 * ``$…$`` and ``$$…$$`` (pymdownx.arithmatex, generic mode) become MathML when the site is
   built, which browsers render natively: no math script to fetch, nothing from a CDN.
 """
@@ -39,6 +40,9 @@ log = logging.getLogger("mkdocs.hooks.trainlab")
 
 _INLINE = re.compile(r'<span class="arithmatex">\\\((.*?)\\\)</span>', re.S)
 _BLOCK = re.compile(r'<div class="arithmatex">\\\[(.*?)\\\]</div>', re.S)
+
+# A Python warning, a traceback or a torch log line (W/E + date) on an example's stderr.
+_PROBLEM = re.compile(r"Traceback|Warning:|^[WE]\d{4} ", re.M)
 
 # The page being rendered: its scratch folder, the old cwd, its threads, its stderr.
 _scratch: dict[str, object] = {}
@@ -74,7 +78,9 @@ def _leave_scratch(page_name: str = "") -> None:
         set_num_threads(_scratch.pop("threads"))
     if "stderr" in _scratch:
         written, sys.stderr = sys.stderr.getvalue(), _scratch.pop("stderr")
-        if written.strip():
+        if _PROBLEM.search(written):  # a warning or traceback: a defect, shown and fatal
+            log.warning("%s: its examples wrote to stderr:\n%s", page_name, written.rstrip())
+        elif written.strip():  # what the example means to print there (live verdicts)
             log.debug("%s: its examples wrote to stderr:\n%s", page_name, written.rstrip())
     if "dir" in _scratch:
         os.chdir(_scratch.pop("old"))
