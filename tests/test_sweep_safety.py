@@ -20,7 +20,7 @@ from trainlab.cli import main
 from trainlab.sweep import run_sweep
 from trainlab.sweep import study as study_module
 
-from .test_sweep import SPACE, TINY, trials_csv, write
+from .test_sweep import GOOD_TABLE, SPACE, TINY, trials_csv, write
 
 RESULTS = ("trials.csv", "sweep.json", "best.toml", "study.journal")
 
@@ -190,3 +190,56 @@ def test_a_killed_worker_is_replaced_and_a_finished_sweep_exits_0(tmp_path, monk
     assert sorted(states) == ["COMPLETE", "COMPLETE", "FAIL"], states
     died = next(r for r in trials_csv(out) if r["state"] == "FAIL")
     assert died["note"] == "its worker died"
+
+
+def test_a_sweep_stored_in_sqlite_runs_and_locks_beside_the_database(tmp_path, capsys):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    database = tmp_path / "db" / "studies.db"
+    database.parent.mkdir()
+    url = f"sqlite:///{database}"
+    out = tmp_path / "sweep"
+    assert _sweep(config, space, out, "--storage", url, "--study", "lite", "--pruner", "none") == 0
+    assert [r["state"] for r in trials_csv(out)] == ["COMPLETE"]
+    assert json.loads((out / "sweep.json").read_text())["storage"] == url
+    # Every sweep folder whose study lives in this database counts under one lock, as with
+    # a journal file: the lock file sits beside the database, not in one sweep folder.
+    sweep = study_module.prepare(config, space, out=str(tmp_path / "other"), storage=url)
+    assert study_module._quota_lock_file(sweep) == database.parent / ".ask.lock"
+    assert (database.parent / ".ask.lock").is_file()
+
+
+# Nested deeper than Python's JSON reader recurses: json.loads raises RecursionError.
+NESTED = "[" * 100_000 + "]" * 100_000
+
+
+def test_a_nested_sweep_json_at_out_is_named_and_left_as_it_is(tmp_path, capsys):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    out = tmp_path / "sweep"
+    out.mkdir()
+    (out / "sweep.json").write_text(NESTED)
+    assert _sweep(config, space, out) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        r"trainlab: error: Invalid --out: .*\(\S*sweep\.json cannot be read \(nested deeper "
+        r"than the JSON reader's recursion limit\); not a sweep.json trainlab wrote; "
+        r"use another --out\)\n",
+        err,
+    ), err
+    assert (out / "sweep.json").read_text() == NESTED
+    assert not (out / "trials").exists()
+
+
+def test_a_nested_sweep_json_of_the_refined_sweep_is_named(tmp_path, capsys):
+    config, space = write(tmp_path, "tiny.toml", TINY), write(tmp_path, "space.toml", SPACE)
+    coarse = tmp_path / "coarse"
+    coarse.mkdir()
+    (coarse / "trials.csv").write_text(GOOD_TABLE)
+    (coarse / "sweep.json").write_text(NESTED)
+    out = tmp_path / "fine"
+    argv = ["sweep", config, "--space", space, "--out", str(out), "--refine", str(coarse)]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert re.fullmatch(
+        r"trainlab: error: Invalid --refine: .*sweep\.json' \(not JSON: .*\)\n", err
+    )
+    assert not out.exists()

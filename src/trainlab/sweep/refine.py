@@ -110,7 +110,7 @@ def _previous(folder: Path, metric: str) -> tuple[list[dict[str, str]], str]:
     if saved.exists():
         try:
             about = json.loads(read_bounded(saved, "--refine"))
-        except json.JSONDecodeError as error:
+        except (json.JSONDecodeError, RecursionError) as error:  # nested past the recursion
             raise fail("--refine", str(saved), f"not JSON: {error}") from None
         if not isinstance(about, dict):
             raise fail("--refine", str(saved), "must hold a JSON object (as trainlab writes it)")

@@ -7,10 +7,10 @@ Every worker — on this host or another — runs the same loop against the stud
 
 The count and the ``ask`` happen under one lock, so N trials are started in total however
 many workers there are, and none twice: a PostgreSQL advisory lock for a PostgreSQL
-storage (every host), an OS file lock beside the journal file otherwise (one host). Counted
-are trials that finished (complete, pruned, or failed with an error of their own, such as
-a diverging loss) and those running; a trial whose worker was killed is failed (not
-counted) by the next worker on its host, and another trial takes its place.
+storage (every host), an OS file lock beside the journal file or SQLite database otherwise
+(one host). Counted are trials that finished (complete, pruned, or failed with an error of
+their own, such as a diverging loss) and those running; a trial whose worker was killed is
+failed (not counted) by the next worker on its host, and another trial takes its place.
 
 A sweep folder holds one study: its ``trials/<number>/`` run folders are numbered by that
 study alone, and its results are derived from that study's trials. A sweep claims the
@@ -24,7 +24,6 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import hashlib
-import json
 import math
 import multiprocessing
 import os
@@ -40,11 +39,12 @@ from typing import Any
 from .._checks import fail
 from ..train.callbacks import Callback
 from ..train.config import dump_toml, fingerprint, load_config
+from ..train.runs import read_record
 from ..train.trainer import write_atomic
 from .refine import METRICS, SWEEP_FILE, Refinement
 from .refine import refine as narrow
 from .results import TRIALS_FILE, write_results
-from .space import Space, differences, load_space, read_bounded, trial_config
+from .space import Space, differences, load_space, trial_config
 
 SAMPLERS = ("tpe", "random", "grid")
 """The Optuna samplers a sweep can use (``--sampler``): TPE, random search, or a grid over
@@ -348,16 +348,29 @@ def _file_lock(path: Path) -> Iterator[None]:
             fcntl.flock(file.fileno(), fcntl.LOCK_UN)
 
 
-def _journal_lock(sweep: Sweep) -> Path:
-    """The lock file of a journal storage, beside the journal: every sweep folder whose study
-    lives in that journal takes the same lock."""
-    return Path(sweep.storage_url).parent / LOCK_FILE
+def _is_postgresql(sweep: Sweep) -> bool:
+    """Whether the study's storage is PostgreSQL, whose advisory lock spans hosts."""
+    return sweep.storage_url.startswith("postgresql")
+
+
+def _quota_lock_file(sweep: Sweep) -> Path:
+    """The file the quota lock takes for a storage of one host: beside the journal file, or
+    beside a SQLite database, so that every sweep folder whose study lives there takes the
+    same lock; in the sweep folder for a database with no file of its own."""
+    if not sweep.is_database:
+        return Path(sweep.storage_url).parent / LOCK_FILE
+    from sqlalchemy.engine import make_url
+
+    url = make_url(sweep.storage_url)
+    if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:"):
+        return Path(url.database).parent / LOCK_FILE
+    return Path(sweep.out) / LOCK_FILE
 
 
 @contextlib.contextmanager
 def _quota_lock(sweep: Sweep, storage: Any) -> Iterator[None]:
     """One worker at a time counts the trials and asks for the next one."""
-    if sweep.storage_url.startswith("postgresql"):
+    if _is_postgresql(sweep):
         from sqlalchemy import text
 
         digest = hashlib.sha256(f"trainlab sweep {sweep.study}".encode()).digest()
@@ -369,14 +382,14 @@ def _quota_lock(sweep: Sweep, storage: Any) -> Iterator[None]:
             finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
         return
-    with _file_lock(_journal_lock(sweep)):
+    with _file_lock(_quota_lock_file(sweep)):
         yield
 
 
 @contextlib.contextmanager
 def _claim_lock(sweep: Sweep) -> Iterator[Any]:
     """The sweep folder's lock, then the study's (one file when the study lives in the
-    folder's journal); the study's storage.
+    folder's journal, or in a database with no file of its own); the study's storage.
 
     Always in this order, and workers take only the study's: no two processes wait on each
     other.
@@ -384,7 +397,8 @@ def _claim_lock(sweep: Sweep) -> Iterator[Any]:
     folder_lock = Path(sweep.out) / LOCK_FILE
     with _file_lock(folder_lock):
         storage = open_storage(sweep.storage_url)
-        if not sweep.is_database and _journal_lock(sweep).resolve() == folder_lock.resolve():
+        # One lock file taken twice by one process would wait for itself (flock).
+        if not _is_postgresql(sweep) and _quota_lock_file(sweep).resolve() == folder_lock.resolve():
             yield storage
             return
         with _quota_lock(sweep, storage):
@@ -399,9 +413,9 @@ def _recorded_owner(path: Path, sweep: Sweep) -> tuple[Any, Any]:
     record the storage: this sweep's)."""
     how = "not a sweep.json trainlab wrote; use another --out"
     try:
-        about = json.loads(read_bounded(path, "--out"))
-    except json.JSONDecodeError as error:
-        raise fail("--out", sweep.out, f"its {SWEEP_FILE} is not JSON ({error}): {how}") from None
+        about = read_record(path)
+    except ValueError as error:  # too large, not JSON, or nested past the reader's recursion
+        raise fail("--out", sweep.out, f"{error}; {how}") from None
     if not isinstance(about, dict) or "study" not in about:
         raise fail("--out", sweep.out, f"its {SWEEP_FILE} names no study: {how}")
     return about["study"], about.get("storage", sweep.storage_id)
