@@ -6,6 +6,7 @@ worker's trial is replaced without failing a sweep whose trials all finished."""
 from __future__ import annotations
 
 import contextlib
+import html
 import json
 import os
 import re
@@ -243,3 +244,28 @@ def test_a_nested_sweep_json_of_the_refined_sweep_is_named(tmp_path, capsys):
         r"trainlab: error: Invalid --refine: .*sweep\.json' \(not JSON: .*\)\n", err
     )
     assert not out.exists()
+
+
+def test_a_sweep_report_shows_odd_sweep_json_values_and_huge_cells_as_written(tmp_path, capsys):
+    """A refined_from that is no string, trials that are no list, and trials.csv cells too
+    large for a float are shown as written, not a traceback or an infinity."""
+    folder = tmp_path / "sweep"
+    folder.mkdir()
+    huge = "9" * 400
+    (folder / "trials.csv").write_text(
+        f"number,state,value,optimizer.lr,run_dir\n0,COMPLETE,1e400,{huge},trials/0\n"
+    )
+    about = {"study": "s", "metric": "val_loss", "refined_from": 7, "trials": 3, "best": None}
+    (folder / "sweep.json").write_text(json.dumps(about))
+    page = tmp_path / "report.html"
+    assert main(["report", str(folder), "-o", str(page)]) == 0
+    text = html.unescape(page.read_text())
+    assert "Space narrowed from the sweep 7." in text
+    cells = re.findall(r"<td>([^<]*)</td>", text.split("<h3>trials (1)</h3>")[1])
+    assert cells[:4] == ["0", "COMPLETE", "1e400", huge], cells
+    # A list of trials, as trainlab writes it, is named; an object as refined_from is text.
+    about.update(refined_from={"a": 1}, trials=[4, 5])
+    (folder / "sweep.json").write_text(json.dumps(about))
+    assert main(["report", str(folder), "-o", str(page)]) == 0
+    text = html.unescape(page.read_text())
+    assert "Space narrowed from the sweep {'a': 1} (its trials 4, 5)." in text

@@ -472,10 +472,7 @@ def _sweep(folder: Path) -> tuple[str, str, str]:
     metric = str(about.get("metric", "value"))
     parts = [f"<h2 id='{html.escape(name)}'>sweep {html.escape(name)}</h2>"]
     if about.get("refined_from"):
-        parts.append(
-            f"<p class='rule'>Space narrowed from the sweep {html.escape(about['refined_from'])} "
-            f"(its trials {html.escape(', '.join(map(str, about.get('trials', []))))}).</p>"
-        )
+        parts.append(f"<p class='rule'>{html.escape(_refined_from(about))}</p>")
     try:
         trials = read_run_text(folder / SWEEP_TRIALS, MAX_TRIALS_BYTES)
     except ValueError as error:
@@ -508,16 +505,27 @@ def _sweep(folder: Path) -> tuple[str, str, str]:
     return name, f"sweep {name}", "".join(parts)
 
 
+def _refined_from(about: dict[str, Any]) -> str:
+    """Where a refined sweep's space came from, as its ``sweep.json`` says; values of another
+    type than trainlab writes (a damaged or hand-edited file) are shown as text or left out."""
+    trials = about.get("trials")
+    shown = f" (its trials {', '.join(map(str, trials))})" if isinstance(trials, list) else ""
+    return f"Space narrowed from the sweep {about['refined_from']}{shown}."
+
+
 def _number(text: str) -> Any:
-    """A CSV cell as a number when it is one (shown to 4 digits), else the text."""
+    """A CSV cell as a finite number when it is one (shown to 4 digits), else the text as
+    written: a cell beyond a float's range (``1e400``, 400 digits) is not shown as inf."""
+    try:
+        value = float(text)
+    except ValueError:
+        return text
+    if not math.isfinite(value):
+        return text
     try:
         return int(text)
     except ValueError:
-        pass
-    try:
-        return float(text)
-    except ValueError:
-        return text
+        return value
 
 
 def _table(rows: list[dict[str, Any]]) -> str:
