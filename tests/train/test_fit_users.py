@@ -7,6 +7,7 @@ import dataclasses
 import io
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
+import tqdm.auto
 from torch import nn
 from torch.utils.data import TensorDataset
 
@@ -113,11 +115,24 @@ def test_a_terminal_gets_the_live_bar(tmp_path, monkeypatch):
 def test_a_notebook_gets_the_live_bar_though_its_stderr_is_no_terminal(
     tmp_path, monkeypatch, capsys
 ):
+    """The bar is tqdm.auto's: in a kernel that imported trainlab, the notebook widget."""
+    from trainlab.train import callbacks
+
+    assert callbacks.tqdm is tqdm.auto.tqdm  # chosen when trainlab was imported
+    drawn = []
+
+    class Drawn(tqdm.auto.tqdm):
+        def __init__(self, *args, **kwargs):
+            drawn.append(self)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(callbacks, "tqdm", Drawn)
     kernel = types.SimpleNamespace(config={"IPKernelApp": {}})
     monkeypatch.setitem(sys.modules, "IPython", types.SimpleNamespace(get_ipython=lambda: kernel))
     trainlab.fit(nn.Linear(4, 3), tensor_data(), run_dir=tmp_path / "r",
                  epochs=2, batch_size=16, threads=1)  # fmt: skip
     err = capsys.readouterr().err
+    assert len(drawn) == 1 and drawn[0].total == 8
     assert "8/8" in err and not re.search(r"epoch +\d+ step ", err)
 
 
@@ -417,3 +432,199 @@ def test_a_folder_another_process_trains_in_gets_a_numbered_folder_beside_it(tmp
     finally:
         held.release()
     assert summary["run_dir"] == str(tmp_path / "x-2")
+
+
+# -- names other libraries give a setting -------------------------------------------------------
+
+WEIGHT_DECAY_HINT = r"did you mean settings=\{'optimizer\.options': \{'weight_decay': \.\.\.\}\}\?"
+
+
+@pytest.mark.parametrize(
+    ("given", "message"),
+    [
+        ({"learning_rate": 0.1}, r"Invalid option: 'learning_rate' \(unknown; did you mean 'lr'\?"),
+        ({"wd": 0.1}, rf"Invalid option: 'wd' \(unknown; {WEIGHT_DECAY_HINT}"),
+        ({"weight_decay": 0.1}, rf"Invalid option: 'weight_decay' \(unknown; {WEIGHT_DECAY_HINT}"),
+        (
+            {"criterion": "mse"},
+            r"Invalid option: 'criterion' \(unknown; did you mean 'loss'\?",
+        ),
+        (
+            {"settings": {"optimizer.learning_rate": 0.1}},
+            r"Invalid setting: 'optimizer\.learning_rate' \(unknown; "
+            r"did you mean 'optimizer\.lr'\?",
+        ),
+        (
+            {"settings": {"optimizer.weight_decay": 0.1}},
+            r"Invalid setting: 'optimizer\.weight_decay' \(unknown; did you mean "
+            r"\{'optimizer\.options': \{'weight_decay': \.\.\.\}\}\?",
+        ),
+        ({"lrr": 0.1}, r"Invalid option: 'lrr' \(unknown; did you mean 'lr'\?"),  # spelling
+    ],
+)
+def test_names_other_libraries_use_are_answered_in_fits_own_words(tmp_path, given, message):
+    with pytest.raises(TrainingError, match=message) as refused:
+        trainlab.fit(nn.Linear(4, 3), tensor_data(), run_dir=tmp_path / "r", **QUICK, **given)
+    assert str(refused.value).endswith("see help(trainlab.fit))")
+    assert "trainlab train" not in str(refused.value) and "no_decay" not in str(refused.value)
+    assert not (tmp_path / "r").exists()
+
+
+def test_a_setting_fit_does_not_take_gets_no_guess(tmp_path):
+    """dropout is model.dropout, a setting of trainlab's own models: no "did you mean"."""
+    with pytest.raises(TrainingError, match=r"Invalid option: 'dropout' \(unknown; see help"):
+        trainlab.fit(nn.Linear(4, 3), tensor_data(), run_dir=tmp_path / "r", dropout=0.1)
+
+
+# -- damaged run files ---------------------------------------------------------------------------
+
+
+@pytest.fixture
+def fit_run(tmp_path):
+    """A finished run of trainlab.fit, alone in a folder of runs."""
+    folder = tmp_path / "runs" / "r"
+    torch.manual_seed(0)
+    trainlab.fit(nn.Linear(4, 3), tensor_data(), run_dir=folder, **QUICK)
+    return folder
+
+
+def test_a_run_json_that_is_no_object_is_named(fit_run):
+    (fit_run / "run.json").write_text("[1, 2]")
+    with pytest.raises(
+        TrainingError, match=r"Invalid run file: .*run\.json holds a JSON list, not"
+    ):
+        trainlab.load_run(fit_run, model=nn.Linear(4, 3))
+
+
+@pytest.mark.parametrize(
+    ("text", "cause"),
+    [("[1, 2]", r"holds a JSON list, not an object"), ("[" * 100_000, r"nested deeper")],
+)
+def test_a_damaged_summary_warns_and_the_run_still_loads(fit_run, text, cause):
+    weights = nn.Linear(4, 3)
+    trainlab.load_run(fit_run, model=weights)
+    (fit_run / "summary.json").write_text(text)
+    model = nn.Linear(4, 3)
+    with pytest.warns(UserWarning, match=rf"summary\.json .*{cause}.*Run\.summary is empty"):
+        run = trainlab.load_run(fit_run, model=model)
+    assert run.summary == {} and torch.equal(model.weight, weights.weight)
+
+
+def test_evaluate_warns_of_a_damaged_summary_and_evaluates(config_run, tmp_path, capsys):
+    run, _ = config_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    (copy / "summary.json").write_text('["not", "an", "object"]')
+    with pytest.warns(UserWarning, match=r"summary\.json holds a JSON list, not an object"):
+        assert main(["evaluate", str(copy)]) == 0
+    assert re.search(r"test .*\d", capsys.readouterr().out)
+
+
+@pytest.mark.parametrize(
+    ("text", "cause"),
+    [
+        ("x = " + "[" * 100_000 + "]" * 100_000, r"nested deeper than the TOML reader"),
+        (" " * (1 << 20) + "\n", r"cannot be read \(.*more than the"),
+    ],
+)
+def test_a_nested_or_oversized_config_of_a_fit_run_is_named(fit_run, text, cause):
+    (fit_run / "config.toml").write_text(text)
+    with pytest.raises(TrainingError, match=rf"Invalid run file: .*config\.toml .*{cause}"):
+        trainlab.load_run(fit_run, model=nn.Linear(4, 3))
+
+
+# -- predict on Datasets of NumPy arrays ---------------------------------------------------------
+
+
+class NumpyExamples(torch.utils.data.Dataset):
+    """A Dataset of NumPy float64 rows, as a user's own Dataset often returns them."""
+
+    def __init__(self, x: np.ndarray) -> None:
+        self.x = x
+
+    def __len__(self) -> int:
+        return len(self.x)
+
+    def __getitem__(self, i: int) -> tuple[np.ndarray, int]:
+        return self.x[i], 0
+
+
+def test_predict_on_a_dataset_of_numpy_rows_casts_them_to_the_models_dtype():
+    x, _ = numpy_data()
+    model = nn.Linear(4, 3)
+    expected = trainlab.predict(model, x, task="classification")
+    for inputs in (
+        NumpyExamples(x),
+        torch.utils.data.DataLoader(NumpyExamples(x), batch_size=10),
+        TensorDataset(torch.as_tensor(x)),  # float64 tensors
+    ):
+        assert torch.equal(trainlab.predict(model, inputs, task="classification"), expected)
+
+
+def test_a_runs_normalization_is_computed_once(config_run, monkeypatch):
+    from trainlab.train import api
+
+    run, raw = config_run
+    run = trainlab.load_run(run.path)
+    loads = []
+    monkeypatch.setattr(api, "prepared_data", lambda c: loads.append(c) or raw)
+    first = run.predict(raw["test"][0][:10])
+    assert torch.equal(run.predict(raw["test"][0][:10]), first)
+    assert len(loads) == 1
+
+
+# -- overwrite=True: a half-done replacement ----------------------------------------------------
+
+
+def test_a_replaced_runs_hidden_folder_is_not_listed_as_a_run(fit_run):
+    from trainlab.train.runs import list_runs
+
+    shutil.copytree(fit_run, fit_run.parent / ".r.replaced-abc123")  # the process died there
+    assert [run["name"] for run in list_runs(fit_run.parent)] == ["r"]
+
+
+def test_overwrite_keeps_the_old_run_when_the_new_one_fails_after_claiming_the_folder(
+    fit_run, monkeypatch
+):
+    from trainlab.train.trainer import Trainer
+
+    def half_written(trainer):  # a disk that fills up while the new run writes its files
+        (trainer.run_dir / "config.toml").write_text("[run]\nepochs = 1\n")
+        (trainer.run_dir / "checkpoints" / "step-00000001").mkdir(parents=True)
+        raise OSError(28, "No space left on device")
+
+    before = {p.relative_to(fit_run): p.read_bytes() for p in fit_run.rglob("*") if p.is_file()}
+    monkeypatch.setattr(Trainer, "_write_run_files", half_written)
+    with pytest.raises(OSError, match="No space left on device"):
+        trainlab.fit(nn.Linear(4, 3), tensor_data(), run_dir=fit_run, overwrite=True, **QUICK)
+    after = {p.relative_to(fit_run): p.read_bytes() for p in fit_run.rglob("*") if p.is_file()}
+    assert after == before
+    assert sorted(p.name for p in fit_run.parent.iterdir()) == ["r"]
+
+
+def test_a_failed_restore_names_both_folders_and_keeps_the_first_error(fit_run, monkeypatch):
+    from trainlab.train import api
+    from trainlab.train.trainer import Trainer
+
+    def fails(trainer):
+        raise OSError(28, "No space left on device")
+
+    move = api._move_contents
+
+    def cannot_move_back(source, target, skip=""):
+        if target == fit_run:
+            raise PermissionError(13, "Permission denied", str(target))
+        move(source, target, skip)
+
+    monkeypatch.setattr(Trainer, "_write_run_files", fails)
+    monkeypatch.setattr(api, "_move_contents", cannot_move_back)
+    with pytest.raises(TrainingError) as failed:
+        trainlab.fit(nn.Linear(4, 3), tensor_data(), run_dir=fit_run, overwrite=True, **QUICK)
+    (aside,) = [p for p in fit_run.parent.iterdir() if p.name.startswith(".r.replaced-")]
+    assert re.search(
+        rf"the old run's files stay in '{re.escape(str(aside))}' .*could not be moved back "
+        rf"to '{re.escape(str(fit_run))}' \(.*Permission denied",
+        str(failed.value),
+    ), failed.value
+    assert isinstance(failed.value.__cause__, OSError) and failed.value.__cause__.errno == 28
+    assert (aside / "model.safetensors").is_file()  # nothing of the old run lost

@@ -124,7 +124,7 @@ def _sections(source: Path) -> list[tuple[str, str, str]]:
     if (source / SWEEP_TRIALS).is_file():
         return [_sweep(source)]
     found, runs = [], []
-    for child in sorted(p for p in source.iterdir() if p.is_dir()):
+    for child in sorted(p for p in source.iterdir() if p.is_dir() and not p.name.startswith(".")):
         if (child / RESULTS_FILE).is_file():
             found.append(_experiment(child))
         elif (child / SWEEP_TRIALS).is_file():

@@ -29,7 +29,7 @@ import sys
 import tempfile
 import warnings
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +56,7 @@ from .checkpoint import (
     load_checkpoint,
     load_weights_file,
 )
-from .config import Config, config_keys, load_config
+from .config import Config, config_keys, load_config, synonym
 from .errors import TrainingError
 from .evaluation import predict as predict_batches
 from .run_folder import (
@@ -67,14 +67,13 @@ from .run_folder import (
     check_is_run,
     default_stem,
 )
-from .runs import MetricsLog, read_record, read_seeds
+from .runs import MetricsLog, read_record, read_run_text, read_seeds, read_summary
 from .schedules import Schedule
 from .sources import EVAL_BATCH, as_pair, first_batch, input_batches, size, training_batches
 from .state_tree import rng_state, set_rng_state
 from .trainer import (
     EMA_WEIGHTS_FILE,
     RUN_FILE,
-    SUMMARY_FILE,
     SWA_WEIGHTS_FILE,
     Trainer,
     seed_everything,
@@ -98,6 +97,10 @@ API_SECTIONS = (
     "run",
 )
 _DATA_KEYS = ("batch_size", "shuffle", "drop_last")
+#: Settings that ``fit`` takes as keyword arguments of its own: its ``optimizer`` and ``loss``.
+_OWN_KEYWORDS = {"optimizer.name": "optimizer", "loss.name": "loss"}
+#: Where an unknown setting's message points: the list of ``fit``'s keywords and settings.
+_FIT_HELP = "see help(trainlab.fit)"
 SPLITS = ("train", "val", "test")
 
 
@@ -160,7 +163,9 @@ def fit(
             floating-point targets regress).
         progress: show progress (default: True): a live tqdm bar on a terminal or in a
             notebook, a plain line now and then in a log file; False prints nothing.
-        settings: config keys as ``"section.key"``, for names that are not unique.
+        settings: config keys as ``"section.key"``, for names that are not unique, and the
+            optimizer's keywords as ``{"optimizer.options": {"weight_decay": 0.01}}`` (every
+            key and its default: the configuration reference of the documentation).
         options: config keys by their name (``lr``, ``batch_size``, ``eval_every``, ...).
     """
     tree = _settings_tree(settings or {}, options, epochs, seed, optimizer, loss)
@@ -187,11 +192,12 @@ def fit(
     bar: list[Callback] = [ProgressBar()] if progress else []
     try:
         trainer = Trainer(config, folder, resume=resume, callbacks=[*bar, *callbacks], parts=parts)
-    except BaseException:
-        if old_run is not None:  # the new run did not start: the old one comes back
-            _move_contents(old_run, folder.path)
-            old_run.rmdir()
-        folder.release(remove_if_unused=True)  # the folder claimed above, unused: give it back
+    except BaseException as error:
+        try:
+            if old_run is not None:  # the new run did not start: the old one comes back
+                _restore_run(old_run, folder.path, error)
+        finally:
+            folder.release(remove_if_unused=True)  # the folder claimed above: give it back
         raise
     if old_run is not None:
         shutil.rmtree(old_run)
@@ -262,6 +268,32 @@ def replace_run_folder(run_dir: str | Path) -> tuple[RunFolder, Path | None]:
     return folder, aside
 
 
+def _restore_run(old_run: Path, path: Path, error: BaseException) -> None:
+    """The replaced run moved back from ``old_run`` into ``path`` when the new run failed to
+    start with ``error``; what that start wrote there (a run that never began) goes first.
+
+    Raises:
+        TrainingError: the move failed; chained to ``error``, naming both folders.
+    """
+    try:
+        for child in path.iterdir():
+            if child.name == LOCK_FILE:
+                continue
+            if child.is_dir() and not child.is_symlink():
+                shutil.rmtree(child)
+            else:
+                child.unlink()
+        _move_contents(old_run, path)
+        old_run.rmdir()
+    except OSError as restore_error:
+        cause = str(error) or type(error).__name__  # Ctrl-C's KeyboardInterrupt has no text
+        raise TrainingError(
+            f"Invalid overwrite: the new run could not start ({cause}), and the old run's "
+            f"files stay in {str(old_run)!r} because they could not be moved back to "
+            f"{str(path)!r} ({restore_error}): move them back by hand, or delete them"
+        ) from error
+
+
 def _move_contents(source: Path, target: Path, skip: str = "") -> None:
     """Every entry of ``source`` (but ``skip``) renamed into ``target``."""
     for child in source.iterdir():
@@ -283,7 +315,7 @@ def _settings_tree(
 
     def put(key: str, value: Any) -> None:
         section, _, name = key.partition(".")
-        if section not in API_SECTIONS or (section == "data" and name not in _DATA_KEYS):
+        if not _fit_takes(key):
             raise TrainingError(
                 f"Invalid setting: {key!r} (fit takes your model and data; the settings of "
                 f"[{section}] do not apply, except {', '.join(_DATA_KEYS)} of [data])"
@@ -292,20 +324,13 @@ def _settings_tree(
 
     for key, value in settings.items():
         if key not in config_keys():
-            close = difflib.get_close_matches(str(key), config_keys(), n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise TrainingError(
-                f"Invalid setting: {key!r} (unknown; {hint}see trainlab train --help)"
-            )
+            hint = _did_you_mean(str(key), short, in_settings=True)
+            raise TrainingError(f"Invalid setting: {key!r} (unknown; {hint}{_FIT_HELP})")
         put(key, value)
     for name, value in options.items():
         if name not in short:
-            known = [n for n, keys in short.items() if len(keys) == 1]
-            close = difflib.get_close_matches(name, known, n=1)
-            hint = f"did you mean {close[0]!r}? " if close else ""
-            raise TrainingError(
-                f"Invalid option: {name!r} (unknown; {hint}see trainlab train --help)"
-            )
+            hint = _did_you_mean(name, short, in_settings=False)
+            raise TrainingError(f"Invalid option: {name!r} (unknown; {hint}{_FIT_HELP})")
         if len(short[name]) > 1:
             raise TrainingError(
                 f"Invalid option: {name!r} names {' and '.join(short[name])} (pass it as "
@@ -322,13 +347,47 @@ def _settings_tree(
     return tree
 
 
+def _fit_takes(key: str) -> bool:
+    """Whether ``fit`` takes the setting ``key`` ("section.name"): not [model], nor [data]
+    but its batching, since the model and the data are the user's."""
+    section, _, name = key.partition(".")
+    return section in API_SECTIONS and (section != "data" or name.split(".")[0] in _DATA_KEYS)
+
+
 def _short_names() -> dict[str, list[str]]:
     names: dict[str, list[str]] = {}
     for key in config_keys():
-        section, name = key.split(".")
-        if section in API_SECTIONS and (section != "data" or name in _DATA_KEYS):
-            names.setdefault(name, []).append(key)
+        if _fit_takes(key):
+            names.setdefault(key.split(".")[1], []).append(key)
     return names
+
+
+def _did_you_mean(name: str, short: dict[str, list[str]], *, in_settings: bool) -> str:
+    """ "did you mean ...? " for an unknown setting, spelled as ``fit`` takes it (a keyword,
+    or a key of ``settings`` when ``in_settings``); "" when there is no good guess.
+
+    Another library's name (`config.synonym`) comes first: spelling alone guesses wrong
+    ("weight_decay" is closest to no_decay, "learning_rate" to optimizer.name). A synonym of
+    a setting ``fit`` does not take ("dropout" is [model]'s: the model is yours) gets none.
+    """
+    meant = synonym(name.rpartition(".")[2])
+    if meant is None:
+        known = config_keys() if in_settings else [n for n, keys in short.items() if len(keys) == 1]
+        close = difflib.get_close_matches(name, known, n=1)
+        return f"did you mean {close[0]!r}? " if close else ""
+    if not _fit_takes(meant):
+        return ""
+    section, _, key = meant.partition(".")
+    if key.startswith("options."):  # a keyword of the optimizer: "wd" is its weight_decay
+        table = f"{{{section + '.options'!r}: {{{key.partition('.')[2]!r}: ...}}}}"
+        return f"did you mean {table if in_settings else 'settings=' + table}? "
+    if in_settings:
+        return f"did you mean {meant!r}? "
+    if meant in _OWN_KEYWORDS:
+        return f"did you mean {_OWN_KEYWORDS[meant]!r}? "
+    if short.get(key) == [meant]:
+        return f"did you mean {key!r}? "
+    return f"did you mean settings={{{meant!r}: ...}}? "
 
 
 def _parts(
@@ -611,6 +670,10 @@ class Run:
     about: dict[str, Any]
     model: nn.Module | None
     weights: str
+    # a trainlab train run's input normalization, fitted once: it loads the whole dataset
+    _normalize: Callable[[Tensor], Tensor] | None = field(
+        default=None, init=False, repr=False, compare=False
+    )
 
     def predict(self, inputs: Any, *, batch_size: int = EVAL_BATCH) -> Tensor:
         """The run's predictions on ``inputs``: see [`predict`][trainlab.train.predict]."""
@@ -643,8 +706,8 @@ def load_run(path: str | Path, *, model: nn.Module | None = None, weights: str =
         )
     if weights not in WEIGHTS:
         raise TrainingError(f"Invalid weights: {weights!r} (must be one of {', '.join(WEIGHTS)})")
-    about = _read_json(path / RUN_FILE) or {"source": "config"}
-    summary = _read_json(path / SUMMARY_FILE) or {}
+    about = _read_about(path / RUN_FILE) or {"source": "config"}
+    summary = _read_summary(path)
     metrics = _read_metrics(path / "metrics.jsonl")
     if about.get("source") == "python":
         config = _read_toml(path / CONFIG_FILE)
@@ -700,14 +763,34 @@ def _weights(path: Path, which: str) -> dict[str, Tensor]:
     return load_checkpoint(last).weights
 
 
-def _read_json(path: Path) -> Any:
-    """A run's small JSON record (``run.json``, ``summary.json``), read within its bound."""
-    if not path.is_file():
+def _read_about(path: Path) -> dict[str, Any] | None:
+    """``run.json``, read within its bound (None when missing: a run of trainlab 0.1).
+
+    Damage is an error, not a warning: it says how to rebuild the run — the user's model
+    (``source``) or an architecture of trainlab's, with its task, classes and input shape —
+    and a guess would load the weights into a model they do not fit, or give wrong answers.
+    """
+    if not path.exists():
         return None
     try:
-        return read_record(path)
+        about = read_record(path)
     except ValueError as error:
         raise TrainingError(f"Invalid run file: {error}") from None
+    if not isinstance(about, dict):
+        raise TrainingError(
+            f"Invalid run file: {path} holds a JSON {type(about).__name__}, not an object (it "
+            "says how the run was trained: restore it from a copy of the run, or train again)"
+        )
+    return about
+
+
+def _read_summary(path: Path) -> dict[str, Any]:
+    """``summary.json``'s numbers ({} before the run finishes); the weights do not need
+    them, so a damaged file warns, as a damaged metrics.jsonl does, and the run loads."""
+    summary, problem = read_summary(path)
+    if problem is not None:
+        warnings.warn(f"{problem}; Run.summary is empty", stacklevel=3)
+    return summary or {}
 
 
 def _read_metrics(path: Path) -> list[dict[str, Any]]:
@@ -724,10 +807,18 @@ def _read_metrics(path: Path) -> list[dict[str, Any]]:
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """A ``trainlab.fit`` run's ``config.toml`` (the sections it used), read within its bound."""
     try:
-        return tomllib.loads(path.read_text())
-    except (tomllib.TOMLDecodeError, UnicodeDecodeError) as error:
+        return tomllib.loads(read_run_text(path))
+    except tomllib.TOMLDecodeError as error:
         raise TrainingError(f"Invalid run file: {path} is not valid TOML ({error})") from None
+    except ValueError as error:  # unreadable, too large or not UTF-8
+        raise TrainingError(f"Invalid run file: {error}") from None
+    except RecursionError:
+        raise TrainingError(
+            f"Invalid run file: {path} is nested deeper than the TOML reader's recursion limit "
+            "(a run's config is a few flat tables: restore it from a copy of the run)"
+        ) from None
 
 
 # --- predictions on new inputs -----------------------------------------------------------------
@@ -804,7 +895,9 @@ def _run_predictor(run: Run, task: str | None) -> tuple[nn.Module, str, Any]:
         )
     if run.about.get("source") == "python":
         return run.model, own, None
-    return run.model, own, _normalizer(run)
+    if run._normalize is None:
+        run._normalize = _normalizer(run)
+    return run.model, own, run._normalize
 
 
 def _normalizer(run: Run) -> Callable[[Tensor], Tensor]:

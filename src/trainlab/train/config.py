@@ -265,6 +265,12 @@ SYNONYMS: dict[str, str] = {
 _SECTION_SYNONYMS = dict.fromkeys(["train", "training", "trainer", "fit"], "run")
 
 
+def synonym(name: str) -> str | None:
+    """The trainlab setting that another library's ``name`` for it means (`SYNONYMS`), as
+    "section.key" or "optimizer.options.<keyword>"; None when ``name`` is none of them."""
+    return SYNONYMS.get(name.lower().replace("-", "_"))
+
+
 def _unknown(name: str, value: Any, allowed: Iterable[str], meant: str | None = None) -> ValueError:
     """An unknown key or name, with the one ``meant`` (else the closest allowed one) and the
     full list."""
@@ -284,7 +290,7 @@ def _meant(key: Any, table: str, allowed: Sequence[str]) -> str | None:
     ``allowed`` are bare names) or "" for the top level. A synonym of a keyword the chosen
     optimizer or dataset lacks (adamw's "momentum") gives None: naming it would fail again.
     """
-    target = SYNONYMS.get(key.lower().replace("-", "_")) if isinstance(key, str) else None
+    target = synonym(key) if isinstance(key, str) else None
     if target is None:
         return None
     parent, _, name = target.rpartition(".")

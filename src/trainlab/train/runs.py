@@ -73,7 +73,9 @@ def list_runs(folder: str | Path) -> list[dict[str, Any]]:
         ]
     found = []
     for path in sorted(folder.iterdir()):
-        if path.is_dir() and (path / CONFIG_FILE).is_file():
+        # a hidden folder is no run: fit(overwrite=True) parks the replaced run in
+        # ".<name>.replaced-*" until the new one starts, and a killed process leaves it
+        if not path.name.startswith(".") and path.is_dir() and (path / CONFIG_FILE).is_file():
             found.append(describe_run(path))
     return sorted(found, key=lambda run: run["modified"])
 

@@ -213,17 +213,23 @@ def input_batches(inputs: Any, batch_size: int, float_dtype: torch.dtype) -> Ite
         loader = inputs if isinstance(inputs, DataLoader) else DataLoader(inputs, batch_size)
         for batch in loader:
             x = batch[0] if isinstance(batch, (tuple, list)) else batch
-            if not isinstance(x, Tensor):
+            if not isinstance(x, (Tensor, np.ndarray)):
                 raise TrainingError(
                     f"Invalid inputs: their batches hold a {type(x).__name__} (must be tensors "
                     "of inputs, or (x, y) pairs of tensors)"
                 )
-            yield x
+            yield model_input(as_tensor("inputs", "a batch", x, float_dtype), float_dtype)
         return
-    x = as_tensor("inputs", "the input", inputs, float_dtype)
+    x = model_input(as_tensor("inputs", "the input", inputs, float_dtype), float_dtype)
     if x.dim() == 0:
         raise TrainingError(
             "Invalid inputs: a single number (pass a batch of examples, one row per example)"
         )
     for start in range(0, len(x), batch_size):
         yield x[start : start + batch_size]
+
+
+def model_input(x: Tensor, float_dtype: torch.dtype) -> Tensor:
+    """``x`` with floating point in the model's dtype: a Dataset of NumPy rows collates to
+    float64, which a float32 model refuses; a prediction needs no other precision."""
+    return x.to(float_dtype) if x.is_floating_point() else x
