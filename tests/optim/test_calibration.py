@@ -115,6 +115,8 @@ def test_a_folder_at_the_path_gives_one_warning_and_leaves_nothing_behind(cache,
     "stored, reason",
     [
         (document(version=calibration.VERSION + 1), "version"),
+        # measured before the timed steps took their gradients from backward (a copy more)
+        (document(version=3), "version"),
         (document(machine="a computer elsewhere"), "another machine"),
         (document(entries=[1, 2]), "entries"),
         # written before the format marker: the three keys alone, still trainlab's
@@ -204,7 +206,9 @@ def test_a_cached_entry_that_cannot_compile_is_read_back(cache, monkeypatch):
 
 def test_a_cache_written_before_the_format_marker_is_read(cache, monkeypatch):
     entry = default_entry(optim.Adam)
-    cache.write_text(json.dumps({"version": 3, "machine": MACHINE, "entries": {entry: ENTRY}}))
+    cache.write_text(
+        json.dumps({"version": calibration.VERSION, "machine": MACHINE, "entries": {entry: ENTRY}})
+    )
     calls = fake_measure(monkeypatch, CHEAP_FUSED)
     with warnings.catch_warnings():
         warnings.simplefilter("error")
@@ -325,3 +329,28 @@ def test_a_groups_switches_get_costs_of_their_own(cache, monkeypatch):
         optim.SGD(group(2, 100), lr=0.1, **options).step()
     assert calls == ["SGD", "SGD", "SGD"]  # the fourth is the first's entry again
     assert len(json.loads(cache.read_text())["entries"]) == 3
+
+
+def test_the_costs_are_of_steps_as_a_training_loop_takes_them(monkeypatch):
+    """A flat group copies a gradient assigned by hand into its buffer at every step; in a
+    training loop zero_grad hands out views of the buffer and backward fills them, with no
+    copy. The timed steps must be the training loop's, copying nothing."""
+    monkeypatch.setattr(_fused, "compiler_available", lambda device: False)  # no compiling
+    copies: list[str] = []
+    copy, timed = torch._foreach_copy_, calibration._timed
+
+    def counting_copy(*args, **kwargs):
+        copies.append("copy")
+        return copy(*args, **kwargs)
+
+    def timed_with_copies_counted(opt, device):
+        monkeypatch.setattr(torch, "_foreach_copy_", counting_copy)
+        try:
+            return timed(opt, device)
+        finally:
+            monkeypatch.setattr(torch, "_foreach_copy_", copy)
+
+    monkeypatch.setattr(calibration, "_timed", timed_with_copies_counted)
+    measured = calibration.measure(optim.Adam, torch.device("cpu"), torch.float32)
+    assert measured.torch_us is not None  # torch's kernel stepped the flat buffers
+    assert copies == []

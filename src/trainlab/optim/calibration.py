@@ -5,7 +5,8 @@ torch's own fused kernel (where torch has one for the group's settings) is measu
 cheapest for its number of tensors and parameters. The costs come from a short
 calibration the first time an optimizer class (with its group's switches: momentum,
 Nesterov, AMSGrad, ...) meets a device, dtype and thread count here, with linear models
-fitted to a few timed steps of small groups of that class:
+fitted to a few timed steps of small groups of that class (their gradients made by
+backward after zero_grad, as in a training loop):
 
     eager        ≈ a + b·tensors + c·elements   (one update per tensor)
     fused        ≈ F + f·elements               (one compiled pass per group)
@@ -53,7 +54,7 @@ CACHE_FILE = "optim-calibration.json"
 #: The marker of trainlab's calibration file (its "format" key): a file without it is not
 #: trainlab's, and trainlab never overwrites it.
 FORMAT = "trainlab-optim-calibration"
-VERSION = 3
+VERSION = 4  # 4: the steps timed take their gradients from backward, as in training
 #: The cache is a few kilobytes; anything larger is not ours.
 MAX_CACHE_BYTES = 1 << 20
 # The timed groups: few tensors, many tensors, many elements.
@@ -319,8 +320,25 @@ def _valid(entries: dict[str, Any]) -> dict[str, Any]:
     return {name: asdict(costs) for name, costs in kept.items() if costs is not None}
 
 
+def _as_in_training(
+    opt: torch.optim.Optimizer, params: list[torch.Tensor]
+) -> torch.optim.Optimizer:
+    """``opt`` after its first step (which creates the state), its gradients made again as
+    a training loop makes them: zero_grad, then backward.
+
+    A flat group copies a gradient it does not own (one assigned as ``p.grad = ...``) into
+    its buffer at every step; a training loop pays no such copy, since zero_grad hands out
+    views of the buffer and backward accumulates into them. The costs are the loop's.
+    """
+    grads = [p.grad for p in params]
+    opt.step()
+    opt.zero_grad()
+    torch.autograd.backward(params, grads)
+    return opt
+
+
 def _median_step_us(opt: torch.optim.Optimizer, device: torch.device) -> float:
-    for _ in range(3):  # the first step creates the state; the fused second one compiles
+    for _ in range(2):  # after the first step (the state), the fused second one compiles
         opt.step()
     return _timed(opt, device)
 
@@ -353,7 +371,7 @@ def measure(
             p.grad = torch.full_like(p, 1e-3)
         opt = cls(params, backend=backend)
         opt.param_groups[0].update(settings or {})  # already validated in their own group
-        return opt
+        return _as_in_training(opt, params)
 
     eager = {name: _median_step_us(build(s, "eager"), device) for name, s in _SHAPES.items()}
     # Solve the eager model from the three groups: "one" and "few" differ in tensors only
@@ -373,9 +391,8 @@ def measure(
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # a failed compile: stays None
         if compiler_available(device):
-            few = build(_SHAPES["few"], "fused")
             start = time.perf_counter()
-            few.step()  # creates the state
+            few = build(_SHAPES["few"], "fused")  # its first step creates the state
             few.step()  # compiles (or finds inductor's cache from an earlier process)
             first_two = time.perf_counter() - start
             few_us = _timed(few, device)
