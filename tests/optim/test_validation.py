@@ -9,6 +9,7 @@ import torch
 
 import trainlab.optim as optim
 from trainlab.optim import OPTIMIZERS
+from trainlab.optim._base import FirstOrderOptimizer
 
 
 def params():
@@ -293,3 +294,34 @@ def test_newton_refuses_a_hessian_that_cannot_be_made_positive_definite():
     torch.testing.assert_close(
         theta.detach(), torch.tensor([1.0, -2.0], dtype=torch.float64), rtol=0, atol=0
     )
+
+
+WITHOUT_TORCH_KERNEL = [
+    name
+    for name, spec in OPTIMIZERS.items()
+    if issubclass(spec.cls, FirstOrderOptimizer) and not spec.cls.has_torch_kernel
+]
+
+
+def test_the_optimizers_without_a_torch_kernel_are_the_four_torch_lacks():
+    assert {OPTIMIZERS[n].cls for n in WITHOUT_TORCH_KERNEL} == {
+        optim.RMSprop,
+        optim.Adadelta,
+        optim.Adamax,
+        optim.NAdam,
+    }
+
+
+@pytest.mark.parametrize("name", WITHOUT_TORCH_KERNEL)
+def test_fused_true_is_refused_where_torch_has_no_fused_kernel(name):
+    cls = OPTIMIZERS[name].cls
+    message = (
+        rf"^Invalid fused: True \(must be False or None: torch has no fused {cls.__name__} "
+        r"kernel; backend=\"fused\" runs trainlab's compiled step over flat buffers\)$"
+    )
+    with pytest.raises(ValueError, match=message):
+        cls(params(), fused=True)
+    with pytest.raises(ValueError, match=message):  # as a group key too
+        cls([{"params": params(), "fused": True}])
+    cls(params(), fused=False)  # the off values mean what they say: accepted
+    cls([{"params": params(), "fused": None}])

@@ -177,7 +177,13 @@ class TrainlabOptimizer(torch.optim.Optimizer):
         """``keywords``: the subclass constructor's ``locals()`` — its signature is the list
         of hyperparameters, and ``**unknown`` collects misspelled ones."""
         hidden = {"self", "params", "unknown", "__class__"}
-        reject_unknown(type(self).__name__, keywords.get("unknown", {}), self.checks)
+        unknown = keywords.get("unknown", {})
+        # A torch keyword the signature leaves out but the checks know (``fused`` where
+        # torch has no fused kernel of the algorithm): its check says what it allows.
+        for name in sorted(unknown.keys() & self.checks.keys()):
+            self.checks[name](name, unknown[name])
+        unknown = {k: v for k, v in unknown.items() if k not in self.checks}
+        reject_unknown(type(self).__name__, unknown, self.checks)
         defaults = {k: v for k, v in keywords.items() if k not in hidden}
         self._validate_hyperparameters(defaults, where="")
         self._check_combination(defaults)
@@ -665,6 +671,27 @@ def prepare_gradient(param: Tensor, grad: Tensor, h: dict[str, Any]) -> Tensor:
 def step_counter() -> Tensor:
     """The 0-dim ``step`` tensor torch.optim keeps per parameter."""
     return torch.tensor(0.0, dtype=scalar_dtype())
+
+
+def no_torch_kernel(algorithm: str) -> Check:
+    """The check of ``fused`` for an algorithm torch has no fused kernel of.
+
+    torch's class has no such keyword; trainlab's takes its off values (False, None), as
+    code written for the classes that have one passes them, and refuses True by saying
+    why, not as an unknown keyword.
+    """
+
+    def check(name: str, value: Any) -> None:
+        _checks.optional_flag(name, value)
+        if value:
+            raise _checks.fail(
+                name,
+                value,
+                f"must be False or None: torch has no fused {algorithm} kernel; "
+                'backend="fused" runs trainlab\'s compiled step over flat buffers',
+            )
+
+    return check
 
 
 def first_order_checks(**specific: Check) -> dict[str, Check]:

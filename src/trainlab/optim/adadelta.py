@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
+from ._base import (
+    FirstOrderOptimizer,
+    first_order_checks,
+    no_torch_kernel,
+    prepare_gradient,
+    step_counter,
+)
 from ._ops import add_product_, add_scaled_
 
 
@@ -74,7 +80,9 @@ class Adadelta(FirstOrderOptimizer):
     References: Zeiler, "ADADELTA: An Adaptive Learning Rate Method" (2012).
     """
 
-    checks = first_order_checks(rho=_checks.unit_closed, eps=_checks.positive)
+    checks = first_order_checks(
+        rho=_checks.unit_closed, eps=_checks.positive, fused=no_torch_kernel("Adadelta")
+    )
     fused_stats_in_loop = False  # Δθ reads E[Δθ²] before the step overwrites it
 
     def __init__(

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
+from ._base import (
+    FirstOrderOptimizer,
+    first_order_checks,
+    no_torch_kernel,
+    prepare_gradient,
+    step_counter,
+)
 from ._ops import add_quotient_
 
 
@@ -70,7 +76,9 @@ class Adamax(FirstOrderOptimizer):
     References: Kingma & Ba, "Adam: A Method for Stochastic Optimization", ICLR 2015.
     """
 
-    checks = first_order_checks(betas=_checks.betas, eps=_checks.positive)
+    checks = first_order_checks(
+        betas=_checks.betas, eps=_checks.positive, fused=no_torch_kernel("Adamax")
+    )
 
     def __init__(
         self,

@@ -11,6 +11,7 @@ from .. import _checks
 from ._base import (
     FirstOrderOptimizer,
     first_order_checks,
+    no_torch_kernel,
     prepare_gradient,
     scalar_dtype,
     step_counter,
@@ -104,7 +105,10 @@ class NAdam(FirstOrderOptimizer):
     """
 
     checks = first_order_checks(
-        betas=_checks.betas, eps=_checks.positive, momentum_decay=_checks.nonnegative
+        betas=_checks.betas,
+        eps=_checks.positive,
+        momentum_decay=_checks.nonnegative,
+        fused=no_torch_kernel("NAdam"),
     )
 
     def __init__(

@@ -8,7 +8,13 @@ import torch
 from torch import Tensor
 
 from .. import _checks
-from ._base import FirstOrderOptimizer, first_order_checks, prepare_gradient, step_counter
+from ._base import (
+    FirstOrderOptimizer,
+    first_order_checks,
+    no_torch_kernel,
+    prepare_gradient,
+    step_counter,
+)
 from ._ops import add_product_, add_quotient_, add_scaled_
 
 
@@ -90,6 +96,7 @@ class RMSprop(FirstOrderOptimizer):
         eps=_checks.positive,
         momentum=_checks.unit_half_open,
         centered=_checks.flag,
+        fused=no_torch_kernel("RMSprop"),
     )
 
     def __init__(
