@@ -160,7 +160,7 @@ def _train_command(args: argparse.Namespace) -> int:
     stem = Path(args.config).stem if args.config else "run"
     if args.nproc is not None:
         return _launch(args)
-    from .train.distributed import LostRank, note_exit_code
+    from .train.distributed import LostRank, launched, leave, note_exit_code
 
     if os.environ.get("WORLD_SIZE", "1") != "1":
         # Under torchrun a SIGTERM outside the training loop (which stops at a step and saves)
@@ -169,8 +169,10 @@ def _train_command(args: argparse.Namespace) -> int:
         signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         code = _train_or_seeds(args, stem)
-    except LostRank as lost:  # under torchrun another rank died: `--nproc` names which
-        print(f"trainlab: {lost}", file=sys.stderr)
+    except LostRank as lost:  # under torchrun another rank died
+        if not launched():  # under `--nproc` the launcher's one line names the rank that died
+            print(f"trainlab: error: {lost}", file=sys.stderr)
+        leave()  # now: the group's teardown at exit would abort this process
         return 1
     note_exit_code(code)  # under `--nproc`, rank 0's answer (errors: main's code, 2)
     return code

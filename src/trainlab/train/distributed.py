@@ -24,7 +24,9 @@ CPU, nccl when CUDA is present (each rank on the GPU ``LOCAL_RANK``).
 
 When a rank dies (killed, crashed), the others learn it from a collective that fails:
 they stop with `LostRank`, and `launch` names the rank that died — from torchrun's own
-record of each rank's exit — rather than the ranks that merely lost it.
+record of each rank's exit — rather than the ranks that merely lost it. That one line is
+all the user reads: ranks that `launch` started leave the explaining to it, and torchrun's
+log lines about its workers go to a note, shown only when `launch` cannot explain the end.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from __future__ import annotations
 import atexit
 import contextlib
 import json
+import logging
 import os
 import shlex
 import signal
@@ -110,8 +113,21 @@ def setup() -> Ranks:
             dist.init_process_group("gloo")
         # Left to the interpreter's exit, gloo's threads can abort the process ("terminate
         # called without an active exception"), turning a good run into a failed one.
-        atexit.register(dist.destroy_process_group)
+        atexit.register(leave)
     return Ranks(dist.get_rank(), dist.get_world_size(), local_rank)
+
+
+def leave() -> None:
+    """Leave the process group now, if this process is in one (at exit: `setup` registers it).
+
+    A rank that lost another calls it as it stops: left to the interpreter's exit, the
+    teardown of a group whose peer died aborts the process ("terminate called without an
+    active exception"), a line of noise on the user's terminal.
+    """
+    import torch.distributed as dist
+
+    if dist.is_initialized():
+        dist.destroy_process_group()
 
 
 def _device() -> torch.device:
@@ -121,19 +137,37 @@ def _device() -> torch.device:
     return torch.device("cuda") if dist.get_backend() == "nccl" else torch.device("cpu")
 
 
+#: What gloo's TCP transport says when a peer's connection closes: its process died. gloo
+#: raises a plain ``RuntimeError`` (torch 2.13, a peer SIGKILLed: "Connection closed by
+#: peer" or "Read error …: Connection reset by peer"; a write to a closed socket fails
+#: with EPIPE, "Broken pipe").
+_PEER_GONE = ("Connection closed by peer", "Connection reset by peer", "Broken pipe")
+
+
+def _lost_peer(error: RuntimeError) -> bool:
+    """Whether a collective's ``error`` means that another rank died or cannot be reached,
+    rather than a failure of this rank's own (out of memory, a dtype the backend refuses)."""
+    import torch.distributed as dist
+
+    if isinstance(error, (dist.DistBackendError, dist.DistNetworkError)):  # nccl, the store
+        return True
+    return any(text in str(error) for text in _PEER_GONE)
+
+
 @contextlib.contextmanager
 def _collective(what: str) -> Iterator[None]:
-    """Turn the failure of a collective into `LostRank`, noted for the launcher.
+    """Turn the failure of a collective that lost a peer into `LostRank`, noted for the
+    launcher; any other error (this rank's own) passes as it is.
 
-    gloo and nccl raise a ``RuntimeError`` (``DistBackendError``, ``DistNetworkError``) when
-    a peer's connection closes: the usual sign that its process died. The note lets
-    `launch` tell this rank, which lost another, from the one that died.
+    The note lets `launch` tell this rank, which lost another, from the one that died.
     """
     import torch.distributed as dist
 
     try:
         yield
     except RuntimeError as error:
+        if not _lost_peer(error):
+            raise
         rank, world = dist.get_rank(), dist.get_world_size()
         notes = _notes()
         if notes is not None:
@@ -277,7 +311,7 @@ class ReadOnlyFolder:
 #: code, the ranks that lost another. Unset (nothing noted) when torchrun is started by hand.
 NOTES_FOLDER = "TRAINLAB_LAUNCH_NOTES"
 _FAILURES, _RUN_FOLDER, _LOST = "failures.json", "run-folder", "lost-rank-{rank}"
-_EXIT_CODE = "exit-code"
+_EXIT_CODE, _TORCHRUN_LOG = "exit-code", "torchrun.log"
 #: The exit codes of a rank that stopped as told rather than died: bad input (2, with its
 #: error line), SIGINT or SIGTERM handled (130, 143) or not (-2, -15: how torchrun stops
 #: the ranks left once one failed).
@@ -290,6 +324,12 @@ _TORCHRUN = "import sys; from trainlab.train.distributed import torchrun; sys.ex
 def _notes() -> Path | None:
     folder = os.environ.get(NOTES_FOLDER)
     return Path(folder) if folder else None
+
+
+def launched() -> bool:
+    """Whether this process is a rank that `launch` started (``train --nproc``): the
+    launcher, not the rank, tells the user why the run failed."""
+    return _notes() is not None
 
 
 def note_run_folder(path: str | Path) -> None:
@@ -328,10 +368,12 @@ def torchrun(argv: Sequence[str] | None = None) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import parse_args, run
 
+    notes = _notes()
+    if notes is not None:
+        _log_to(notes / _TORCHRUN_LOG)
     try:
         run(parse_args(sys.argv[1:] if argv is None else list(argv)))
     except ChildFailedError as failed:
-        notes = _notes()
         if notes is not None:
             codes = {rank: failure.exitcode for rank, failure in failed.failures.items()}
             (notes / _FAILURES).write_text(json.dumps(codes))
@@ -339,6 +381,16 @@ def torchrun(argv: Sequence[str] | None = None) -> int:
     except SignalException as stopped:  # SIGTERM or Ctrl-C: the ranks were stopped alike
         return 128 + stopped.sigval
     return 0
+
+
+def _log_to(path: Path) -> None:
+    """Send torchrun's log lines about its workers (``torch.distributed.elastic``: "Sending
+    process … closing signal SIGTERM", "failed (exitcode: -9) …") to ``path``, not stderr."""
+    handler = logging.FileHandler(path, encoding="utf-8")
+    handler.setFormatter(logging.Formatter("torchrun %(levelname)s: %(message)s"))
+    logger = logging.getLogger("torch.distributed.elastic")
+    logger.addHandler(handler)
+    logger.propagate = False  # torch's handler on ``torch.distributed`` would print them
 
 
 def launch(argv: Sequence[str], nproc: int) -> int:
@@ -357,9 +409,11 @@ def launch(argv: Sequence[str], nproc: int) -> int:
         process = subprocess.Popen(command, env={**os.environ, NOTES_FOLDER: folder})
         code = _wait(process)
         failures = _read_note(notes / _FAILURES)
+        answer = _read_note(notes / _EXIT_CODE)
+        if not code or (failures is None and answer is None):  # no rank explains the end
+            sys.stderr.write(_read_note(notes / _TORCHRUN_LOG) or "")
         if not code or failures is None:  # done, or torchrun itself stopped by a signal
             return code
-        answer = _read_note(notes / _EXIT_CODE)
         if answer is not None:  # rank 0 answered: finished, stopped by a signal, …
             return int(answer)
         codes = {int(rank): int(status) for rank, status in json.loads(failures).items()}
@@ -434,6 +488,8 @@ __all__ = [
     "exit_code",
     "from_rank_0",
     "launch",
+    "launched",
+    "leave",
     "note_exit_code",
     "note_run_folder",
     "reduce_gradients",
