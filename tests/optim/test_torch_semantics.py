@@ -9,6 +9,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 import torch
 
@@ -227,8 +229,18 @@ def kind(value) -> tuple:
         {"lr": 0.5, "max_iter": 1},
         {"lr": torch.tensor(0.5)},
         {"tolerance_grad": float("inf")},
+        {"tolerance_grad": -math.inf, "tolerance_change": -math.inf},
+        {"line_search_fn": "strong_wolfe", "tolerance_change": -math.inf},
     ],
-    ids=["defaults", "strong_wolfe", "one_iteration", "tensor_lr", "converged"],
+    ids=[
+        "defaults",
+        "strong_wolfe",
+        "one_iteration",
+        "tensor_lr",
+        "converged",
+        "never_stops",
+        "strong_wolfe_never_stops_on_change",
+    ],
 )
 def test_lbfgs_step_returns_and_keeps_the_types_torch_does(options, form):
     theirs, their_state = lbfgs_run(torch.optim.LBFGS, options, form)
@@ -254,3 +266,19 @@ def test_lbfgs_step_returns_the_closures_own_loss_object():
         return loss
 
     assert opt.step(closure) is first[0]
+
+
+def test_lbfgs_returns_one_type_whether_it_stops_at_once_or_never():
+    """torch's test_lbfgs_returns_consistent_type: tolerance_grad=inf stops after the first
+    evaluation, -inf never stops on the gradient; the closure's loss comes back either way."""
+
+    def closure():
+        return torch.tensor([10])
+
+    returned = {}
+    for cls in (torch.optim.LBFGS, optim.LBFGS):
+        params = [torch.randn(10, 5), torch.randn(10)]
+        for tolerance in (math.inf, -math.inf):
+            returned[cls, tolerance] = cls(params, 0.01, tolerance_grad=tolerance).step(closure)
+    assert {kind(v) for v in returned.values()} == {("Tensor", torch.int64, (1,), False)}
+    assert {number(v) for v in returned.values()} == {10.0}

@@ -108,9 +108,11 @@ BAD = [
     (
         optim.LBFGS,
         {"tolerance_grad": NAN},
-        r"Invalid gradient tolerance \(tolerance_grad\): nan \(must be a number >= 0, or inf\)",
+        r"Invalid gradient tolerance \(tolerance_grad\): nan "
+        r"\(must be a number >= 0, inf, or -inf to never stop on it\)",
     ),
-    (optim.LBFGS, {"tolerance_change": -INF}, r"Invalid change tolerance \(tolerance_change\)"),
+    (optim.LBFGS, {"tolerance_change": -1e-9}, r"Invalid change tolerance \(tolerance_change\)"),
+    (optim.LBFGS, {"tolerance_grad": "-inf"}, r"Invalid gradient tolerance \(tolerance_grad\)"),
     (optim.Newton, {"damping": -1.0}, r"Invalid damping: -1\.0"),
     (
         optim.Newton,

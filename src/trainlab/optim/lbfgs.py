@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import numbers
 from collections.abc import Callable
 from typing import Any, ClassVar
@@ -16,12 +17,15 @@ from ._line_search import loss_value, strong_wolfe
 
 
 def tolerance(name: str, value: Any) -> None:
-    """A stopping tolerance: a number >= 0, infinity included (as torch.optim.LBFGS takes
-    it: ``tolerance_grad=inf`` stops after the first evaluation)."""
+    """A stopping tolerance: a number >= 0, or an infinity, as torch.optim.LBFGS takes them:
+    ``tolerance_grad=inf`` stops after the first evaluation, and ``-inf`` never stops on
+    that test (``max_iter`` and ``max_eval`` still end the step), as torch's own tests use it.
+    """
     if isinstance(value, Tensor) and value.numel() == 1:
         value = value.item()
-    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not value >= 0:
-        raise _checks.fail(name, value, "must be a number >= 0, or inf")
+    number = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not number or not (value >= 0 or value == -math.inf):  # nan fails both tests
+        raise _checks.fail(name, value, "must be a number >= 0, inf, or -inf to never stop on it")
 
 
 def lbfgs_direction(
@@ -87,8 +91,9 @@ class LBFGS(TrainlabOptimizer):
         lr: step length η (default: 1).
         max_iter: iterations per ``step`` (default: 20).
         max_eval: function evaluations per ``step`` (default: max_iter·1.25).
-        tolerance_grad: stop when max|g| ≤ this (default: 1e-7).
-        tolerance_change: stop when the step or loss change is below this (default: 1e-9).
+        tolerance_grad: stop when max|g| ≤ this; -inf: never (default: 1e-7).
+        tolerance_change: stop when the step or loss change is below this; -inf: never
+            (default: 1e-9).
         history_size: number m of (s, y) pairs kept (default: 100).
         line_search_fn: None or "strong_wolfe" (default: None).
 
