@@ -165,10 +165,10 @@ def test_a_checkpoint_write_failing_in_the_background_stops_training(tmp_path, m
 
     real_write = checkpoint._write_snapshot
 
-    def write(run_dir, snapshot):
+    def write(run_dir, snapshot, *how_to_resume):
         if snapshot.step == 10:
             raise OSError("No space left on device")
-        return real_write(run_dir, snapshot)
+        return real_write(run_dir, snapshot, *how_to_resume)
 
     monkeypatch.setattr(checkpoint, "_write_snapshot", write)
     trainer = Trainer(load_config(None, TINY), tmp_path)
