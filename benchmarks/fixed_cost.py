@@ -4,9 +4,12 @@ For each optimizer, trainlab's default (``backend="auto"``), its compiled path
 (``"fused"``), torch's fused kernel over trainlab's flat buffers (``"torch-fused"``, where
 torch has one) and torch.optim's fastest implementation each step one group by themselves:
 warm-up, then the median of 3,000 steps, in microseconds. At this size a step is almost
-all fixed cost (Python, dispatch, the compiled call), which is what this measures.
+all fixed cost (Python, dispatch, the compiled call), which is what this measures. After
+the first step each gets its gradients as a training loop does, from zero_grad and backward
+(optim_step.py's `as_in_training`), so no step copies them into a flat buffer. With
+``--runs N`` every path is measured in N whole runs and each cell is their median.
 
-    python benchmarks/fixed_cost.py [--label NAME] [--note TEXT] [--threads N]
+    python benchmarks/fixed_cost.py [--label NAME] [--note TEXT] [--threads N] [--runs N]
 
 The run is stored under ``--label`` (default "current") in
 benchmarks/results/fixed_cost.json, beside the runs stored under other labels: running it
@@ -26,7 +29,11 @@ from pathlib import Path
 import torch
 
 import trainlab
-from optim_step import FUSED_IN_TORCH, SETTINGS  # this script's folder is on sys.path
+from optim_step import (  # this script's folder is on sys.path
+    FUSED_IN_TORCH,
+    SETTINGS,
+    as_in_training,
+)
 from trainlab.optim import OPTIMIZERS
 
 STEPS = 3000
@@ -40,7 +47,8 @@ def group() -> list[torch.Tensor]:
 
 
 def median_us(opt: torch.optim.Optimizer) -> float:
-    for _ in range(50):  # the state, the compilation, the caches
+    as_in_training(opt)  # the first step, then gradients from zero_grad and backward
+    for _ in range(49):  # the compilation, the caches
         opt.step()
     samples = []
     for _ in range(STEPS):
@@ -66,16 +74,28 @@ def measure(name: str) -> dict[str, float]:
     return row
 
 
+def median_rows(runs: list[dict[str, dict[str, float]]]) -> dict[str, dict[str, float]]:
+    """Each cell's median over whole runs: on a shared host one path can measure 1.5× its
+    usual time for a while, and a run taking its turn later finds it back."""
+    return {
+        name: {path: statistics.median(run[name][path] for run in runs) for path in row}
+        for name, row in runs[0].items()
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--label", default="current", help="the name this run is stored under")
     parser.add_argument("--note", default="", help="what was measured, e.g. which checkout")
     parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument(
+        "--runs", type=int, default=1, help="runs of every path; each cell is their median"
+    )
     parser.add_argument("--out", default="benchmarks/results/fixed_cost.json")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     warnings.simplefilter("ignore", RuntimeWarning)  # a first calibration's notice
-    rows = {name: measure(name) for name in SETTINGS}
+    rows = median_rows([{name: measure(name) for name in SETTINGS} for _ in range(args.runs)])
     print(f"fixed cost ({args.label}): 8 tensors of 1,000 parameters, µs per step, alone")
     head = ("optimizer", "default", "fused", "torch-fused", "torch fastest")
     print("  {:<10}{:>10}{:>10}{:>13}{:>15}".format(*head))
@@ -91,6 +111,7 @@ def main() -> None:
         "trainlab": getattr(trainlab, "__version__", "unknown"),
         "torch": torch.__version__,
         "threads": args.threads,
+        "runs": args.runs,
         "note": args.note,
         "us": rows,
     }

@@ -17,7 +17,10 @@ allowance (3%) as a failure.
 
 Gradients are fixed random tensors, so only ``step()`` is timed: the median of repeated
 steps after warm-up (the fused backend's first step creates the state eagerly and its
-second compiles; both are warm-up), the implementations taking turns of a few steps. The
+second compiles; both are warm-up), the implementations taking turns of a few steps. After
+the first step every implementation gets its gradients as a training loop does, from
+zero_grad and backward (see `as_in_training`): trainlab's flat groups then find them in
+their buffers instead of copying them in at each step. The
 *roofline* is a streaming in-place pass over a
 buffer of the same bytes the optimizer moves — param read+write, grad read, each state
 tensor read+write — so "% roofline" says how close a step is to the memory system's
@@ -88,6 +91,23 @@ def make_params(shapes, seed=0):
     return params
 
 
+def as_in_training(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
+    """``opt`` after its first step (which creates the state), its gradients made again as
+    a training loop makes them: zero_grad, then one backward of the same values.
+
+    trainlab's flat groups copy a gradient they do not own (one assigned as ``p.grad =
+    ...``) into their buffers at every step; in a training loop zero_grad hands out views of
+    those buffers and backward accumulates into them, with no copy. torch.optim's
+    implementations take the same path, so that the comparison stays paired.
+    """
+    params = [p for group in opt.param_groups for p in group["params"]]
+    grads = [p.grad for p in params]
+    opt.step()
+    opt.zero_grad()
+    torch.autograd.backward(params, grads)
+    return opt
+
+
 def bytes_per_param(opt, shapes) -> int:
     """Bytes one step moves per fp32 parameter: param r+w, grad r, each state r+w."""
     n_state = 0
@@ -143,9 +163,11 @@ def run_workload(
         batches = [list(factories)] if interleave else in_threes(list(factories))
         batch_of = {label: i for i, labels in enumerate(batches) for label in labels}
         for labels in batches:
-            optimizers = {label: factories[label](make_params(shapes)) for label in labels}
+            optimizers = {
+                label: as_in_training(factories[label](make_params(shapes))) for label in labels
+            }
             for opt in optimizers.values():
-                for _ in range(3):  # warm-up; the fused backend compiles in its second step
+                for _ in range(2):  # warm-up; the fused backend compiles in its second step
                     opt.step()
             moved = bytes_per_param(next(iter(optimizers.values())), shapes)
             # The roofline: an in-place pass over the same bytes, taking its turn too.
@@ -294,11 +316,11 @@ def stats_overhead(names, repeats: int) -> list[dict]:
     rows = []
     for name in names:
         spec, options = OPTIMIZERS[name], SETTINGS[name]
-        plain = spec.cls(make_params(resnet18_shapes()), backend="fused", **options)
-        tracked = spec.cls(
-            make_params(resnet18_shapes()), backend="fused", track_stats=True, **options
+        plain = as_in_training(spec.cls(make_params(resnet18_shapes()), backend="fused", **options))
+        tracked = as_in_training(
+            spec.cls(make_params(resnet18_shapes()), backend="fused", track_stats=True, **options)
         )
-        for _ in range(3):
+        for _ in range(2):
             plain.step()
             tracked.step()
         times: dict[str, list[float]] = {"plain": [], "tracked": []}
