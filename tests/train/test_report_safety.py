@@ -20,7 +20,7 @@ import torch
 from trainlab.cli import main
 from trainlab.diagnose import plots
 from trainlab.lab import report as html_report
-from trainlab.train import runs
+from trainlab.train import callbacks, runs
 from trainlab.train.api import load_run
 
 from .test_trainer import TINY, set_args
@@ -124,12 +124,12 @@ def test_a_folder_of_many_runs_is_one_table_and_the_best_runs_in_full(
 
 
 def test_a_metrics_log_over_the_limit_is_named_and_left_unread(run, tmp_path, capsys, monkeypatch):
-    monkeypatch.setattr(runs, "MAX_METRICS_BYTES", 100, raising=False)
+    monkeypatch.setattr(callbacks, "MAX_METRICS_BYTES", 100)
     code, page, _ = write_report(run, tmp_path, capsys)
     assert code == 0 and embedded_pngs(page) == []
     size = (run / "metrics.jsonl").stat().st_size
     assert f"metrics.jsonl has {size:,} bytes, over the limit " in page
-    assert "trainlab.train.runs.MAX_METRICS_BYTES = 100 " in page
+    assert "trainlab.train.callbacks.MAX_METRICS_BYTES = 100 " in page
 
 
 def test_the_curves_of_a_long_log_are_drawn_from_evenly_spaced_records(monkeypatch):
@@ -279,3 +279,14 @@ def test_a_sweep_folders_files_are_read_within_bounds(tmp_path, capsys, monkeypa
     monkeypatch.setattr(html_report, "MAX_TRIALS_BYTES", 10)
     code, page, err = write_report(sweep, tmp_path, capsys)
     assert code == 0 and re.search(r"No trials: .*trials.csv has \d+ bytes, more than the 10", page)
+
+
+def test_the_csv_table_follows_a_log_whose_last_line_was_cut(run):
+    """metrics.csv is rebuilt from metrics.jsonl through the bounded reader: a cut-short
+    last line (a kill mid-write) is skipped instead of stopping the rewrite."""
+    lines = metrics_lines(run)
+    (run / "metrics.jsonl").write_text("".join(lines) + '{"step": 99, "lo')
+    callbacks.CsvLog(run).write()
+    table = (run / "metrics.csv").read_text().splitlines()
+    training = [line for line in lines if '"event"' not in line]
+    assert len(table) == 1 + len(training)  # the header and one row per training record

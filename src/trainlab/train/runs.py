@@ -15,19 +15,20 @@ machine's cores, so members trained side by side would only take turns on them.
 
 from __future__ import annotations
 
-import itertools
-import json
 import math
-import os
-import stat
 import statistics
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from .. import _json as strict_json
-from .callbacks import JsonlLog
+from .callbacks import (
+    MAX_METRICS_BYTES,
+    MAX_METRICS_LINE_BYTES,
+    JsonlLog,
+    MetricsLog,
+    parse_json,
+)
 from .checkpoint import _read_regular, latest_checkpoint
 from .config import Config, dump_toml
 from .run_folder import CONFIG_FILE, LOCK_FILE, holder, os_error_message
@@ -45,11 +46,6 @@ MAX_RECORD_BYTES = 1 << 20
 AVERAGED = {"classification": ("test_accuracy", "test_loss"), "regression": ("test_loss",)}
 #: A run's log, one JSON record a line, appended as it trains (`callbacks.JsonlLog`).
 METRICS_FILE = JsonlLog.filename
-#: The longest metrics.jsonl read back; a run logs kilobytes per thousand steps.
-MAX_METRICS_BYTES = 256 << 20
-#: The longest line of metrics.jsonl: a record with the instruments' per-layer tables
-#: takes kilobytes.
-MAX_METRICS_LINE_BYTES = 1 << 20
 
 
 def list_runs(folder: str | Path) -> list[dict[str, Any]]:
@@ -154,7 +150,7 @@ def read_record(file: Path) -> Any:
         ValueError: ``file`` cannot be read, is too large, or is not JSON.
     """
     try:
-        return _parse_json(_read_regular(file, MAX_RECORD_BYTES))
+        return parse_json(_read_regular(file, MAX_RECORD_BYTES))
     except (_Invalid, OSError, ValueError) as error:  # JSON or UTF-8 errors
         raise ValueError(f"{file} cannot be read ({error})") from None
 
@@ -174,104 +170,7 @@ def read_run_text(file: Path, limit: int = MAX_RECORD_BYTES) -> str:
         raise ValueError(os_error_message(error, "read")) from None
 
 
-def _parse_json(data: bytes | str) -> Any:
-    """The JSON in ``data``; nesting deeper than the parser's recursion is a ValueError too."""
-    try:
-        return json.loads(data)
-    except RecursionError:
-        raise ValueError("nested deeper than the JSON reader's recursion limit") from None
-
-
 # --- metrics.jsonl ------------------------------------------------------------------------------
-
-
-class MetricsLog:
-    """A run's ``metrics.jsonl``, read one line at a time: ``for record in MetricsLog(path)``.
-
-    The log grows by whole lines, each written at once; a run killed mid-write leaves its
-    last line cut short (no newline, not JSON). That line is skipped and `note` says so;
-    damage anywhere else raises ValueError naming the file and the line. The file is
-    refused unread over ``MAX_METRICS_BYTES`` and a line over ``MAX_METRICS_LINE_BYTES``,
-    and nothing is kept between lines, so a reader that keeps little uses little memory.
-    """
-
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.cut_line: int | None = None  # the number of the cut-short last line skipped
-
-    @property
-    def note(self) -> str | None:
-        """What a person should know of a read that skipped a cut-short last line."""
-        if self.cut_line is None:
-            return None
-        return (
-            f"{self.path} line {self.cut_line} is cut short (the run stopped while writing it) "
-            "and was skipped"
-        )
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        """Every record in order; nothing when the file does not exist.
-
-        Raises:
-            ValueError: the file cannot be read, is too large, or a line other than a
-                cut-short last one is not a JSON object.
-        """
-        self.cut_line = None
-        try:
-            if not self.path.exists():
-                return
-            self._check_size()
-            with open(self.path, "rb") as file:
-                yield from self._records(file)
-        except OSError as error:
-            raise ValueError(f"Invalid run file: {os_error_message(error, 'read')}") from None
-
-    def _check_size(self) -> None:
-        info = os.stat(self.path)  # follows links: the file that would be read
-        if not stat.S_ISREG(info.st_mode):
-            raise ValueError(
-                f"Invalid run file: {self.path} is not a regular file (a device, pipe or folder)"
-            )
-        if info.st_size > MAX_METRICS_BYTES:
-            raise ValueError(
-                f"Invalid run file: {self.path} has {info.st_size:,} bytes, over the limit "
-                f"{__name__}.MAX_METRICS_BYTES = {MAX_METRICS_BYTES:,} (raise it, or read the "
-                "file line by line yourself)"
-            )
-
-    def _records(self, file: Any) -> Iterator[dict[str, Any]]:
-        read = 0
-        for number in itertools.count(1):
-            line = file.readline(MAX_METRICS_LINE_BYTES + 1)
-            read += len(line)
-            if not line:
-                return
-            if read > MAX_METRICS_BYTES:
-                raise ValueError(
-                    f"Invalid run file: {self.path} grew past its limit as it was read"
-                )
-            if len(line) > MAX_METRICS_LINE_BYTES:
-                raise ValueError(
-                    f"Invalid run file: {self.path} line {number} is longer than "
-                    f"{MAX_METRICS_LINE_BYTES:,} bytes (a record is a line of kilobytes)"
-                )
-            if not line.strip():
-                continue
-            try:
-                record = _parse_json(line)
-            except ValueError as error:
-                if not line.endswith(b"\n"):  # the last line, cut short: what a kill leaves
-                    self.cut_line = number
-                    return
-                raise ValueError(
-                    f"Invalid run file: {self.path} line {number} is not JSON ({error})"
-                ) from None
-            if not isinstance(record, dict):
-                raise ValueError(
-                    f"Invalid run file: {self.path} line {number} holds a JSON "
-                    f"{type(record).__name__}, not an object"
-                )
-            yield record
 
 
 # --- seeds runs ---------------------------------------------------------------------------------
