@@ -290,3 +290,12 @@ def test_the_csv_table_follows_a_log_whose_last_line_was_cut(run):
     table = (run / "metrics.csv").read_text().splitlines()
     training = [line for line in lines if '"event"' not in line]
     assert len(table) == 1 + len(training)  # the header and one row per training record
+
+
+def test_the_csv_table_of_a_log_past_the_readers_limit_is_still_rebuilt(run, monkeypatch):
+    """The report's size limit is for reading other runs; a long run rebuilding metrics.csv
+    from its own log at every checkpoint must not die when the log passes it."""
+    monkeypatch.setattr(callbacks, "MAX_METRICS_BYTES", 100)
+    callbacks.CsvLog(run).write()
+    training = [line for line in metrics_lines(run) if '"event"' not in line]
+    assert len((run / "metrics.csv").read_text().splitlines()) == 1 + len(training)

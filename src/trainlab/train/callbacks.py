@@ -179,12 +179,14 @@ class MetricsLog:
     The log grows by whole lines, each written at once; a run killed mid-write leaves its
     last line cut short (no newline, not JSON). That line is skipped and `note` says so;
     damage anywhere else raises ValueError naming the file and the line. The file is
-    refused unread over ``MAX_METRICS_BYTES`` and a line over ``MAX_METRICS_LINE_BYTES``,
+    refused unread over ``MAX_METRICS_BYTES`` (unless ``bounded`` is False: the run
+    rebuilding its own table from its own log) and a line over ``MAX_METRICS_LINE_BYTES``,
     and nothing is kept between lines, so a reader that keeps little uses little memory.
     """
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, *, bounded: bool = True) -> None:
         self.path = Path(path)
+        self.bounded = bounded
         self.cut_line: int | None = None  # the number of the cut-short last line skipped
 
     @property
@@ -220,7 +222,7 @@ class MetricsLog:
             raise ValueError(
                 f"Invalid run file: {self.path} is not a regular file (a device, pipe or folder)"
             )
-        if info.st_size > MAX_METRICS_BYTES:
+        if self.bounded and info.st_size > MAX_METRICS_BYTES:
             raise ValueError(
                 f"Invalid run file: {self.path} has {info.st_size:,} bytes, over the limit "
                 f"{__name__}.MAX_METRICS_BYTES = {MAX_METRICS_BYTES:,} (raise it, or read the "
@@ -234,7 +236,7 @@ class MetricsLog:
             read += len(line)
             if not line:
                 return
-            if read > MAX_METRICS_BYTES:
+            if self.bounded and read > MAX_METRICS_BYTES:
                 raise ValueError(
                     f"Invalid run file: {self.path} grew past its limit as it was read"
                 )
@@ -287,7 +289,8 @@ class CsvLog(Callback):
         """Rewrite the table from the JSON log (a temporary file, then a rename)."""
         rows = [
             {k: v for k, v in record.items() if not isinstance(v, (dict, list))}
-            for record in MetricsLog(self.source)  # bounded, line by line
+            # Line by line; the run's own log, however long it grew, is not refused.
+            for record in MetricsLog(self.source, bounded=False)
             if "event" not in record
         ]
         columns = list(dict.fromkeys(key for row in rows for key in row))
