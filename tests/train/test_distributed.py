@@ -370,6 +370,22 @@ def test_torchruns_log_lines_are_shown_when_no_rank_explains_the_end(monkeypatch
     assert re.fullmatch(r"[^\n]*\brendezvous failed\n", err), err
 
 
+def test_torchruns_held_back_log_lines_stay_out_of_a_run_that_succeeded(monkeypatch, capfd):
+    # A torchrun that logs a notice and ends well: the notice was torchrun's to make when
+    # it mattered, not a line to print after the run's own summary.
+    succeeds = (
+        "import logging, sys, torch.distributed.run as torchrun_module\n"
+        "from trainlab.train.distributed import torchrun\n"
+        "def run(args):\n"
+        "    logging.getLogger('torch.distributed.elastic.agent').warning('a notice')\n"
+        "torchrun_module.run = run\n"
+        "sys.exit(torchrun())\n"
+    )
+    monkeypatch.setattr(distributed, "_TORCHRUN", succeeds)
+    assert distributed.launch(["train", "tiny.toml"], 2) == 0
+    assert "a notice" not in capfd.readouterr().err
+
+
 def test_the_launcher_names_the_rank_that_died_not_the_ranks_that_lost_it():
     kill, term = -signal.SIGKILL, -signal.SIGTERM
     # Rank 0 lost rank 1 (its collective failed), then torchrun stopped it: rank 1 died.

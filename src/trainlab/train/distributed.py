@@ -410,7 +410,7 @@ def launch(argv: Sequence[str], nproc: int) -> int:
         code = _wait(process)
         failures = _read_note(notes / _FAILURES)
         answer = _read_note(notes / _EXIT_CODE)
-        if not code or (failures is None and answer is None):  # no rank explains the end
+        if code and failures is None and answer is None:  # a failure no rank explains
             sys.stderr.write(_read_note(notes / _TORCHRUN_LOG) or "")
         if not code or failures is None:  # done, or torchrun itself stopped by a signal
             return code
