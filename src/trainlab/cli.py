@@ -8,6 +8,7 @@ import os
 import signal
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -847,11 +848,26 @@ def _terminate(signum: int, frame: object) -> None:
     raise Terminated
 
 
+#: The folder of trainlab's own modules: their warnings are shown as trainlab's lines.
+_PACKAGE = Path(__file__).resolve().parent
+_python_format_warning = warnings.formatwarning
+
+
+def _format_warning(message, category, filename, lineno, line=None) -> str:
+    """A warning trainlab raises, as the command line speaks: ``trainlab: warning: …``
+    (a Python warning's file, line and class mean nothing to someone at a shell); others'
+    warnings keep Python's format, which says where they come from."""
+    if Path(filename).resolve().is_relative_to(_PACKAGE):
+        return f"trainlab: warning: {message}\n"
+    return _python_format_warning(message, category, filename, lineno, line)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .train.run_folder import os_error_message
 
     args = build_parser().parse_args(argv)
     previous = signal.signal(signal.SIGTERM, _terminate) if _main_thread() else None
+    formatwarning, warnings.formatwarning = warnings.formatwarning, _format_warning
     try:
         return args.run(args)
     except ValueError as error:  # bad input, named: config, data, checkpoints, non-finite
@@ -876,6 +892,7 @@ def main(argv: list[str] | None = None) -> int:
         print("trainlab: terminated (SIGTERM); files already saved are intact", file=sys.stderr)
         return 143
     finally:
+        warnings.formatwarning = formatwarning
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
     return 2

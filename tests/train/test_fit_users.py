@@ -628,3 +628,23 @@ def test_a_failed_restore_names_both_folders_and_keeps_the_first_error(fit_run, 
     ), failed.value
     assert isinstance(failed.value.__cause__, OSError) and failed.value.__cause__.errno == 28
     assert (aside / "model.safetensors").is_file()  # nothing of the old run lost
+
+
+def test_the_command_line_shows_trainlabs_warnings_as_its_own_lines(config_run, tmp_path):
+    """At a shell, a warning is a `trainlab: warning: …` line, not Python's file:line and
+    class (the run still evaluates)."""
+    run, _ = config_run
+    copy = tmp_path / "run"
+    shutil.copytree(run.path, copy)
+    (copy / "summary.json").write_text('["not", "an", "object"]')
+    done = subprocess.run(
+        [sys.executable, "-m", "trainlab", "evaluate", str(copy)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert re.fullmatch(
+        r"trainlab: warning: [^\n]*summary\.json holds a JSON list, not an object[^\n]*\n",
+        done.stderr,
+    ), done.stderr
