@@ -46,6 +46,8 @@ _PROBLEM = re.compile(r"Traceback|Warning:|^[WE]\d{4} ", re.M)
 
 # The page being rendered: its scratch folder, the old cwd, its threads, its stderr.
 _scratch: dict[str, object] = {}
+# The whole build: the folder of its calibration file.
+_build: dict[str, str] = {}
 
 
 def on_config(config):
@@ -54,6 +56,10 @@ def on_config(config):
     os.environ.setdefault("MPLBACKEND", "Agg")
     os.environ["TQDM_DISABLE"] = "1"  # no progress bars in executed output
     os.environ["NO_COLOR"] = "1"
+    # The examples measure the optimizers' costs into a file of the build's own: a user's
+    # cache (outdated, or someone else's file) would make them print a warning instead.
+    _build["calibration"] = tempfile.mkdtemp(prefix="trainlab-docs-calibration-")
+    os.environ["TRAINLAB_CALIBRATION"] = str(Path(_build["calibration"]) / "costs.json")
     return config
 
 
@@ -188,6 +194,8 @@ def _undocumented(names: dict[str, str]) -> list[str]:
 
 
 def on_post_build(config):
+    if "calibration" in _build:
+        shutil.rmtree(_build.pop("calibration"), ignore_errors=True)
     names = public_names()
     ids: set[str] = set()
     for page in Path(config["site_dir"]).rglob("*.html"):
