@@ -461,3 +461,22 @@ def test_write_atomic_gives_each_writer_its_own_temporary_file_and_cleans_up(tmp
     with pytest.raises(TypeError):
         write_atomic(target, 12345)  # a write that fails midway
     assert sorted(p.name for p in tmp_path.iterdir()) == ["report.html"]
+
+
+def test_write_atomic_removes_the_temporary_files_of_writers_that_died(tmp_path):
+    """A kill mid-write leaves `.<name>.<pid>-<hex>.tmp`; the next write of the same file
+    removes those of dead processes and keeps those of live ones (a write under way)."""
+    target = tmp_path / "summary.json"
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    stale = tmp_path / f".summary.json.{dead.stdout.strip()}-abcd1234.tmp"
+    live = tmp_path / f".summary.json.{os.getppid()}-abcd1234.tmp"
+    other = tmp_path / f".other.json.{dead.stdout.strip()}-abcd1234.tmp"
+    for path in (stale, live, other):
+        path.write_text("half")
+    write_atomic(target, "{}")
+    assert not stale.exists() and live.exists() and other.exists()
