@@ -137,3 +137,14 @@ def test_a_run_whose_header_length_is_128_modulo_256_goes_through_every_reader(t
     init = f'run.init_from="{member / "model.safetensors"}"'
     assert main(["train", "--run-dir", str(warm), *set_args([*settings, init])]) == 0
     assert (warm / "model.safetensors").is_file()
+
+
+def test_a_dtype_newer_than_the_library_is_named_with_the_upgrade_not_as_damage(tmp_path):
+    header = json.dumps({"w": {"dtype": "F4X", "shape": [2], "data_offsets": [0, 2]}})
+    path = tmp_path / "model.safetensors"
+    path.write_bytes(struct.pack("<Q", len(header)) + header.encode() + b"ab")
+    with pytest.raises(
+        CheckpointError, match=r"tensor type this safetensors .* upgrade"
+    ) as refused:
+        load_weights_file(path)
+    assert "damaged" not in str(refused.value)

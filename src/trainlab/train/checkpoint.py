@@ -36,6 +36,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import safetensors
 import safetensors.torch
 from safetensors import SafetensorError
 from torch import Tensor
@@ -558,6 +559,13 @@ def load_weights_file(path: Path) -> dict[str, Tensor]:
         try:
             return safetensors.torch.load(data)
         except SafetensorError as error:
+            if "unknown variant" in str(error):  # a dtype newer than this library
+                raise CheckpointError(
+                    f"Cannot load weights from {path}: it holds a tensor type this "
+                    f"safetensors {safetensors.__version__} does not know ({error}). Fix: "
+                    "upgrade safetensors (pip install -U safetensors), or save the weights "
+                    "in a common dtype (float32, bfloat16, float16)"
+                ) from None
             problem = f"the safetensors library refuses it ({error})"
     fix = _conversion_hint(path) if problem.endswith(_FOREIGN) else _damage_hint(path)
     raise CheckpointError(f"Cannot load weights from {path}: {problem}. {fix}")
