@@ -282,3 +282,156 @@ def test_lbfgs_returns_one_type_whether_it_stops_at_once_or_never():
             returned[cls, tolerance] = cls(params, 0.01, tolerance_grad=tolerance).step(closure)
     assert {kind(v) for v in returned.values()} == {("Tensor", torch.int64, (1,), False)}
     assert {number(v) for v in returned.values()} == {10.0}
+
+
+# -- flat groups against torch.optim: gradients that are not plain buffer views ----------
+FLAT_CASES = [
+    pytest.param(cls, options, backend, id=f"{cls.__name__}-{backend}")
+    for cls, options in [
+        (optim.Adam, {"lr": 0.1}),
+        (optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+        (optim.Adagrad, {"lr": 0.1}),
+    ]
+    for backend in ("fused", "torch-fused")
+]
+
+
+def square_params() -> list[torch.Tensor]:
+    gen = torch.Generator().manual_seed(1)
+    return [
+        torch.randn(3, 3, generator=gen, dtype=torch.float64).requires_grad_() for _ in range(3)
+    ]
+
+
+def flat_kernels(opt) -> set:
+    """What took the flat parts' last step ("compiled", "torch"; None: the eager loop)."""
+    return {part["kernel"] for part in opt.backend_info()}
+
+
+def loss_of(params: list[torch.Tensor], step: int) -> torch.Tensor:
+    x = torch.linspace(-1, 1, 3, dtype=torch.float64) * (step + 1)
+    return sum(torch.tanh(p @ x).sum() * (i + 1) for i, p in enumerate(params))
+
+
+def run_both(cls, options, backend, edit, steps=4):
+    """The same training loop on trainlab's ``cls`` and torch's; ``edit(params, step)``
+    changes the gradients after backward. Returns both parameter lists and the optimizer."""
+    results = []
+    for make in (lambda ps: cls(ps, **options, backend=backend), torch_class_of(cls, options)):
+        params = square_params()
+        opt = make(params)
+        for step in range(steps):
+            opt.zero_grad()
+            loss_of(params, step).backward()
+            edit(params, step)
+            opt.step()
+        results.append((params, opt))
+    (mine, opt), (theirs, _) = results
+    for a, b in zip(mine, theirs):
+        torch.testing.assert_close(a, b)
+    return opt
+
+
+def torch_class_of(cls, options):
+    return lambda ps: getattr(torch.optim, cls.__name__)(ps, **options)
+
+
+@pytest.mark.parametrize(("cls", "options", "backend"), FLAT_CASES)
+@pytest.mark.parametrize("steps", [(3,), (1, 2, 3)], ids=["once", "then-zero_grad"])
+def test_a_transposed_gradient_view_is_read_transposed(traced_only, cls, options, backend, steps):
+    # Once: the flat step reads it. Then zero_grad: it is not the buffer's view, so
+    # zero_grad replaces it (backward into it would warn of the gradient layout contract).
+    def transpose(params, step):
+        if step in steps:  # flat steps (the first one creates the state)
+            for p in params:  # the same start address, other strides
+                p.grad = p.grad.t()
+
+    opt = run_both(cls, options, backend, transpose)
+    assert flat_kernels(opt) <= {"compiled", "torch"}
+
+
+@pytest.mark.parametrize(("cls", "options", "backend"), FLAT_CASES)
+def test_gradients_swapped_between_parameters_are_read_before_overwritten(
+    traced_only, cls, options, backend
+):
+    def swap(params, step):
+        params[0].grad, params[1].grad, params[2].grad = (
+            params[1].grad,
+            params[2].grad,
+            params[0].grad,
+        )
+
+    opt = run_both(cls, options, backend, swap)
+    assert flat_kernels(opt) <= {"compiled", "torch"}
+
+
+@pytest.mark.parametrize(("cls", "options", "backend"), FLAT_CASES)
+def test_an_assigned_gradient_beside_buffer_views_writes_none_of_them(
+    traced_only, cls, options, backend
+):
+    versions = []
+
+    def assign_one(params, step):
+        params[2].grad = params[2].grad * 2
+        versions.append([p.grad._version for p in params[:2]])
+
+    def after(params, step):
+        # The views the step did not get from the user stay unwritten by it.
+        assert [p.grad._version for p in params[:2]] == versions[-1], f"step {step}"
+
+    opt = run_both(cls, options, backend, assign_one)
+    params = opt.param_groups[0]["params"]
+    for step in range(3):
+        opt.zero_grad()
+        loss_of(params, step).backward()
+        assign_one(params, step)
+        opt.step()
+        after(params, step)
+
+
+HAND_FILLED = {
+    "p.grad += g": lambda p, g: p.grad.add_(g) if p.grad is not None else setattr(p, "grad", g),
+    "p.grad.copy_(g)": lambda p, g: (
+        p.grad.copy_(g) if p.grad is not None else setattr(p, "grad", g)
+    ),
+}
+
+
+@pytest.mark.parametrize(("cls", "options", "backend"), FLAT_CASES)
+@pytest.mark.parametrize("fill", list(HAND_FILLED))
+@pytest.mark.parametrize("set_to_none", [True, False])
+def test_gradients_written_by_hand_into_the_views_are_stepped(
+    traced_only, cls, options, backend, fill, set_to_none
+):
+    results = []
+    for make in (lambda ps: cls(ps, **options, backend=backend), torch_class_of(cls, options)):
+        params = square_params()
+        opt = make(params)
+        for step in range(4):
+            opt.zero_grad(set_to_none=set_to_none)
+            grads = torch.autograd.grad(loss_of(params[:2], step), params[:2])
+            for p, g in zip(params, grads):  # params[2] never gets a gradient
+                HAND_FILLED[fill](p, g)
+            opt.step()
+        results.append(params)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+
+
+@pytest.mark.parametrize(("cls", "options", "backend"), FLAT_CASES)
+def test_a_deleted_group_is_no_longer_stepped(traced_only, cls, options, backend):
+    results = []
+    for make in (lambda gs: cls(gs, **options, backend=backend), torch_class_of(cls, options)):
+        params = square_params()
+        opt = make([{"params": params[:2]}, {"params": params[2:], "lr": 0.01}])
+        for step in range(5):
+            if step == 3:  # after two flat steps of each group
+                del opt.param_groups[0]
+            opt.zero_grad()
+            loss_of(params, step).backward()
+            opt.step()
+        results.append(params)
+    for a, b in zip(*results):
+        torch.testing.assert_close(a, b)
+        # zero_grad leaves the removed group's gradients alone: they accumulate, as in torch
+        torch.testing.assert_close(a.grad, b.grad)

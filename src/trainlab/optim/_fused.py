@@ -180,10 +180,12 @@ def _is_switch(value: Any) -> bool:
     return not isinstance(value, Number)
 
 
-def _record_gradient(group: weakref.ref, i: int, _param: Tensor) -> None:
+def _record_gradient(group: weakref.ref, i: int, param: Tensor) -> None:
     flat = group()
     if flat is not None:
         flat.has_grad[i] = True
+        if param.grad is flat.grad_views[i]:  # backward wrote into the flat buffer
+            flat.hooked_writes += 1
 
 
 class FlatGroup:
@@ -213,6 +215,11 @@ class FlatGroup:
         # swapped for a view: as in torch.optim, ``step`` leaves ``p.grad`` alone.
         self.grad = torch.zeros(total, dtype=self.dtype, device=self.device)
         self.has_grad = [p.grad is not None for p in params]
+        # Writes into the gradient buffer since zero_grad (or the last step): its version
+        # then, and how many of the writes since were backward's, recorded by the hook.
+        # Any others were made by hand into the views (``p.grad += g``): see _written_views.
+        self.grad_version = self.grad._version
+        self.hooked_writes = 0
         for i, p in enumerate(params):
             self._view(self.param, i).copy_(p.detach())
             p.data = self._view(self.param, i)
@@ -313,15 +320,17 @@ class FlatGroup:
         return all(buffer is not None for buffer in self.state.values())
 
     # -- layout --------------------------------------------------------------------------
-    def check_layout(self) -> bool:
-        """Re-point parameters and gradients that were replaced; refuse a device/dtype move.
+    def check_layout(self) -> list[tuple[int, Tensor]] | None:
+        """Re-point parameters that were replaced, refuse a device/dtype move, and find the
+        gradients that are not this group's views of its buffer.
 
-        Returns False when a gradient cannot go into the flat buffer (a sparse one): the
-        eager loop then takes the step (with the sparse rule of SGD and Adagrad; the other
-        optimizers raise torch's error).
+        Returns those gradients as (position, tensor), to be copied into the buffer just
+        before a flat step (`copy_gradients`); None when a gradient cannot go into the flat
+        buffer (a sparse one): the eager loop then takes the step (with the sparse rule of
+        SGD and Adagrad; the other optimizers raise torch's error).
         """
-        ok = True
-        views, grads = [], []  # gradient tensors of their own, to copy into the buffer
+        sparse = False
+        foreign: list[tuple[int, Tensor]] = []  # gradient tensors of their own
         for i, p in enumerate(self.params):
             if p.data_ptr() != self.param_ptrs[i]:
                 if p.device != self.device or p.dtype != self.dtype:
@@ -339,17 +348,57 @@ class FlatGroup:
             grad = p.grad
             if grad is None:  # set to None by hand or by model.zero_grad(): skipped
                 self.has_grad[i] = False
+            elif grad is self.grad_views[i]:  # the view zero_grad handed out: nothing to copy
+                continue
             elif grad.layout is not torch.strided:  # sparse: no data pointer to compare
                 # Not a gradient-less parameter: the eager loop must see it.
                 self.has_grad[i] = True
-                ok = False
-            elif grad.data_ptr() != self.grad_ptrs[i]:  # a gradient tensor of its own
-                views.append(self.grad_views[i])
-                grads.append(grad)
+                sparse = True
+            elif not self._is_own_slot(i, grad):  # a gradient tensor of its own
+                foreign.append((i, grad))
                 self.has_grad[i] = True
-        if grads:  # read, never replaced or written; one call for all of them
-            torch._foreach_copy_(views, grads)
-        return ok
+        return None if sparse else foreign
+
+    def _is_own_slot(self, i: int, grad: Tensor) -> bool:
+        """Is ``grad`` exactly parameter ``i``'s slot of the buffer (the view, re-made)?
+
+        The start address alone is not enough: ``p.grad.t()`` of a square weight starts
+        there too but reads the slot transposed.
+        """
+        view = self.grad_views[i]
+        return (
+            grad.data_ptr() == self.grad_ptrs[i]
+            and grad.dtype == view.dtype
+            and grad.shape == view.shape
+            and grad.stride() == view.stride()
+            and grad.untyped_storage().data_ptr() == self.grad.untyped_storage().data_ptr()
+        )
+
+    def copy_gradients(self, foreign: list[tuple[int, Tensor]]) -> None:
+        """Copy gradient tensors of their own into their slots of the buffer (one call).
+
+        A gradient that is a view of another slot of this buffer (``p0.grad, p1.grad =
+        p1.grad, p0.grad``) is cloned first: copied straight, its slot could be overwritten
+        before it is read.
+        """
+        storage = self.grad.untyped_storage().data_ptr()
+        grads = [g.clone() if g.untyped_storage().data_ptr() == storage else g for _, g in foreign]
+        torch._foreach_copy_([self.grad_views[i] for i, _ in foreign], grads)
+
+    def _written_views(self) -> None:
+        """Count as gradients the views that were written by hand since zero_grad.
+
+        After zero_grad a parameter's ``.grad`` is a zero view of the buffer, and only
+        backward's writes are recorded (by the hook). When the buffer was written more often
+        than that (``p.grad += g``, ``p.grad.copy_(g)``, or an in-place clip), each unrecorded
+        view that now holds a nonzero value counts as a gradient, as the tensor it would be in
+        torch; a view left at zero stays a missing gradient. One pass, taken only then.
+        """
+        if self.grad._version - self.grad_version <= self.hooked_writes:
+            return
+        for i, p in enumerate(self.params):
+            if not self.has_grad[i] and p.grad is self.grad_views[i]:
+                self.has_grad[i] = bool(p.grad.any())
 
     def zero_grad(self, set_to_none: bool) -> set[int]:
         """Zero the flat gradient buffer; returns the ids of the parameters it cleared.
@@ -365,15 +414,15 @@ class FlatGroup:
         for i, p in enumerate(self.params):
             grad = p.grad
             if grad is not None:
-                # A sparse gradient has no data pointer: test its layout first.
-                if grad.layout is torch.strided and grad.data_ptr() == self.grad_ptrs[i]:
-                    continue  # a view of the buffer, zeroed above
+                if grad is self.grad_views[i]:
+                    continue  # the view handed out, zeroed above
                 if not set_to_none:
                     kept.add(id(p))
                     continue
             p.grad = self.grad_views[i]
         if set_to_none:  # no gradient until backward gives one
             self.has_grad = [False] * len(self.params)
+        self.grad_version, self.hooked_writes = self.grad._version, 0
         return self.ids - kept if kept else self.ids
 
     # -- the step ------------------------------------------------------------------------
@@ -383,13 +432,25 @@ class FlatGroup:
         The step is torch's fused kernel where the group's path is "torch-fused" and torch has
         one for its settings, else trainlab's compiled rule.
         """
+        try:
+            return self._fused_step(h)
+        finally:  # the buffer's writes from here on are the next step's to account for
+            self.grad_version, self.hooked_writes = self.grad._version, 0
+
+    def _fused_step(self, h: dict[str, Any]) -> bool:
         if not self.fused_ok:
             return False
-        if not self.check_layout():
-            # A sparse gradient: the eager loop steps the group, so the step counts move on
-            # without self.step; the next fused step takes them from the state again.
+        foreign = self.check_layout()
+        if foreign is None or (foreign and len(foreign) < len(self.params)):
+            # A sparse gradient, or assigned gradients beside views of the buffer (copying
+            # them in would bump the version of those views, which the user holds as
+            # ``p.grad``: step never writes a gradient). The eager loop steps the group, so
+            # the step counts move on without self.step; the next fused step takes them
+            # from the state again.
             self.needs_adopt = True
             return False
+        if not all(self.has_grad):
+            self._written_views()
         all_grads = all(self.has_grad)
         if self.step is None or not all_grads:
             if not all_grads and any(self.has_grad):
@@ -413,6 +474,8 @@ class FlatGroup:
                 return False
             prepared = self._prepared = (dict(h), stats_mode, *self._prepare(h, stats_mode))
         _, _, inputs, update, kernel = prepared
+        if foreign:  # copied only now that the flat step is certain to run
+            self.copy_gradients(foreign)
         if kernel is not None:
             return self._kernel_step(kernel, h, stats_mode)
         self.kernel_used = False
@@ -629,18 +692,22 @@ class FusedEngine:
         self.optimizer = optimizer
         self.groups: dict[int, list[FlatGroup]] = {}
         self._group_ids: dict[int, int] = {}
+        self._group_params: dict[int, tuple[int, ...]] = {}  # ids of each group's parameters
 
     def _flat_groups(self, index: int, group: dict[str, Any]) -> list[FlatGroup]:
         flats = self.groups.get(index)
         if flats is not None and self._group_ids.get(index) == id(group):
             return flats
-        if flats is not None:  # load_state_dict replaced the group dicts
+        params = group["params"]
+        if flats is not None and self._group_params[index] == tuple(map(id, params)):
+            # The same parameters in a new dict: load_state_dict replaced the group dicts.
             for flat in flats:
                 flat.group = group
             self._group_ids[index] = id(group)
             return flats
+        # New, or another group now at this index (one before it was deleted): built anew,
+        # so that a removed group's parameters are not stepped with this one's settings.
         flats = []
-        params = group["params"]
         # A group listing a parameter twice steps it twice (as torch.optim does): one flat
         # view per parameter cannot express that, so the eager loop takes such a group.
         if self.optimizer.backend != "eager" and len({id(p) for p in params}) == len(params):
@@ -656,6 +723,7 @@ class FusedEngine:
                 if path != "eager":
                     flats.append(FlatGroup(self.optimizer, group, params, path))
         self.groups[index], self._group_ids[index] = flats, id(group)
+        self._group_params[index] = tuple(map(id, params))
         return flats
 
     def _path(self, device: torch.device, params: list[Tensor], group: dict[str, Any]) -> str:
@@ -682,6 +750,8 @@ class FusedEngine:
         here, and flat parameters that got no gradient (their ``.grad`` is a zero view of
         the flat buffer, not None, so the eager loop could not tell).
         """
+        if index == 0 and len(self.groups) > len(self.optimizer.param_groups):
+            self._forget_deleted_groups()
         done: set[int] = set()
         for flat in self._flat_groups(index, group):
             flat.stats = None
@@ -690,6 +760,13 @@ class FusedEngine:
             else:
                 done |= {id(p) for p, has in zip(flat.params, flat.has_grad) if not has}
         return done
+
+    def _forget_deleted_groups(self) -> None:
+        """Drop the flat groups of indices past the last group (groups were deleted), so
+        that zero_grad no longer hands their parameters views and info no longer lists them.
+        """
+        for index in [i for i in self.groups if i >= len(self.optimizer.param_groups)]:
+            del self.groups[index], self._group_ids[index], self._group_params[index]
 
     def info(self) -> list[dict[str, Any]]:
         parts, tracking = [], self.optimizer.track_stats
@@ -711,12 +788,27 @@ class FusedEngine:
         return parts
 
     def zero_grad(self, set_to_none: bool) -> set[int]:
-        """Clear the flat groups' gradients; returns the ids of the parameters cleared."""
+        """Clear the flat groups' gradients; returns the ids of the parameters cleared.
+
+        Flat groups whose group was deleted are skipped: their parameters are no longer the
+        optimizer's, and torch's zero_grad leaves them alone.
+        """
         done: set[int] = set()
-        for flats in self.groups.values():
-            for flat in flats:
-                done |= flat.zero_grad(set_to_none)
+        for index, flats in self.groups.items():
+            if self._still_holds(index):
+                for flat in flats:
+                    done |= flat.zero_grad(set_to_none)
         return done
+
+    def _still_holds(self, index: int) -> bool:
+        """Is the group at ``index`` still the one its flat groups were built for?"""
+        groups = self.optimizer.param_groups
+        if index >= len(groups):
+            return False
+        group = groups[index]
+        if self._group_ids[index] == id(group):
+            return True
+        return self._group_params[index] == tuple(map(id, group["params"]))
 
     def readopt(self) -> None:
         """After load_state_dict: move the loaded state into the flat buffers."""
