@@ -15,6 +15,7 @@ import pytest
 import torch
 
 import trainlab.optim as optim
+from trainlab.optim import _base
 
 from .common import first_order_specs, torch_class
 
@@ -188,6 +189,24 @@ def test_fused_true_on_meta_parameters_names_the_parameter_and_the_fix():
     for p in params:
         p.grad = torch.zeros_like(p)
     with pytest.raises(RuntimeError, match=r"parameter 0 of group 1 is on meta; with fused=True"):
+        opt.step()
+
+
+def test_fused_true_checks_each_parameter_once_as_it_gets_a_gradient(monkeypatch):
+    checks = []
+    supported = ["cpu"]
+    monkeypatch.setattr(
+        _base, "_get_fused_kernels_supported_devices", lambda: checks.append(1) or supported
+    )
+    used, frozen = torch.zeros(3, requires_grad=True), torch.zeros(2, requires_grad=True)
+    opt = optim.Adam([used, frozen], lr=0.1, backend="eager", fused=True)
+    for _ in range(4):
+        used.grad = torch.ones_like(used)
+        opt.step()
+    assert len(checks) == 1  # the frozen parameter does not make every step check again
+    supported[:] = ["cuda"]  # now the frozen parameter gets its gradient, on a device refused
+    frozen.grad = torch.ones_like(frozen)
+    with pytest.raises(RuntimeError, match=r"parameter 1 of group 0 is on cpu"):
         opt.step()
 
 

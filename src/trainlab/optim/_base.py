@@ -103,22 +103,26 @@ def apply_weight_decay(
     return add_scaled(grad, param, weight_decay)
 
 
-def check_fused_support(index: int, group: dict[str, Any]) -> bool:
+def check_fused_support(index: int, group: dict[str, Any], positions: Iterable[int]) -> list[int]:
     """``fused=True`` on a parameter torch's fused kernels cannot run on: torch's error.
 
     The keyword asks for torch's fused implementation, which takes real floating-point
     parameters on the devices it has kernels for (not ``meta``, for instance); torch.optim
     refuses the others with this RuntimeError at the step, and so does trainlab, so that a
     model built on the meta device fails where it fails in torch, before any flat buffer is
-    built. Parameters without a gradient are not checked, as in torch; returns True when
-    every parameter of the group had one (then the group needs no further check).
+    built. Checks the parameters at ``positions`` of the group; those without a gradient are
+    not checked, as in torch, and are returned: they are checked once they get one, and a
+    parameter that never does (a frozen layer) costs a step no more than a look at ``.grad``.
     """
-    supported = _get_fused_kernels_supported_devices()
-    complete = True
-    for position, p in enumerate(group["params"]):
+    params, supported, unchecked = group["params"], None, []
+    for position in positions:
+        p = params[position]
         if p.grad is None:
-            complete = False
-        elif p.device.type not in supported or not p.is_floating_point():
+            unchecked.append(position)
+            continue
+        if supported is None:
+            supported = _get_fused_kernels_supported_devices()
+        if p.device.type not in supported or not p.is_floating_point():
             raise RuntimeError(
                 "`fused=True` requires all the params to be floating point Tensors of "
                 f"supported devices: {supported} but {p.dtype} and {p.device.type} (parameter "
@@ -126,7 +130,7 @@ def check_fused_support(index: int, group: dict[str, Any]) -> bool:
                 "the parameters on one of those devices as a real floating-point tensor, e.g. "
                 "model.to_empty(device='cpu') for a model built on meta, or leave out fused)"
             )
-    return complete
+    return unchecked
 
 
 def _hooks_when_present(step: Callable[..., Any]) -> Callable[..., Any]:
@@ -389,8 +393,9 @@ class FirstOrderOptimizer(TrainlabOptimizer):
         #: ‖g‖, update ratio ‖Δθ‖/‖θ‖ and the number of non-finite gradient elements.
         self.stats: list[dict[str, Tensor]] = []
         self._state_keys_cache: dict[tuple, frozenset[str]] = {}
-        #: ids of the groups with ``fused=True`` whose parameters passed `check_fused_support`.
-        self._fused_checked: set[int] = set()
+        #: per group with ``fused=True`` (by id): the positions of the parameters that
+        #: `check_fused_support` has not checked yet, having had no gradient so far.
+        self._fused_unchecked: dict[int, list[int]] = {}
         self._engine = FusedEngine(self)
 
     def zero_grad(self, set_to_none: bool = True) -> None:
@@ -419,7 +424,7 @@ class FirstOrderOptimizer(TrainlabOptimizer):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         super().load_state_dict(state_dict)
-        self._fused_checked.clear()  # new group dicts
+        self._fused_unchecked.clear()  # new group dicts
         self._engine.readopt()  # fused groups move the loaded state into their buffers
 
     def __getstate__(self) -> dict[str, Any]:
@@ -437,7 +442,7 @@ class FirstOrderOptimizer(TrainlabOptimizer):
             self.__dict__.setdefault("expected_steps", None)
             self.stats = []
             self._state_keys_cache = {}
-            self._fused_checked = set()
+            self._fused_unchecked = {}
             self._engine = FusedEngine(self)
 
     def backend_info(self) -> list[dict[str, Any]]:
@@ -561,9 +566,8 @@ class FirstOrderOptimizer(TrainlabOptimizer):
                 loss = closure()
         self.stats = []
         for index, group in enumerate(self.param_groups):
-            unchecked = group.get("fused") and id(group) not in self._fused_checked
-            if unchecked and check_fused_support(index, group):
-                self._fused_checked.add(id(group))
+            if group.get("fused"):
+                self._check_fused_support(index, group)
             h = self.hyperparameters(group)
             done = self._engine.step(index, group, h)
             params = group["params"]
@@ -572,6 +576,15 @@ class FirstOrderOptimizer(TrainlabOptimizer):
             if self.track_stats:
                 self.stats.append(self._engine.merge_stats(index, eager_stats))
         return loss
+
+    def _check_fused_support(self, index: int, group: dict[str, Any]) -> None:
+        """`check_fused_support` for the group's parameters not checked yet (each once)."""
+        unchecked = self._fused_unchecked.get(id(group))
+        if unchecked is None:
+            unchecked = range(len(group["params"]))
+        elif not unchecked:
+            return
+        self._fused_unchecked[id(group)] = check_fused_support(index, group, unchecked)
 
     def _eager_step(
         self, params: list[Tensor], group: dict[str, Any], h: dict[str, Any]
