@@ -52,6 +52,7 @@ import torch
 
 import readme_tables  # the tables' formats; this script's folder is on sys.path
 from trainlab.optim import OPTIMIZERS
+from trainlab.optim.calibration import as_in_training
 
 #: torch.optim's classes with a fused implementation (``fused=True``).
 FUSED_IN_TORCH = {"Adam", "AdamW", "SGD", "Adagrad"}
@@ -89,23 +90,6 @@ def make_params(shapes, seed=0):
     for p in params:
         p.grad = torch.randn(p.shape, generator=gen) * 1e-2
     return params
-
-
-def as_in_training(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """``opt`` after its first step (which creates the state), its gradients made again as
-    a training loop makes them: zero_grad, then one backward of the same values.
-
-    trainlab's flat groups copy a gradient they do not own (one assigned as ``p.grad =
-    ...``) into their buffers at every step; in a training loop zero_grad hands out views of
-    those buffers and backward accumulates into them, with no copy. torch.optim's
-    implementations take the same path, so that the comparison stays paired.
-    """
-    params = [p for group in opt.param_groups for p in group["params"]]
-    grads = [p.grad for p in params]
-    opt.step()
-    opt.zero_grad()
-    torch.autograd.backward(params, grads)
-    return opt
 
 
 def bytes_per_param(opt, shapes) -> int:

@@ -320,16 +320,16 @@ def _valid(entries: dict[str, Any]) -> dict[str, Any]:
     return {name: asdict(costs) for name, costs in kept.items() if costs is not None}
 
 
-def _as_in_training(
-    opt: torch.optim.Optimizer, params: list[torch.Tensor]
-) -> torch.optim.Optimizer:
+def as_in_training(opt: torch.optim.Optimizer) -> torch.optim.Optimizer:
     """``opt`` after its first step (which creates the state), its gradients made again as
-    a training loop makes them: zero_grad, then backward.
+    a training loop makes them: zero_grad, then one backward of the same values.
 
     A flat group copies a gradient it does not own (one assigned as ``p.grad = ...``) into
     its buffer at every step; a training loop pays no such copy, since zero_grad hands out
-    views of the buffer and backward accumulates into them. The costs are the loop's.
+    views of the buffer and backward accumulates into them. The costs measured here (and in
+    the benchmarks) are the loop's; torch.optim's implementations take the same path.
     """
+    params = [p for group in opt.param_groups for p in group["params"]]
     grads = [p.grad for p in params]
     opt.step()
     opt.zero_grad()
@@ -371,7 +371,7 @@ def measure(
             p.grad = torch.full_like(p, 1e-3)
         opt = cls(params, backend=backend)
         opt.param_groups[0].update(settings or {})  # already validated in their own group
-        return _as_in_training(opt, params)
+        return as_in_training(opt)
 
     eager = {name: _median_step_us(build(s, "eager"), device) for name, s in _SHAPES.items()}
     # Solve the eager model from the three groups: "one" and "few" differ in tensors only
