@@ -375,15 +375,23 @@ class FlatGroup:
         )
 
     def copy_gradients(self, foreign: list[tuple[int, Tensor]]) -> None:
-        """Copy gradient tensors of their own into their slots of the buffer (one call).
+        """Copy gradient tensors of their own into their slots of the buffer (one call)."""
+        torch._foreach_copy_([self.grad_views[i] for i, _ in foreign], [g for _, g in foreign])
 
-        A gradient that is a view of another slot of this buffer (``p0.grad, p1.grad =
-        p1.grad, p0.grad``) is cloned first: copied straight, its slot could be overwritten
-        before it is read.
+    def _buffer_in_use(self) -> bool:
+        """Does some parameter's ``.grad`` live in the gradient buffer (a view of it)?
+
+        Then writing into the buffer would write that gradient, and bump its version
+        counter (shared by all views of the buffer), so that a view saved for a backward
+        would fail as "modified by an inplace operation".
         """
         storage = self.grad.untyped_storage().data_ptr()
-        grads = [g.clone() if g.untyped_storage().data_ptr() == storage else g for _, g in foreign]
-        torch._foreach_copy_([self.grad_views[i] for i, _ in foreign], grads)
+        return any(
+            p.grad is not None
+            and p.grad.layout is torch.strided
+            and p.grad.untyped_storage().data_ptr() == storage
+            for p in self.params
+        )
 
     def _written_views(self) -> None:
         """Count as gradients the views that were written by hand since zero_grad.
@@ -441,12 +449,12 @@ class FlatGroup:
         if not self.fused_ok:
             return False
         foreign = self.check_layout()
-        if foreign is None or (foreign and len(foreign) < len(self.params)):
-            # A sparse gradient, or assigned gradients beside views of the buffer (copying
-            # them in would bump the version of those views, which the user holds as
-            # ``p.grad``: step never writes a gradient). The eager loop steps the group, so
-            # the step counts move on without self.step; the next fused step takes them
-            # from the state again.
+        if foreign is None or (foreign and self._buffer_in_use()):
+            # A sparse gradient, or gradients to copy in while some ``p.grad`` lives in the
+            # buffer (a view zero_grad handed out, or one transposed or moved to another
+            # parameter): copying would write those gradients, and step never writes one.
+            # The eager loop steps the group, so the step counts move on without
+            # self.step; the next fused step takes them from the state again.
             self.needs_adopt = True
             return False
         if not all(self.has_grad):
