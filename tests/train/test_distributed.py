@@ -353,18 +353,23 @@ def test_under_ones_own_torchrun_the_rank_that_lost_another_says_so_as_an_error(
     ), stderr[-3000:]
 
 
-def test_torchruns_log_lines_are_shown_when_no_rank_explains_the_end(monkeypatch, capfd):
-    # A torchrun that fails by itself (say its rendezvous), before any rank has started.
-    fails_alone = (
+def fake_torchrun(body: str) -> str:
+    """The launcher's torchrun program with torchrun's ``run`` replaced by ``body`` (which
+    has ``log``, torchrun's agent logger, and ``sys``): torchrun's own ends, no ranks."""
+    return (
         "import logging, sys, torch.distributed.run as torchrun_module\n"
         "from trainlab.train.distributed import torchrun\n"
-        "def run(args):\n"
-        "    logging.getLogger('torch.distributed.elastic.agent').error('rendezvous failed')\n"
-        "    sys.exit(1)\n"
+        "log = logging.getLogger('torch.distributed.elastic.agent')\n"
+        f"def run(args):\n    {body}\n"
         "torchrun_module.run = run\n"
         "sys.exit(torchrun())\n"
     )
-    monkeypatch.setattr(distributed, "_TORCHRUN", fails_alone)
+
+
+def test_torchruns_log_lines_are_shown_when_no_rank_explains_the_end(monkeypatch, capfd):
+    # A torchrun that fails by itself (say its rendezvous), before any rank has started.
+    fails_alone = "log.error('rendezvous failed')\n    sys.exit(1)"
+    monkeypatch.setattr(distributed, "_TORCHRUN", fake_torchrun(fails_alone))
     assert distributed.launch(["train", "tiny.toml"], 2) == 1
     err = capfd.readouterr().err  # the line held back from torchrun's stderr, shown at its end
     assert re.fullmatch(r"[^\n]*\brendezvous failed\n", err), err
@@ -373,15 +378,7 @@ def test_torchruns_log_lines_are_shown_when_no_rank_explains_the_end(monkeypatch
 def test_torchruns_held_back_log_lines_stay_out_of_a_run_that_succeeded(monkeypatch, capfd):
     # A torchrun that logs a notice and ends well: the notice was torchrun's to make when
     # it mattered, not a line to print after the run's own summary.
-    succeeds = (
-        "import logging, sys, torch.distributed.run as torchrun_module\n"
-        "from trainlab.train.distributed import torchrun\n"
-        "def run(args):\n"
-        "    logging.getLogger('torch.distributed.elastic.agent').warning('a notice')\n"
-        "torchrun_module.run = run\n"
-        "sys.exit(torchrun())\n"
-    )
-    monkeypatch.setattr(distributed, "_TORCHRUN", succeeds)
+    monkeypatch.setattr(distributed, "_TORCHRUN", fake_torchrun("log.warning('a notice')"))
     assert distributed.launch(["train", "tiny.toml"], 2) == 0
     assert "a notice" not in capfd.readouterr().err
 
